@@ -1,0 +1,123 @@
+"""The whole InternVL model: InternViT -> pixel shuffle -> projector, spliced into the decoder's inputs.
+
+Data flow (spec §1.1), for a batch whose images' tiles are concatenated in order:
+    pixel_values (tiles, 3, 448, 448) -> ViT (tiles, 1025, d_vit) -> drop CLS, (tiles, 32, 32, d_vit)
+    -> pixel shuffle (tiles, 16, 16, 4*d_vit) -> projector (tiles, 256, d_llm)
+    input_ids (batch, seq) -> embeddings; the <IMG_CONTEXT> positions, in row-major order (batch, then
+    position), are overwritten by the flattened image features -> decoder -> logits (batch, seq, vocab).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from internvl.config import InternVLConfig
+from internvl.errors import InputError
+from internvl.model.cache import KVCache
+from internvl.model.connector import Projector, pixel_shuffle
+from internvl.model.llm import LanguageModel
+from internvl.model.vit import InternViT
+
+
+class InternVL(nn.Module):
+    def __init__(self, config: InternVLConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vision = InternViT(config.vision)
+        self.projector = Projector(config.vision.hidden_size, config.text.hidden_size, config.downsample_ratio)
+        self.language = LanguageModel(config.text)
+        # Set from the tokenizer (`<IMG_CONTEXT>`) by whoever loads one; the hf layout stores it in config.
+        self.image_token_id: int | None = config.image_token_id
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+    ) -> "InternVL":
+        """Load either checkpoint layout (original `InternVLChatModel` or `-hf`); never runs code from the folder."""
+        from internvl.weights import load_model
+
+        return load_model(folder, dtype=dtype, device=device)
+
+    def save_pretrained(self, folder: str | Path, layout: str = "original", max_shard_bytes: int = 5 * 2**30) -> None:
+        """Write config.json + safetensors in the `original` or `hf` layout, atomically."""
+        from internvl.weights import save_model
+
+        save_model(self, folder, layout=layout, max_shard_bytes=max_shard_bytes)
+
+    # -- forward --------------------------------------------------------------------------------
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """pixel_values (tiles, 3, H, W) -> image features (tiles, tokens_per_tile, d_llm)."""
+        hidden = self.vision(pixel_values, select_layer=self.config.select_layer)[:, 1:]  # drop CLS
+        tiles, patches, d_vit = hidden.shape
+        side = int(math.isqrt(patches))
+        hidden = hidden.reshape(tiles, side, side, d_vit)
+        # (tiles, 32, 32, d_vit) -> (tiles, 16, 16, 4*d_vit)
+        hidden = pixel_shuffle(hidden, self.config.downsample_ratio, self.config.ps_version)
+        hidden = hidden.reshape(tiles, -1, hidden.shape[-1])  # (tiles, 256, 4*d_vit)
+        return self.projector(hidden)  # (tiles, 256, d_llm)
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with the image features written over the `<IMG_CONTEXT>` positions.
+
+        Pass `pixel_values` (tiles, 3, H, W) or precomputed `image_features` (tiles, 256, d_llm), e.g.
+        from a separate vision worker.
+        """
+        embeds = self.language.embed(input_ids)  # (batch, seq, d_llm)
+        if pixel_values is None and image_features is None:
+            return embeds
+        if self.image_token_id is None:
+            raise InputError("image_token_id is not set: load a tokenizer or set model.image_token_id")
+        if image_features is None:
+            image_features = self.encode_images(pixel_values)  # type: ignore[arg-type]
+        features = image_features.reshape(-1, embeds.shape[-1]).to(embeds.dtype)
+        selected = input_ids == self.image_token_id
+        slots = int(selected.sum())
+        if slots != features.shape[0]:
+            per_tile = image_features.shape[1] if image_features.dim() == 3 else "?"
+            raise InputError(
+                f"the prompt has {slots} <IMG_CONTEXT> tokens but the images give {features.shape[0]} "
+                f"features ({image_features.shape[0]} tiles x {per_tile}); the <image> placeholders and "
+                "the images given do not match"
+            )
+        return embeds.masked_scatter(selected[..., None], features)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        image_features: torch.Tensor | None = None,
+        last_only: bool = False,
+        return_hidden: bool = False,
+    ) -> torch.Tensor:
+        """input_ids (batch, seq) [+ pixel_values (tiles, 3, H, W)] -> logits (batch, seq, vocab).
+
+        attention_mask: (batch, past+seq), 1 = token, 0 = padding; None means no padding.
+        position_ids: (batch, seq); default past .. past+seq-1 for every row (as transformers does).
+        cache: a KVCache to read the past from and append this call's keys/values to.
+        last_only: compute logits of the last position only -> (batch, 1, vocab).
+        return_hidden: return the final normed hidden states (batch, seq, d_llm) instead of logits.
+        """
+        embeds = self.embed(input_ids, pixel_values, image_features)
+        past = cache.length if cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)
+            position_ids = position_ids.expand(input_ids.shape[0], -1)
+        hidden = self.language(embeds, position_ids, attention_mask, cache)
+        if return_hidden:
+            return hidden
+        if last_only:
+            hidden = hidden[:, -1:]
+        return self.language.lm_head(hidden)

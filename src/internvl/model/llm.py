@@ -1,0 +1,240 @@
+"""One decoder for every released backbone: Qwen2/2.5, Qwen3, Qwen3-MoE, Llama 3 and InternLM2/2.5.
+
+They share the shape RMSNorm -> attention (GQA, RoPE) -> RMSNorm -> SwiGLU MLP; the differences are
+switches in `TextConfig`: q/k/v bias (Qwen2), per-head q/k RMSNorm (Qwen3), routed experts (Qwen3-MoE),
+rope scaling (Llama 3, dynamic NTK). InternLM2's fused, group-interleaved `wqkv` is un-fused on load
+(weights.py), so it runs as a Llama layer.
+Internally q, k, v are one fused projection and gate/up another: fewer, larger matmuls.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from internvl.config import TextConfig
+from internvl.model.cache import KVCache
+from internvl.model.vit import RMSNorm
+
+
+# ----------------------------------------------------------------------------------------------
+# Rotary position embeddings
+
+
+def rope_inverse_frequencies(config: TextConfig, seq_len: int) -> torch.Tensor:
+    """(head_dim/2,) float32 inverse frequencies, with the config's scaling applied.
+
+    `seq_len` is the longest position + 1 of the current forward; only dynamic NTK scaling uses it
+    (it raises the base once the sequence outgrows `max_position_embeddings`, as transformers does).
+    """
+    dim = config.head_dim
+    base = config.rope_theta
+    scaling = config.rope_scaling or {}
+    kind = scaling.get("rope_type", "default")
+    if kind == "dynamic" and seq_len > config.max_position_embeddings:
+        factor = float(scaling["factor"])
+        base = base * ((factor * seq_len / config.max_position_embeddings) - (factor - 1)) ** (dim / (dim - 2))
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    if kind == "linear":
+        inv_freq = inv_freq / float(scaling["factor"])
+    elif kind == "llama3":
+        inv_freq = _llama3_scaling(inv_freq, scaling)
+    return inv_freq
+
+
+def _llama3_scaling(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
+    """Llama 3.1 frequency-dependent scaling: long wavelengths / factor, short unchanged, smooth between."""
+    factor = float(scaling["factor"])
+    low, high = float(scaling.get("low_freq_factor", 1.0)), float(scaling.get("high_freq_factor", 4.0))
+    old_context = float(scaling.get("original_max_position_embeddings", 8192))
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+    smooth = (old_context / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_context / high) & (wavelen <= old_context / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rope_cos_sin(config: TextConfig, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """positions (batch, seq) -> cos, sin (batch, 1, seq, head_dim), computed in float32."""
+    inv_freq = rope_inverse_frequencies(config, int(positions.max()) + 1).to(positions.device)
+    freqs = positions.float()[..., None] * inv_freq  # (batch, seq, head_dim/2)
+    angles = torch.cat([freqs, freqs], dim=-1)[:, None]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE on (batch, heads, seq, head_dim)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+# ----------------------------------------------------------------------------------------------
+# Blocks
+
+
+class Attention(nn.Module):
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.split_sizes = [q_size, kv_size, kv_size]
+        self.qkv = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=config.attention_bias)
+        output_bias = config.attention_bias and config.family != "qwen2"
+        self.o = nn.Linear(q_size, config.hidden_size, bias=output_bias)
+        self.qk_norm = config.qk_norm
+        if config.qk_norm:  # per head, before RoPE (Qwen3)
+            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer_index: int,
+    ) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        q, k, v = self.qkv(x).split(self.split_sizes, dim=-1)
+        q = q.view(batch, seq, self.num_heads, self.head_dim)
+        k = k.view(batch, seq, self.num_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (batch, heads, seq, head_dim)
+        v = v.view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.write(layer_index, k, v)  # (batch, kv_heads, past+seq, head_dim)
+        causal = mask is None and seq > 1  # no mask is built only for a prefill without padding
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.num_kv_heads != self.num_heads
+        )
+        return self.o(out.transpose(1, 2).reshape(batch, seq, -1))
+
+
+class GatedMLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), gate and up fused in one matmul."""
+
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(hidden, 2 * intermediate, bias=False)
+        self.down = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class MoEMLP(nn.Module):
+    """Qwen3-MoE: softmax router over experts, top-k, optional renormalisation, weighted expert sum."""
+
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__()
+        self.top_k, self.normalize = config.num_experts_per_tok, config.norm_topk_prob
+        self.router = nn.Linear(config.hidden_size, config.num_experts, bias=False)
+        self.experts = nn.ModuleList(
+            GatedMLP(config.hidden_size, config.moe_intermediate_size) for _ in range(config.num_experts)
+        )
+        self.last_router_logits: torch.Tensor | None = None  # kept for the load-balancing loss in training
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        tokens = x.reshape(-1, shape[-1])  # (tokens, hidden)
+        logits = self.router(tokens)  # (tokens, experts)
+        self.last_router_logits = logits if self.training else None
+        weights, chosen = torch.topk(F.softmax(logits, dim=-1, dtype=torch.float32), self.top_k, dim=-1)
+        if self.normalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        weights = weights.to(tokens.dtype)
+        out = torch.zeros_like(tokens)
+        for expert_index in chosen.unique().tolist():
+            token_rows, slot = torch.where(chosen == expert_index)
+            expert_out = self.experts[expert_index](tokens[token_rows]) * weights[token_rows, slot, None]
+            out.index_add_(0, token_rows, expert_out)
+        return out.reshape(shape)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: TextConfig, index: int) -> None:
+        super().__init__()
+        self.index = index
+        self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attn = Attention(config)
+        self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp: nn.Module = (
+            MoEMLP(config) if config.is_moe_layer(index) else GatedMLP(config.hidden_size, config.intermediate_size)
+        )
+
+    def forward(self, x, cos, sin, mask, cache):  # type: ignore[no-untyped-def]
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, self.index)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class LanguageModel(nn.Module):
+    """Token embeddings, decoder layers, final norm and the output head."""
+
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        embeds: torch.Tensor,
+        positions: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """embeds (batch, seq, hidden), positions (batch, seq) -> final normed hidden (batch, seq, hidden).
+
+        attention_mask: (batch, past+seq) with 1 for real tokens and 0 for padding, or None (no padding).
+        """
+        batch, seq, _ = embeds.shape
+        past = cache.length if cache is not None else 0
+        mask = build_attention_mask(attention_mask, batch, seq, past, embeds.device)
+        cos, sin = rope_cos_sin(self.config, positions, embeds.dtype)
+        x = embeds
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, cache, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask, cache)
+        if cache is not None:
+            cache.advance(seq)
+        return self.norm(x)
+
+
+def build_attention_mask(
+    padding: torch.Tensor | None, batch: int, seq: int, past: int, device: torch.device
+) -> torch.Tensor | None:
+    """Boolean (batch, 1, seq, past+seq) mask, True = may attend; None when plain causal attention will do.
+
+    Query rows with no visible key at all (left-padding positions) may attend to themselves, so that the
+    softmax stays finite; their outputs are never used.
+    """
+    if padding is None and (past == 0 or seq == 1):
+        return None  # SDPA's is_causal (prefill) or no mask at all (one new token sees everything)
+    total = past + seq
+    key_index = torch.arange(total, device=device)
+    query_index = torch.arange(past, total, device=device)
+    mask = (key_index[None, :] <= query_index[:, None])[None, None].expand(batch, 1, seq, total)
+    if padding is not None:
+        if padding.shape != (batch, total):
+            raise ValueError(f"attention_mask has shape {tuple(padding.shape)}, expected {(batch, total)}")
+        mask = mask & padding.bool()[:, None, None, :]
+        empty_rows = ~mask.any(dim=-1, keepdim=True)
+        if empty_rows.any():
+            mask = mask | (empty_rows & (key_index[None, None, None, :] == query_index[None, None, :, None]))
+    return mask

@@ -91,7 +91,7 @@ def _vision_map(config: InternVLConfig, layout: str) -> dict[str, Source]:
         out["vision.embed.cls"] = _one(p + "embeddings.class_embedding")
         out["vision.embed.pos"] = _one(p + "embeddings.position_embedding")
     else:
-        p = "model.vision_tower."
+        p = "vision_tower."
         out["vision.embed.patch.weight"] = _one(p + "embeddings.patch_embeddings.projection.weight")
         out["vision.embed.patch.bias"] = _one(p + "embeddings.patch_embeddings.projection.bias")
         out["vision.embed.cls"] = _one(p + "embeddings.cls_token")
@@ -131,7 +131,7 @@ def _projector_map(layout: str) -> dict[str, Source]:
     if layout == "original":
         theirs = {"norm": "mlp1.0", "fc1": "mlp1.1", "fc2": "mlp1.3"}
     else:
-        p = "model.multi_modal_projector."
+        p = "multi_modal_projector."
         theirs = {"norm": p + "layer_norm", "fc1": p + "linear_1", "fc2": p + "linear_2"}
     return {f"projector.{ours}.{s}": _one(f"{name}.{s}") for ours, name in theirs.items() for s in ("weight", "bias")}
 
@@ -148,8 +148,8 @@ def internlm2_qkv_order(num_heads: int, num_kv_heads: int, head_dim: int) -> tor
 
 def _language_map(config: InternVLConfig, layout: str) -> dict[str, Source]:
     t = config.text
-    prefix = "language_model.model." if layout == "original" else "model.language_model."
-    head = "lm_head.weight" if layout == "hf" else "language_model.lm_head.weight"
+    prefix = "language_model.model."  # same in both layouts (hf: as transformers writes it, spec §2.2)
+    head = "language_model.lm_head.weight"
     fused_internlm2 = t.family == "internlm2" and layout == "original"
     out: dict[str, Source] = {}
     if fused_internlm2:
@@ -195,19 +195,21 @@ def _language_map(config: InternVLConfig, layout: str) -> dict[str, Source]:
     return out
 
 
-# Older -hf checkpoints (before transformers' refactor) used these prefixes (spec §2.2).
-_OLD_HF_PREFIXES = (
-    ("vision_tower.", "model.vision_tower."),
-    ("multi_modal_projector.", "model.multi_modal_projector."),
-    ("language_model.model.", "model.language_model."),
-    ("language_model.lm_head.", "lm_head."),
+# The hf layout has two spellings (spec §2.2): transformers' module tree (`model.vision_tower.`, ...) and
+# the one its save_pretrained writes and older checkpoints use (`vision_tower.`, ...). We read both and
+# write the latter, as transformers itself does.
+_HF_MODULE_PREFIXES = (
+    ("model.vision_tower.", "vision_tower."),
+    ("model.multi_modal_projector.", "multi_modal_projector."),
+    ("model.language_model.", "language_model.model."),
+    ("lm_head.", "language_model.lm_head."),
 )
 
 
 def _canonical_hf_key(key: str) -> str:
-    for old, new in _OLD_HF_PREFIXES:
-        if key.startswith(old):
-            return new + key[len(old) :]
+    for module_prefix, saved_prefix in _HF_MODULE_PREFIXES:
+        if key.startswith(module_prefix):
+            return saved_prefix + key[len(module_prefix) :]
     return key
 
 
@@ -304,8 +306,27 @@ class BinReader:
         out.copy_(self.tensors[name].reshape(out.shape))
 
 
-def open_checkpoint_files(folder: Path) -> dict[str, SafetensorsReader | BinReader]:
-    """Map every checkpoint tensor name to the reader of the file that holds it."""
+@dataclass(frozen=True)
+class StoredTensor:
+    """Where one checkpoint tensor lives: its file's reader and its name inside that file."""
+
+    reader: SafetensorsReader | BinReader
+    name: str
+
+    @property
+    def entry(self) -> _Entry:
+        return self.reader.entries[self.name]
+
+    @property
+    def path(self) -> Path:
+        return self.reader.path
+
+    def read_into(self, out: torch.Tensor) -> None:
+        self.reader.read_into(self.name, out)
+
+
+def open_checkpoint_files(folder: Path) -> dict[str, StoredTensor]:
+    """Map every checkpoint tensor name to where it is stored."""
     candidates = [
         ("model.safetensors.index.json", None),
         ("model.safetensors", SafetensorsReader),
@@ -318,7 +339,7 @@ def open_checkpoint_files(folder: Path) -> dict[str, SafetensorsReader | BinRead
             continue
         if reader_cls is not None:
             reader = reader_cls(path)
-            return {key: reader for key in reader.entries}
+            return {key: StoredTensor(reader, key) for key in reader.entries}
         try:
             weight_map: dict[str, str] = json.loads(path.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
@@ -336,7 +357,7 @@ def open_checkpoint_files(folder: Path) -> dict[str, SafetensorsReader | BinRead
         for key, shard in weight_map.items():
             if key not in readers[shard].entries:
                 raise CheckpointError(f"{folder / shard}: tensor {key!r} listed in {name} is not in the shard")
-            out[key] = readers[shard]
+            out[key] = StoredTensor(readers[shard], key)
         return out
     raise CheckpointError(
         f"{folder}: no weights found (expected model.safetensors, model.safetensors.index.json or pytorch_model.bin)"
@@ -355,8 +376,7 @@ def load_model(folder: str | Path, dtype: torch.dtype | None = None, device: str
     if layout == "hf":
         files = {_canonical_hf_key(k): v for k, v in files.items()}
     files = {k: v for k, v in files.items() if not k.endswith(IGNORED_SUFFIXES)}
-    head_key = "lm_head.weight" if layout == "hf" else "language_model.lm_head.weight"
-    if config.text.tie_word_embeddings and head_key in files:
+    if config.text.tie_word_embeddings and "language_model.lm_head.weight" in files:
         config.text.tie_word_embeddings = False  # a stored head wins over the tie flag (spec §2.2)
     dtype = dtype or _checkpoint_dtype(files)
     with torch.device("meta"):
@@ -368,23 +388,23 @@ def load_model(folder: str | Path, dtype: torch.dtype | None = None, device: str
     _check_keys(mapping, files, folder)
     params = dict(model.named_parameters())
     for name, source in mapping.items():
-        _fill(params[name].data, name, source, files)
+        _fill(params[name].data, piece_rows(model, name, source, params[name].shape[0]), source, files)
     model.to(device)
     model.eval()
     return model
 
 
-def _checkpoint_dtype(files: dict[str, SafetensorsReader | BinReader]) -> torch.dtype:
+def _checkpoint_dtype(files: dict[str, StoredTensor]) -> torch.dtype:
     """The floating dtype most of the checkpoint's tensors use (what `dtype=None` loads as)."""
     counts: dict[torch.dtype, int] = {}
-    for key, reader in files.items():
-        entry = reader.entries[key]
+    for stored in files.values():
+        entry = stored.entry
         if entry.dtype.is_floating_point:
             counts[entry.dtype] = counts.get(entry.dtype, 0) + 1
     return max(counts, key=counts.__getitem__) if counts else torch.float32
 
 
-def _check_keys(mapping: dict[str, Source], files: dict[str, SafetensorsReader | BinReader], folder: Path) -> None:
+def _check_keys(mapping: dict[str, Source], files: dict[str, StoredTensor], folder: Path) -> None:
     expected = {key for source in mapping.values() for key in source.keys}
     missing = sorted(expected - set(files))
     if missing:
@@ -398,21 +418,18 @@ def _check_keys(mapping: dict[str, Source], files: dict[str, SafetensorsReader |
         )
 
 
-def _fill(param: torch.Tensor, name: str, source: Source, files: dict[str, SafetensorsReader | BinReader]) -> None:
+def _fill(param: torch.Tensor, sizes: list[int], source: Source, files: dict[str, StoredTensor]) -> None:
     """Read the source tensors into consecutive row blocks of `param` (then permute rows if asked)."""
     target = param if source.row_order is None else torch.empty_like(param)
-    row = 0
-    for key in source.keys:
-        reader = files[key]
-        shape = reader.entries[key].shape
-        rows = shape[0] if shape else 1
-        expected = (rows, *param.shape[1:]) if len(source.keys) > 1 else tuple(param.shape)
-        if tuple(shape) != expected or row + rows > (param.shape[0] if param.dim() else 1):
+    pieces = target.split(sizes, dim=0) if len(source.keys) > 1 else (target,)
+    for key, piece in zip(source.keys, pieces):
+        stored = files[key]
+        if tuple(stored.entry.shape) != tuple(piece.shape):
             raise CheckpointError(
-                f"{reader.path}: tensor {key!r} has shape {list(shape)}, expected {list(expected)} for the config's dimensions"
+                f"{stored.path}: tensor {key!r} has shape {list(stored.entry.shape)}, "
+                f"expected {list(piece.shape)} for the config's dimensions"
             )
-        reader.read_into(key, target[row : row + rows] if len(source.keys) > 1 else target)
-        row += rows
+        stored.read_into(piece)
     if source.row_order is not None:
         param.copy_(target[source.row_order])
 
@@ -432,15 +449,16 @@ def checkpoint_tensors(model: InternVL, layout: str) -> Iterator[tuple[str, torc
         if len(source.keys) == 1:
             yield source.keys[0], tensor
             continue
-        sizes = _split_sizes(model, name, len(source.keys), tensor.shape[0])
-        for key, piece in zip(source.keys, tensor.split(sizes, dim=0)):
+        for key, piece in zip(source.keys, tensor.split(piece_rows(model, name, source, tensor.shape[0]), dim=0)):
             yield key, piece
 
 
-def _split_sizes(model: InternVL, name: str, parts: int, rows: int) -> list[int]:
-    """Row counts of the pieces of a fused tensor: q/k/v (GQA-aware) or equal halves/thirds."""
+def piece_rows(model: InternVL, name: str, source: Source, rows: int) -> list[int]:
+    """Row counts of the checkpoint tensors that make up our `rows`-row tensor `name`:
+    q/k/v (GQA-aware) or equal parts (vision q/k/v, gate/up)."""
+    parts = len(source.keys)
     t = model.config.text
-    if name.startswith("language.") and ".attn.qkv." in name:
+    if parts == 3 and name.startswith("language.") and ".attn.qkv." in name:
         return [t.num_heads * t.head_dim, t.num_kv_heads * t.head_dim, t.num_kv_heads * t.head_dim]  # type: ignore[operator]
     return [rows // parts] * parts
 

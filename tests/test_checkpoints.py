@@ -1,0 +1,265 @@
+"""Checkpoint loading and saving: strictness, clear errors, sharding, .bin safety, atomic saves, convert."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from internvl import CheckpointError, ConfigError
+from internvl.cli import main as cli_main
+from internvl.model.internvl import InternVL
+from internvl import weights
+from tests.tiny import build_hf_model, two_sample_batch
+
+OFFICIAL = Path(__file__).parent / "fixtures" / "official"
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    """A writable copy of the official qwen2 checkpoint (original layout)."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(OFFICIAL / "qwen2-300m" / name, folder / name)
+    return folder
+
+
+def rewrite_tensors(folder: Path, change) -> None:  # type: ignore[no-untyped-def]
+    tensors = load_file(str(folder / "model.safetensors"))
+    change(tensors)
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
+def edit_config(folder: Path, change) -> None:  # type: ignore[no-untyped-def]
+    config = json.loads((folder / "config.json").read_text())
+    change(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def logits(model: InternVL) -> torch.Tensor:
+    ids, mask, pixels = two_sample_batch()
+    ids = ids.clamp(max=model.config.text.vocab_size - 1)
+    model.image_token_id = 317
+    with torch.no_grad():
+        return model(ids, pixels, attention_mask=mask)
+
+
+def test_missing_tensor_is_named(checkpoint):
+    rewrite_tensors(checkpoint, lambda t: t.pop("mlp1.1.weight"))
+    with pytest.raises(CheckpointError, match=r"'mlp1\.1\.weight' is missing"):
+        InternVL.from_pretrained(checkpoint)
+
+
+def test_unexpected_tensor_is_named_with_its_file(checkpoint):
+    rewrite_tensors(checkpoint, lambda t: t.update({"vision_model.extra.weight": torch.zeros(2)}))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: unexpected tensor 'vision_model\.extra\.weight'"):
+        InternVL.from_pretrained(checkpoint)
+
+
+def test_misshaped_tensor_is_named_with_its_file(checkpoint):
+    key = "language_model.model.layers.0.self_attn.k_proj.weight"
+    rewrite_tensors(checkpoint, lambda t: t.update({key: torch.zeros(32, 128)}))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor '.*k_proj\.weight' has shape \[32, 128\], expected \[64, 128\]"):
+        InternVL.from_pretrained(checkpoint)
+
+
+def test_truncated_file(checkpoint):
+    path = checkpoint / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        InternVL.from_pretrained(checkpoint)
+
+
+def test_corrupt_header(checkpoint):
+    path = checkpoint / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    header_len = struct.unpack("<Q", data[:8])[0]
+    data[8 : 8 + 20] = b"#" * 20  # not JSON any more
+    assert header_len > 20
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt safetensors header"):
+        InternVL.from_pretrained(checkpoint)
+
+
+def test_not_a_safetensors_file(checkpoint):
+    (checkpoint / "model.safetensors").write_bytes(b"hello")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        InternVL.from_pretrained(checkpoint)
+
+
+def test_sharded_round_trip_and_missing_shard(checkpoint, tmp_path):
+    model = InternVL.from_pretrained(checkpoint)
+    model.save_pretrained(tmp_path / "sharded", layout="original", max_shard_bytes=200_000)
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2
+    assert torch.equal(logits(InternVL.from_pretrained(tmp_path / "sharded")), logits(model))
+    (tmp_path / "sharded" / shards[1]).unlink()
+    with pytest.raises(CheckpointError, match=f"shard {shards[1]} is missing"):
+        InternVL.from_pretrained(tmp_path / "sharded")
+
+
+def test_unknown_architectures(checkpoint):
+    edit_config(checkpoint, lambda c: c["llm_config"].update(architectures=["MistralForCausalLM"]))
+    with pytest.raises(ConfigError, match="unknown language-model architecture 'MistralForCausalLM'"):
+        InternVL.from_pretrained(checkpoint)
+    edit_config(checkpoint, lambda c: c.update(model_type="llava", architectures=["LlavaForConditionalGeneration"]))
+    with pytest.raises(ConfigError, match="unknown architecture"):
+        InternVL.from_pretrained(checkpoint)
+
+
+def test_config_without_ps_version_is_refused(checkpoint):
+    edit_config(checkpoint, lambda c: c.pop("ps_version"))
+    with pytest.raises(ConfigError, match=r"no 'ps_version'.*'v1'.*transposed"):
+        InternVL.from_pretrained(checkpoint)
+
+
+def test_missing_config_and_weights(tmp_path):
+    with pytest.raises(ConfigError, match="no config.json"):
+        InternVL.from_pretrained(tmp_path)
+    shutil.copy(OFFICIAL / "qwen2-300m" / "config.json", tmp_path / "config.json")
+    with pytest.raises(CheckpointError, match="no weights found"):
+        InternVL.from_pretrained(tmp_path)
+
+
+def test_bin_checkpoint_loads_with_weights_only(checkpoint):
+    reference = logits(InternVL.from_pretrained(checkpoint))
+    torch.save(load_file(str(checkpoint / "model.safetensors")), checkpoint / "pytorch_model.bin")
+    (checkpoint / "model.safetensors").unlink()
+    assert torch.equal(logits(InternVL.from_pretrained(checkpoint)), reference)
+
+
+class NotATensor:
+    """Pickling this needs code execution on load, which weights_only refuses."""
+
+
+def test_bin_with_arbitrary_objects_is_refused(checkpoint):
+    (checkpoint / "model.safetensors").unlink()
+    torch.save({"x": NotATensor()}, checkpoint / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="cannot read PyTorch weights safely"):
+        InternVL.from_pretrained(checkpoint)
+
+
+def test_python_files_in_the_folder_are_never_run(checkpoint, tmp_path):
+    marker = tmp_path / "executed"
+    code = f"open({str(marker)!r}, 'w').write('x')\n"
+    for name in ("modeling_internvl_chat.py", "configuration_internvl_chat.py", "__init__.py"):
+        (checkpoint / name).write_text(code)
+    InternVL.from_pretrained(checkpoint)
+    assert not marker.exists()
+
+
+def test_bf16_load_and_dtype_choice(checkpoint):
+    model = InternVL.from_pretrained(checkpoint, dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in InternVL.from_pretrained(checkpoint).parameters()} == {torch.float32}
+
+
+def test_interrupted_save_keeps_previous_checkpoint(checkpoint, tmp_path, monkeypatch):
+    model = InternVL.from_pretrained(checkpoint)
+    target = tmp_path / "saved"
+    model.save_pretrained(target)
+    (target / "tokenizer.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(weights, "_write_shards", crash)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_pretrained(target)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_save_keeps_tokenizer_files(checkpoint, tmp_path):
+    model = InternVL.from_pretrained(checkpoint)
+    target = tmp_path / "saved"
+    target.mkdir()
+    (target / "tokenizer.json").write_text("{}")
+    (target / "model-00001-of-00009.safetensors").write_text("stale")
+    model.save_pretrained(target)
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+
+
+def test_saved_original_config_has_official_fields(checkpoint, tmp_path):
+    InternVL.from_pretrained(checkpoint).save_pretrained(tmp_path / "out", layout="original")
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    official = json.loads((checkpoint / "config.json").read_text())
+    for key in ("architectures", "model_type", "ps_version", "downsample_ratio", "select_layer", "template",
+                "force_image_size", "dynamic_image_size", "use_thumbnail", "min_dynamic_patch", "max_dynamic_patch"):
+        assert saved[key] == official[key], key
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "qkv_bias", "norm_type", "model_type"):
+        assert saved["vision_config"][key] == official["vision_config"][key], key
+    for key in ("architectures", "model_type", "hidden_size", "num_key_value_heads", "vocab_size", "rope_theta"):
+        assert saved["llm_config"][key] == official["llm_config"][key], key
+    assert load_file(str(tmp_path / "out" / "model.safetensors")).keys() == load_file(str(checkpoint / "model.safetensors")).keys()
+
+
+def test_convert_command_both_ways(checkpoint, tmp_path):
+    reference = logits(InternVL.from_pretrained(checkpoint))
+    (checkpoint / "tokenizer_config.json").write_text("{}")
+    assert cli_main(["convert", str(checkpoint), str(tmp_path / "hf"), "--layout", "hf"]) == 0
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "internvl"
+    assert (tmp_path / "hf" / "tokenizer_config.json").exists()
+    assert cli_main(["convert", str(tmp_path / "hf"), str(tmp_path / "orig"), "--layout", "original"]) == 0
+    assert torch.equal(logits(InternVL.from_pretrained(tmp_path / "orig")), reference)
+    assert torch.allclose(logits(InternVL.from_pretrained(tmp_path / "hf")), reference, atol=1e-5)
+
+
+def test_convert_command_reports_errors(tmp_path, capsys):
+    assert cli_main(["convert", str(tmp_path / "nothing"), str(tmp_path / "out"), "--layout", "hf"]) == 2
+    assert "no config.json" in capsys.readouterr().err
+
+
+def test_hf_checkpoint_in_module_tree_spelling_loads(tmp_path):
+    """hf checkpoints spelled like transformers' module tree (`model.vision_tower.` ...) load too."""
+    hf_model = build_hf_model("qwen2", "300m", seed=11)
+    hf_model.save_pretrained(tmp_path / "a")
+    tensors = load_file(str(tmp_path / "a" / "model.safetensors"))
+    renamed = {}
+    for key, t in tensors.items():
+        for saved, tree in (("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector."),
+                            ("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head.")):
+            if key.startswith(saved):
+                key = tree + key[len(saved):]
+                break
+        renamed[key] = t
+    save_file(renamed, str(tmp_path / "a" / "model.safetensors"))
+    assert torch.equal(logits(InternVL.from_pretrained(tmp_path / "a")), logits_of_hf_folder(hf_model, tmp_path))
+
+
+def logits_of_hf_folder(hf_model, tmp_path):  # type: ignore[no-untyped-def]
+    hf_model.save_pretrained(tmp_path / "b")
+    return logits(InternVL.from_pretrained(tmp_path / "b"))
+
+
+def test_parity_check_detects_broken_mappings(tmp_path, monkeypatch):
+    """The parity tests can fail: a wrong InternLM2 head grouping or swapped gate/up change the logits."""
+    from tests.test_hf_parity import write_internlm2_original
+
+    hf_model = build_hf_model("llama", "300m", seed=12)
+    hf_model.save_pretrained(tmp_path / "hf")
+    write_internlm2_original(tmp_path / "hf", tmp_path / "fused")
+    good = logits(InternVL.from_pretrained(tmp_path / "fused"))
+    monkeypatch.setattr(weights, "internlm2_qkv_order", lambda h, kv, d: torch.arange((h + 2 * kv) * d))
+    assert (logits(InternVL.from_pretrained(tmp_path / "fused")) - good).abs().max() > 1e-2
+    monkeypatch.undo()
+
+    original = weights._language_map
+
+    def swapped(config, layout):  # type: ignore[no-untyped-def]
+        out = original(config, layout)
+        key = "language.layers.0.mlp.gate_up.weight"
+        out[key] = weights.Source(tuple(reversed(out[key].keys)))
+        return out
+
+    monkeypatch.setattr(weights, "_language_map", swapped)
+    assert (logits(InternVL.from_pretrained(tmp_path / "fused")) - good).abs().max() > 1e-2

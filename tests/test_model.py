@@ -1,0 +1,62 @@
+"""Model pieces with exact expectations: pixel shuffle order, ViT layer choice, position interpolation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from internvl.model.connector import pixel_shuffle
+from internvl.model.internvl import InternVL
+from tests.tiny import build_hf_model, two_sample_batch
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_pixel_shuffle_index_mapping(version):
+    """Spec §1.3: output cell (i, j) = [x(2i,2j), x(2i,2j+1), x(2i+1,2j), x(2i+1,2j+1)];
+    v2 stores it at row-major token 16i+j, v1 at 16j+i."""
+    rows = cols = 8
+    channels = 3
+    x = torch.arange(rows * cols * channels, dtype=torch.float32).reshape(1, rows, cols, channels)
+    out = pixel_shuffle(x, 0.5, version).reshape(1, -1, 4 * channels)
+    half = rows // 2
+    for i in range(half):
+        for j in range(half):
+            expected = torch.cat([x[0, 2 * i, 2 * j], x[0, 2 * i, 2 * j + 1], x[0, 2 * i + 1, 2 * j], x[0, 2 * i + 1, 2 * j + 1]])
+            token = half * i + j if version == "v2" else half * j + i
+            assert torch.equal(out[0, token], expected), (i, j)
+
+
+def test_select_layer_matches_transformers(tmp_path):
+    hf_model = build_hf_model("qwen2", "300m", seed=21, vision_feature_layer=-2)
+    hf_model.save_pretrained(tmp_path)
+    model = InternVL.from_pretrained(tmp_path)
+    assert model.config.select_layer == -2
+    ids, mask, pixels = two_sample_batch(seed=22)
+    with torch.no_grad():
+        expected = hf_model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
+        ours = model(ids, pixels, attention_mask=mask)
+    assert (ours - expected)[mask.bool()].abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("height,width", [(336, 336), (448, 224), (224, 644)])
+def test_position_embedding_interpolation_matches_transformers(tmp_path, height, width):
+    hf_model = build_hf_model("qwen2", "6b", seed=23)
+    hf_model.save_pretrained(tmp_path)
+    model = InternVL.from_pretrained(tmp_path)
+    pixels = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(24))
+    with torch.no_grad():
+        expected = hf_model.model.vision_tower(pixel_values=pixels).last_hidden_state
+        ours = model.vision(pixels)
+    assert ours.shape == (2, 1 + (height // 14) * (width // 14), 64)
+    assert (ours - expected).abs().max() <= 1e-4
+
+
+def test_image_token_count_mismatch_is_a_clear_error(tmp_path):
+    from internvl import InputError
+
+    hf_model = build_hf_model("qwen2", "300m", seed=25)
+    hf_model.save_pretrained(tmp_path)
+    model = InternVL.from_pretrained(tmp_path)
+    ids, mask, pixels = two_sample_batch()
+    with pytest.raises(InputError, match=r"1024 <IMG_CONTEXT> tokens but the images give 768 features \(3 tiles x 256\)"):
+        model(ids, pixels[:3], attention_mask=mask)

@@ -1,0 +1,35 @@
+"""Shared bits of the benchmark scripts: the machine line and appending to BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from pathlib import Path
+
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def machine_line() -> str:
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    today = datetime.date.today().isoformat()
+    return (f"Machine: {cpu}, {os.cpu_count()} cores; date {today}; python {platform.python_version()}, "
+            f"torch {torch.__version__}, transformers {transformers.__version__}")
+
+
+def append_report(report: str) -> None:
+    """Append a table to BENCHMARKS.md (created with a header on first use)."""
+    if not BENCHMARKS_MD.exists():
+        BENCHMARKS_MD.write_text("# Benchmarks\n\nTables appended by the scripts in `benchmarks/`; newest last.\n\n")
+    with BENCHMARKS_MD.open("a") as f:
+        f.write(report + "\n")

@@ -60,3 +60,34 @@ def test_image_token_count_mismatch_is_a_clear_error(tmp_path):
     ids, mask, pixels = two_sample_batch()
     with pytest.raises(InputError, match=r"1024 <IMG_CONTEXT> tokens but the images give 768 features \(3 tiles x 256\)"):
         model(ids, pixels[:3], attention_mask=mask)
+
+
+def test_packed_rows_equal_separate_samples(tmp_path):
+    """Two samples packed in one row (document_ids + restarting positions) give each sample's own logits."""
+    hf_model = build_hf_model("qwen3", "300m", seed=26)
+    hf_model.save_pretrained(tmp_path)
+    model = InternVL.from_pretrained(tmp_path)
+    ids, mask, pixels = two_sample_batch(seed=27)
+    lengths = mask.sum(1).tolist()
+    packed = torch.cat([ids[0, : lengths[0]], ids[1, : lengths[1]]])[None]
+    documents = torch.cat([torch.zeros(lengths[0]), torch.ones(lengths[1])]).long()[None]
+    positions = torch.cat([torch.arange(lengths[0]), torch.arange(lengths[1])])[None]
+    with torch.no_grad():
+        separate = model(ids, pixels, attention_mask=mask)
+        together = model(packed, pixels, position_ids=positions, document_ids=documents)
+    assert (together[0, : lengths[0]] - separate[0, : lengths[0]]).abs().max() <= 1e-4
+    assert (together[0, lengths[0] :] - separate[1, : lengths[1]]).abs().max() <= 1e-4
+
+
+def test_dummy_tiles_are_encoded_but_not_used(tmp_path):
+    hf_model = build_hf_model("qwen2", "300m", seed=28)
+    hf_model.save_pretrained(tmp_path)
+    model = InternVL.from_pretrained(tmp_path)
+    ids, mask, pixels = two_sample_batch(seed=29)
+    with_dummy = torch.cat([pixels[:1], torch.zeros(1, 3, 448, 448), pixels[1:]])
+    flags = torch.tensor([1, 0, 1, 1, 1])
+    plain = model(ids, pixels, attention_mask=mask)
+    flagged = model(ids, with_dummy, attention_mask=mask, image_flags=flags)
+    assert torch.allclose(plain, flagged, atol=1e-5)
+    flagged.sum().backward()
+    assert model.vision.embed.patch.weight.grad is not None

@@ -66,11 +66,14 @@ class InternVL(nn.Module):
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
+        image_flags: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings with the image features written over the `<IMG_CONTEXT>` positions.
 
         Pass `pixel_values` (tiles, 3, H, W) or precomputed `image_features` (tiles, 256, d_llm), e.g.
-        from a separate vision worker.
+        from a separate vision worker. `image_flags` (tiles,) marks real tiles with 1 and dummy tiles
+        (text-only training samples) with 0: every tile runs through the encoder, so that all parameters
+        take part in the backward pass, but only real tiles fill `<IMG_CONTEXT>` slots (spec §1.5).
         """
         embeds = self.language.embed(input_ids)  # (batch, seq, d_llm)
         if pixel_values is None and image_features is None:
@@ -79,6 +82,11 @@ class InternVL(nn.Module):
             raise InputError("image_token_id is not set: load a tokenizer or set model.image_token_id")
         if image_features is None:
             image_features = self.encode_images(pixel_values)  # type: ignore[arg-type]
+        dummy_term = None
+        if image_flags is not None:
+            keep = image_flags.reshape(-1).bool()
+            dummy_term = image_features[~keep].sum() * 0  # keeps dummy tiles in the graph, adds nothing
+            image_features = image_features[keep]
         features = image_features.reshape(-1, embeds.shape[-1]).to(embeds.dtype)
         selected = input_ids == self.image_token_id
         slots = int(selected.sum())
@@ -89,7 +97,8 @@ class InternVL(nn.Module):
                 f"features ({image_features.shape[0]} tiles x {per_tile}); the <image> placeholders and "
                 "the images given do not match"
             )
-        return embeds.masked_scatter(selected[..., None], features)
+        embeds = embeds.masked_scatter(selected[..., None], features)
+        return embeds if dummy_term is None else embeds + dummy_term
 
     def forward(
         self,
@@ -99,6 +108,8 @@ class InternVL(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         image_features: torch.Tensor | None = None,
+        image_flags: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
         last_only: bool = False,
         return_hidden: bool = False,
     ) -> torch.Tensor:
@@ -108,14 +119,17 @@ class InternVL(nn.Module):
         position_ids: (batch, seq); default past .. past+seq-1 for every row (as transformers does).
         cache: a KVCache to read the past from and append this call's keys/values to.
         last_only: compute logits of the last position only -> (batch, 1, vocab).
+        image_flags: (tiles,) 1 = real tile, 0 = dummy tile (see `embed`).
+        document_ids: (batch, seq) sub-sample index of each token of packed rows (block-diagonal attention);
+            pass position_ids restarting at 0 for each sub-sample with it.
         return_hidden: return the final normed hidden states (batch, seq, d_llm) instead of logits.
         """
-        embeds = self.embed(input_ids, pixel_values, image_features)
+        embeds = self.embed(input_ids, pixel_values, image_features, image_flags)
         past = cache.length if cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)
             position_ids = position_ids.expand(input_ids.shape[0], -1)
-        hidden = self.language(embeds, position_ids, attention_mask, cache)
+        hidden = self.language(embeds, position_ids, attention_mask, cache, document_ids)
         if return_hidden:
             return hidden
         if last_only:

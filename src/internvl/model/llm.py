@@ -199,14 +199,16 @@ class LanguageModel(nn.Module):
         positions: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        document_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """embeds (batch, seq, hidden), positions (batch, seq) -> final normed hidden (batch, seq, hidden).
 
         attention_mask: (batch, past+seq) with 1 for real tokens and 0 for padding, or None (no padding).
+        document_ids: (batch, seq) for packed rows: a token attends only to earlier tokens of its own document.
         """
         batch, seq, _ = embeds.shape
         past = cache.length if cache is not None else 0
-        mask = build_attention_mask(attention_mask, batch, seq, past, embeds.device)
+        mask = build_attention_mask(attention_mask, batch, seq, past, embeds.device, document_ids)
         cos, sin = rope_cos_sin(self.config, positions, embeds.dtype)
         x = embeds
         for layer in self.layers:
@@ -220,14 +222,21 @@ class LanguageModel(nn.Module):
 
 
 def build_attention_mask(
-    padding: torch.Tensor | None, batch: int, seq: int, past: int, device: torch.device
+    padding: torch.Tensor | None,
+    batch: int,
+    seq: int,
+    past: int,
+    device: torch.device,
+    document_ids: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Boolean (batch, 1, seq, past+seq) mask, True = may attend; None when plain causal attention will do.
+
+    `document_ids` (batch, seq), used without a cache, makes the mask block-diagonal (packed samples).
 
     Query rows with no visible key at all (left-padding positions) may attend to themselves, so that the
     softmax stays finite; their outputs are never used.
     """
-    if padding is None and (past == 0 or seq == 1):
+    if padding is None and document_ids is None and (past == 0 or seq == 1):
         return None  # SDPA's is_causal (prefill) or no mask at all (one new token sees everything)
     total = past + seq
     key_index = torch.arange(total, device=device)
@@ -237,6 +246,11 @@ def build_attention_mask(
         if padding.shape != (batch, total):
             raise ValueError(f"attention_mask has shape {tuple(padding.shape)}, expected {(batch, total)}")
         mask = mask & padding.bool()[:, None, None, :]
+    if document_ids is not None:
+        if past:
+            raise ValueError("document_ids (packed sequences) cannot be combined with a KV cache")
+        mask = mask & (document_ids[:, None, :, None] == document_ids[:, None, None, :])
+    if padding is not None or document_ids is not None:
         empty_rows = ~mask.any(dim=-1, keepdim=True)
         if empty_rows.any():
             mask = mask | (empty_rows & (key_index[None, None, None, :] == query_index[None, None, :, None]))

@@ -39,7 +39,84 @@ def add_convert_command(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_convert)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_convert_command]
+def _chat(args: argparse.Namespace) -> int:
+    import logging
+
+    from internvl.chat import load
+    from internvl.generate import GenerationConfig
+
+    logging.basicConfig(level=logging.WARNING, format="internvl: %(message)s", stream=sys.stderr)
+    generation = GenerationConfig(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty, seed=args.seed,
+    )
+    chat = load(args.model, dtype=parse_dtype(args.dtype), device=args.device, max_tiles=args.max_tiles,
+                system_message=args.system, thinking=args.thinking, generation=generation)
+    if args.question is not None:
+        _answer(chat, args.question, args.image, args.video, args.stream)
+        return 0
+    return _interactive(chat, args)
+
+
+def _answer(chat, question: str, images: list[str], videos: list[str], streaming: bool) -> None:  # type: ignore[no-untyped-def]
+    if streaming:
+        for piece in chat.stream(question, images=images, videos=videos):
+            print(piece, end="", flush=True)
+        print()
+    else:
+        print(chat.ask(question, images=images, videos=videos), flush=True)
+
+
+def _interactive(chat, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    """A conversation on the terminal: the images of the command line go with the first question;
+    `/image PATH` attaches one to the next question, `/reset` forgets the history, `/exit` ends."""
+    session = chat.session()
+    pending = list(args.image)
+    print("internvl chat: type a question; /image PATH, /reset, /exit", file=sys.stderr)
+    while True:
+        try:
+            line = input("> " if sys.stdin.isatty() else "").strip()
+        except EOFError:
+            return 0
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            return 0
+        if line == "/reset":
+            session.reset()
+            continue
+        if line.startswith("/image "):
+            pending.append(line.removeprefix("/image ").strip())
+            continue
+        try:
+            print(session.ask(line, images=pending), flush=True)
+        except InternVLError as exc:
+            print(f"internvl: error: {exc}", file=sys.stderr)
+        pending = []
+
+
+def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("chat", help="ask a model about images and videos (interactive without a question)")
+    p.add_argument("question", nargs="?", help="the question; omit it for an interactive conversation")
+    p.add_argument("--model", default=None, help="checkpoint folder (either layout); default: the embedded nano model")
+    p.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
+    p.add_argument("--video", action="append", default=[], help="a video file (needs the [video] extra)")
+    p.add_argument("--max-tiles", type=int, default=None, help="max tiles per image (default: the model config's)")
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    p.add_argument("--system", default=None, help="system message (default: the model's)")
+    p.add_argument("--thinking", action="store_true", help="InternVL3.5 thinking-mode system prompt")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the checkpoint's)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.set_defaults(handler=_chat)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_convert_command, add_chat_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,297 @@
+"""The high-level API: load a checkpoint folder, ask questions about images and videos.
+
+    chat = internvl.load("path/to/InternVL3-1B")
+    chat.ask("What is in the picture?", images=["a.png"])           # one question, official chat() prompt
+    session = chat.session(); session.ask("Describe it.", images=["a.png"]); session.ask("And the colour?")
+    chat.ask_batch(["Q1", "Q2"], images=[["a.png"], []])            # one batched generation
+
+Prompts follow the official `chat()` recipe (spec §4.4): the checkpoint's template, its system
+message (config `system_message`, else the template default), `<image>\\n` before the first question,
+generation stopping at the template's stop token, and the answer cut at the stop string and stripped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from internvl.errors import CheckpointError, InputError
+from internvl.generate import GenerationConfig, TextStream, generate, stream
+from internvl.inputs.image import ImageSource
+from internvl.inputs.processor import Message, ProcessedInputs, Processor, VideoSource
+from internvl.inputs.tokens import IMG_CONTEXT
+from internvl.model.internvl import InternVL
+
+log = logging.getLogger("internvl")
+
+
+def load_tokenizer(folder: str | Path) -> Any:
+    """The checkpoint's tokenizer through transformers, never running code from the folder."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False, use_fast=True)
+    except Exception as exc:  # transformers raises many types for unusable tokenizer folders
+        raise CheckpointError(
+            f"{folder}: cannot load its tokenizer without running code from the folder ({type(exc).__name__}: {exc}); "
+            "a tokenizer.json (or vocab.json + merges.txt) is needed"
+        ) from exc
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Chat:
+    """A model, its tokenizer and processor, and default generation settings."""
+
+    model: InternVL
+    tokenizer: Any
+    processor: Processor
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    # -- single questions ------------------------------------------------------------------------
+    def ask(
+        self,
+        question: str,
+        images: Sequence[ImageSource] = (),
+        videos: Sequence[VideoSource] = (),
+        history: Sequence[tuple[str, str]] = (),
+        max_tiles: int | None = None,
+        **generation: Any,
+    ) -> str:
+        """The answer to `question` about `images` / `videos`, after the (question, answer) `history`.
+
+        Generation settings (max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed,
+        stop_strings) override the chat's defaults for this call.
+        """
+        return self.ask_messages(_messages(question, history), images, videos, max_tiles, **generation)
+
+    def ask_messages(
+        self,
+        messages: Sequence[Message],
+        images: Sequence[ImageSource] = (),
+        videos: Sequence[VideoSource] = (),
+        max_tiles: int | None = None,
+        **generation: Any,
+    ) -> str:
+        inputs = self.processor(messages, images=images, videos=videos, max_tiles=max_tiles)
+        config = self._config(generation)
+        self._check_context(inputs, config)
+        tokens = generate(self.model, inputs.input_ids[None], None, self._pixels(inputs), config,
+                          decode=self._decode_raw)[0]
+        return self.decode_answer(tokens)
+
+    def stream(
+        self,
+        question: str,
+        images: Sequence[ImageSource] = (),
+        videos: Sequence[VideoSource] = (),
+        history: Sequence[tuple[str, str]] = (),
+        max_tiles: int | None = None,
+        **generation: Any,
+    ) -> Iterator[str]:
+        """Like `ask`, yielding the answer in text pieces as they are generated."""
+        inputs = self.processor(_messages(question, history), images=images, videos=videos, max_tiles=max_tiles)
+        config = self._config(generation)
+        self._check_context(inputs, config)
+        stops = (self.processor.template.stop_token, *config.stop_strings)
+        text = TextStream(self._decode_text, stops)
+        started = False
+        for step in stream(self.model, inputs.input_ids[None], None, self._pixels(inputs), config,
+                           decode=self._decode_raw):
+            token = step[0]
+            if token is None or token in config.stop_token_ids:
+                continue
+            piece = text.push(token)
+            if not started:
+                piece, started = piece.lstrip(), bool(piece.strip())
+            if piece:
+                yield piece
+        rest = text.finish()
+        if rest:
+            yield rest.rstrip() if started else rest.strip()
+
+    def session(self, system_message: str | None = None) -> "Session":
+        """A multi-turn conversation that keeps its history (and the images of each turn)."""
+        return Session(self, system_message)
+
+    # -- batches ---------------------------------------------------------------------------------
+    def ask_batch(
+        self,
+        questions: Sequence[str],
+        images: Sequence[Sequence[ImageSource]] | None = None,
+        max_tiles: int | None = None,
+        **generation: Any,
+    ) -> list[str]:
+        """Answers to several independent questions, generated together (left padding); each question
+        has its own list of images (any number, including none)."""
+        images = images if images is not None else [[] for _ in questions]
+        if len(images) != len(questions):
+            raise InputError(f"{len(questions)} questions but {len(images)} image lists")
+        conversations = [[{"role": "user", "content": q}] for q in questions]
+        return self.ask_batch_messages(conversations, images, max_tiles, **generation)
+
+    def ask_batch_messages(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        images: Sequence[Sequence[ImageSource]],
+        max_tiles: int | None = None,
+        **generation: Any,
+    ) -> list[str]:
+        if not conversations:
+            return []
+        inputs = [self.processor(c, images=imgs, max_tiles=max_tiles) for c, imgs in zip(conversations, images)]
+        config = self._config(generation)
+        for item in inputs:
+            self._check_context(item, config)
+        ids, mask = left_pad([item.input_ids for item in inputs], self.pad_token_id)
+        tiles = [item.pixel_values for item in inputs if item.pixel_values is not None]
+        pixels = torch.cat(tiles).to(self._dtype) if tiles else None
+        rows = generate(self.model, ids, mask, pixels, config, decode=self._decode_raw)
+        return [self.decode_answer(tokens) for tokens in rows]
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else int(self.processor.stop_token_id)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _pixels(self, inputs: ProcessedInputs) -> torch.Tensor | None:
+        return None if inputs.pixel_values is None else inputs.pixel_values.to(self._dtype)
+
+    def _config(self, overrides: dict[str, Any]) -> GenerationConfig:
+        config = replace(self.generation, **overrides)
+        stop_ids = tuple(dict.fromkeys((*config.stop_token_ids, self.processor.stop_token_id)))
+        stop_strings = tuple(config.stop_strings)
+        if self.processor.template.stop_str and self.processor.template.stop_str not in stop_strings:
+            stop_strings += (self.processor.template.stop_str,)
+        return replace(config, stop_token_ids=stop_ids, stop_strings=stop_strings)
+
+    def _check_context(self, inputs: ProcessedInputs, config: GenerationConfig) -> None:
+        """Refuse a prompt that does not fit the model's context before any model work is done."""
+        limit = self.model.config.text.max_position_embeddings
+        length = int(inputs.input_ids.shape[0])
+        if length >= limit:
+            raise InputError(
+                f"the prompt is {length} tokens long and the model's context is {limit}: use fewer or smaller "
+                "images (--max-tiles) or a shorter text"
+            )
+        if length + config.max_new_tokens > limit:
+            log.warning("prompt (%d) + max_new_tokens (%d) exceed the context (%d); the answer may be cut",
+                        length, config.max_new_tokens, limit)
+
+    def _decode_raw(self, tokens: list[int]) -> str:
+        """For stop strings, which may be special tokens (Hermes-2 stops at <|endoftext|>)."""
+        return self.tokenizer.decode(tokens, skip_special_tokens=False)
+
+    def _decode_text(self, tokens: list[int]) -> str:
+        """Answer text as the official chat() decodes it (special tokens skipped)."""
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def decode_answer(self, tokens: list[int]) -> str:
+        """Official post-processing: special tokens skipped, text cut at the stop string, stripped."""
+        tokens = [t for t in tokens if t != self.processor.stop_token_id]
+        text = self._decode_text(tokens)
+        for stop in (self.processor.template.stop_token, *self._config({}).stop_strings):
+            text = text.split(stop)[0]
+        return text.strip()
+
+
+@dataclass
+class Session:
+    """A conversation with history: each `ask` adds the question (with its images) and the answer."""
+
+    chat: Chat
+    system_message: str | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def ask(self, question: str, images: Sequence[ImageSource] = (), **generation: Any) -> str:
+        content: list[Any] = [{"type": "image", "image": image} for image in images] + [question]
+        turn = {"role": "user", "content": content}
+        system = [{"role": "system", "content": self.system_message}] if self.system_message is not None else []
+        answer = self.chat.ask_messages(system + self.messages + [turn], **generation)
+        self.messages += [turn, {"role": "assistant", "content": answer}]
+        return answer
+
+    def reset(self) -> None:
+        self.messages.clear()
+
+
+def _messages(question: str, history: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for asked, answered in history:
+        messages += [{"role": "user", "content": asked}, {"role": "assistant", "content": answered}]
+    return messages + [{"role": "user", "content": question}]
+
+
+def left_pad(rows: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-D id tensors -> (batch, longest) ids and attention mask, padded on the left for generation."""
+    longest = max(int(r.shape[0]) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, longest - row.shape[0] :] = row
+        mask[i, longest - row.shape[0] :] = 1
+    return ids, mask
+
+
+def load(
+    folder: str | Path | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    device: str | None = None,
+    max_tiles: int | None = None,
+    system_message: str | None = None,
+    thinking: bool = False,
+    generation: GenerationConfig | None = None,
+) -> Chat:
+    """Load a checkpoint folder (either layout) with its tokenizer, ready to `ask`.
+
+    `folder=None` loads the embedded nano model. dtype: default the checkpoint's; device: CUDA when
+    available, else CPU. `max_tiles` defaults to the config's `max_dynamic_patch`; `system_message`
+    to the config's, else the template's default.
+    """
+    folder = Path(folder) if folder is not None else nano_model_folder()
+    model = InternVL.from_pretrained(folder, dtype=dtype, device=device or default_device())
+    tokenizer = load_tokenizer(folder)
+    image_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
+    if image_token_id is None or image_token_id == tokenizer.unk_token_id:
+        raise CheckpointError(f"{folder}: the tokenizer has no {IMG_CONTEXT} token")
+    if model.image_token_id is not None and model.image_token_id != image_token_id:
+        log.warning("config image_token_id %s differs from the tokenizer's %s; using the tokenizer's",
+                    model.image_token_id, image_token_id)
+    model.image_token_id = int(image_token_id)
+    config = model.config
+    processor = Processor(
+        tokenizer,
+        num_image_token=config.num_image_token,
+        template=config.template,
+        system_message=system_message if system_message is not None else config.system_message,
+        thinking=thinking,
+        min_tiles=config.min_dynamic_patch,
+        max_tiles=max_tiles if max_tiles is not None else config.max_dynamic_patch,
+        use_thumbnail=config.use_thumbnail,
+        tile_size=config.vision.image_size,
+    )
+    return Chat(model, tokenizer, processor, generation or GenerationConfig(max_new_tokens=1024))
+
+
+def nano_model_folder() -> Path:
+    """The embedded nano model shipped inside the package."""
+    folder = Path(__file__).parent / "assets" / "nano"
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(
+            f"{folder}: the embedded nano model is not installed in this build; pass a checkpoint folder (--model)"
+        )
+    return folder

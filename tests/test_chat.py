@@ -1,0 +1,147 @@
+"""The chat API and `internvl chat`: answers, batches, streaming, sessions, and input errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from internvl import InputError
+from internvl.chat import Chat, load
+from internvl.cli import main as cli_main
+from internvl.config import InternVLConfig, TextConfig, VisionConfig
+from internvl.model.internvl import InternVL
+from internvl.nano.tokenizer import save_tokenizer, train_tokenizer
+
+WORDS = "the a red blue green circle square triangle left right up down one two three four is are there how many what colour".split()
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    """A tiny random InternVL with a small real BPE tokenizer, saved like a released checkpoint."""
+    folder = tmp_path_factory.mktemp("tiny-chat")
+    texts = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) + "." for i in range(200)]
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    save_tokenizer(tokenizer, folder)
+    config = InternVLConfig(
+        vision=VisionConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, image_size=112),
+        text=TextConfig(family="qwen2", vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=128,
+                        num_layers=2, num_heads=4, num_kv_heads=2, attention_bias=True, max_position_embeddings=2048),
+        max_dynamic_patch=4,
+    )
+    torch.manual_seed(0)
+    model = InternVL(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3 if p.dim() > 1 else 0.05).add_(1 if p.dim() == 1 else 0)
+    model.save_pretrained(folder, layout="original")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def chat(model_folder) -> Chat:
+    return load(model_folder, max_tiles=4, generation=None)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for i, (size, colour) in enumerate([((300, 120), "red"), ((90, 90), "blue")]):
+        path = folder / f"{i}.png"
+        Image.new("RGB", size, colour).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_ask_returns_the_decoded_greedy_answer(chat, images):
+    answer = chat.ask("What colour is the circle?", images=[images[0]], max_new_tokens=12)
+    inputs = chat.processor([{"role": "user", "content": "What colour is the circle?"}], images=[images[0]])
+    from internvl.generate import GenerationConfig, generate
+
+    tokens = generate(chat.model, inputs.input_ids[None], None, inputs.pixel_values,
+                      GenerationConfig(max_new_tokens=12, stop_token_ids=(chat.processor.stop_token_id,)))[0]
+    assert answer == chat.tokenizer.decode([t for t in tokens if t != chat.processor.stop_token_id],
+                                           skip_special_tokens=True).strip()
+    assert isinstance(answer, str) and answer
+
+
+def test_prompt_follows_the_official_chat_recipe(chat, images):
+    inputs = chat.processor([{"role": "user", "content": "How many?"}], images=[images[1]])
+    system = chat.processor.template.system_message
+    block = "<img>" + "<IMG_CONTEXT>" * (chat.model.config.num_image_token * inputs.tiles_per_image[0]) + "</img>"
+    expected = (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{block}\nHow many?<|im_end|>\n"
+                "<|im_start|>assistant\n")
+    assert inputs.prompt == expected
+
+
+def test_batch_equals_one_by_one(chat, images):
+    questions = ["What colour is it?", "how many circles are there in the picture?", "is there a square?"]
+    per_row_images = [[images[0]], [], [images[1], images[0]]]
+    batched = chat.ask_batch(questions, per_row_images, max_new_tokens=10)
+    alone = [chat.ask(q, images=imgs, max_new_tokens=10) for q, imgs in zip(questions, per_row_images)]
+    assert batched == alone
+
+
+def test_stream_joins_to_the_answer(chat, images):
+    pieces = list(chat.stream("What colour is the circle?", images=[images[0]], max_new_tokens=12))
+    assert "".join(pieces) == chat.ask("What colour is the circle?", images=[images[0]], max_new_tokens=12)
+
+
+def test_session_keeps_history(chat, images):
+    session = chat.session()
+    first = session.ask("What colour?", images=[images[0]], max_new_tokens=6)
+    second = session.ask("And how many?", max_new_tokens=6)
+    assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]
+    assert second == chat.ask("And how many?", images=[images[0]], history=[("What colour?", first)], max_new_tokens=6)
+
+
+def test_seeded_sampling_is_reproducible(chat):
+    a = chat.ask("what colour", temperature=1.0, top_p=0.9, seed=3, max_new_tokens=8)
+    b = chat.ask("what colour", temperature=1.0, top_p=0.9, seed=3, max_new_tokens=8)
+    assert a == b
+
+
+def test_placeholder_count_mismatch_is_refused(chat, images):
+    with pytest.raises(InputError, match="placeholder"):
+        chat.ask("<image>\n<image>\nCompare.", images=[images[0]])
+
+
+def test_prompt_longer_than_the_context_is_refused_before_the_model_runs(chat, images, monkeypatch):
+    def fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(chat.model, "forward", fail)
+    with pytest.raises(InputError, match="model's context is 2048"):
+        chat.ask("red " * 3000)
+
+
+def test_cli_prints_only_the_answer(model_folder, images, capsys):
+    code = cli_main(["chat", "--model", str(model_folder), "--image", str(images[0]), "--max-new-tokens", "8",
+                     "--max-tiles", "4", "What colour is the circle?"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    expected = load(model_folder, max_tiles=4).ask("What colour is the circle?", images=[images[0]], max_new_tokens=8)
+    assert out == expected + "\n"
+
+
+def test_cli_stream_and_errors(model_folder, images, capsys, tmp_path):
+    code = cli_main(["chat", "--model", str(model_folder), "--stream", "--max-new-tokens", "8", "how many"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and out.endswith("\n")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    code = cli_main(["chat", "--model", str(model_folder), "--image", str(empty), "what"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "empty.png" in err
+
+
+def test_cli_interactive(model_folder, images, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"/image {images[1]}\nwhat colour\n/reset\nhow many\n/exit\n"))
+    code = cli_main(["chat", "--model", str(model_folder), "--max-new-tokens", "5"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and out.count("\n") == 2  # two questions, two answers; prompts and notes go to stderr

@@ -299,8 +299,8 @@ def _from_hf(raw: dict[str, Any], source: str) -> InternVLConfig:
     vision_raw = raw.get("vision_config") or {}
     text_raw = dict(raw.get("text_config") or {})
     text_raw.setdefault("model_type", "qwen2")
-    if "tie_word_embeddings" not in text_raw and "tie_word_embeddings" in raw:
-        text_raw["tie_word_embeddings"] = raw["tie_word_embeddings"]
+    # transformers ties by the top-level flag (class default True); a stored lm_head still wins (weights.py)
+    text_raw["tie_word_embeddings"] = raw.get("tie_word_embeddings", text_raw.get("tie_word_embeddings", True))
     strategy = raw.get("vision_feature_select_strategy", "default")
     if strategy != "default":
         raise ConfigError(f"{source}: vision_feature_select_strategy={strategy!r} is not supported (only 'default')")

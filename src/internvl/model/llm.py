@@ -60,7 +60,9 @@ def _llama3_scaling(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
 
 def rope_cos_sin(config: TextConfig, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """positions (batch, seq) -> cos, sin (batch, 1, seq, head_dim), computed in float32."""
-    inv_freq = rope_inverse_frequencies(config, int(positions.max()) + 1).to(positions.device)
+    dynamic = (config.rope_scaling or {}).get("rope_type") == "dynamic"
+    seq_len = int(positions.max()) + 1 if dynamic else 0  # a host sync, paid only where it matters
+    inv_freq = rope_inverse_frequencies(config, seq_len).to(positions.device)
     freqs = positions.float()[..., None] * inv_freq  # (batch, seq, head_dim/2)
     angles = torch.cat([freqs, freqs], dim=-1)[:, None]
     return angles.cos().to(dtype), angles.sin().to(dtype)
@@ -250,7 +252,7 @@ def build_attention_mask(
         if past:
             raise ValueError("document_ids (packed sequences) cannot be combined with a KV cache")
         mask = mask & (document_ids[:, None, :, None] == document_ids[:, None, None, :])
-    if padding is not None or document_ids is not None:
+    if seq > 1 and (padding is not None or document_ids is not None):  # a lone query row sees itself
         empty_rows = ~mask.any(dim=-1, keepdim=True)
         if empty_rows.any():
             mask = mask | (empty_rows & (key_index[None, None, None, :] == query_index[None, None, :, None]))

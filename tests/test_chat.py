@@ -11,33 +11,11 @@ from PIL import Image
 from internvl import InputError
 from internvl.chat import Chat, load
 from internvl.cli import main as cli_main
-from internvl.config import InternVLConfig, TextConfig, VisionConfig
-from internvl.model.internvl import InternVL
-from internvl.nano.tokenizer import save_tokenizer, train_tokenizer
-
-WORDS = "the a red blue green circle square triangle left right up down one two three four is are there how many what colour".split()
-
+from tests.tiny import build_chat_model_folder
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
-    """A tiny random InternVL with a small real BPE tokenizer, saved like a released checkpoint."""
-    folder = tmp_path_factory.mktemp("tiny-chat")
-    texts = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) + "." for i in range(200)]
-    tokenizer = train_tokenizer(texts, vocab_size=300)
-    save_tokenizer(tokenizer, folder)
-    config = InternVLConfig(
-        vision=VisionConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, image_size=112),
-        text=TextConfig(family="qwen2", vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=128,
-                        num_layers=2, num_heads=4, num_kv_heads=2, attention_bias=True, max_position_embeddings=2048),
-        max_dynamic_patch=4,
-    )
-    torch.manual_seed(0)
-    model = InternVL(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3 if p.dim() > 1 else 0.05).add_(1 if p.dim() == 1 else 0)
-    model.save_pretrained(folder, layout="original")
-    return folder
+    return build_chat_model_folder(tmp_path_factory.mktemp("tiny-chat"))
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,10 @@ log = logging.getLogger("internvl")
 def load_tokenizer(folder: str | Path) -> Any:
     """The checkpoint's tokenizer through transformers, never running code from the folder."""
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # it warns that `internvl_chat` is not a transformers model type
     try:
         return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False, use_fast=True)
     except Exception as exc:  # transformers raises many types for unusable tokenizer folders
@@ -41,6 +44,8 @@ def load_tokenizer(folder: str | Path) -> Any:
             f"{folder}: cannot load its tokenizer without running code from the folder ({type(exc).__name__}: {exc}); "
             "a tokenizer.json (or vocab.json + merges.txt) is needed"
         ) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def default_device() -> str:
@@ -252,6 +257,7 @@ def load(
     dtype: torch.dtype | None = None,
     device: str | None = None,
     max_tiles: int | None = None,
+    template: str | None = None,
     system_message: str | None = None,
     thinking: bool = False,
     generation: GenerationConfig | None = None,
@@ -259,8 +265,8 @@ def load(
     """Load a checkpoint folder (either layout) with its tokenizer, ready to `ask`.
 
     `folder=None` loads the embedded nano model. dtype: default the checkpoint's; device: CUDA when
-    available, else CPU. `max_tiles` defaults to the config's `max_dynamic_patch`; `system_message`
-    to the config's, else the template's default.
+    available, else CPU. `max_tiles` defaults to the config's `max_dynamic_patch`; `template` to the
+    config's; `system_message` to the config's, else the template's default.
     """
     folder = Path(folder) if folder is not None else nano_model_folder()
     model = InternVL.from_pretrained(folder, dtype=dtype, device=device or default_device())
@@ -276,7 +282,7 @@ def load(
     processor = Processor(
         tokenizer,
         num_image_token=config.num_image_token,
-        template=config.template,
+        template=template or config.template,
         system_message=system_message if system_message is not None else config.system_message,
         thinking=thinking,
         min_tiles=config.min_dynamic_patch,

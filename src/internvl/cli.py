@@ -36,7 +36,7 @@ def add_convert_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dst", help="output folder (replaced atomically)")
     p.add_argument("--layout", choices=["original", "hf"], required=True, help="layout to write")
     p.add_argument("--dtype", default=None, help="cast weights (float32, bfloat16, float16); default: keep")
-    p.set_defaults(handler=_convert)
+    p.set_defaults(func=_convert)
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -113,10 +113,17 @@ def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--thinking", action="store_true", help="InternVL3.5 thinking-mode system prompt")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.set_defaults(handler=_chat)
+    p.set_defaults(func=_chat)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_convert_command, add_chat_command]
+def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
+    from internvl.eval.answerer import model_answerer
+    from internvl.eval.cli import add_eval_commands
+
+    add_eval_commands(subparsers, answerer_factory=model_answerer)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_convert_command, add_chat_command, add_eval_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,10 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        return int(args.func(args) or 0)
     except InternVLError as exc:
         print(f"internvl: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("internvl: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""The model-backed answerer: evaluation items -> batched chat generation -> answer strings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from internvl.chat import Chat, load
+from internvl.eval.formats import EvalItem
+from internvl.eval.runner import Answerer, RunSettings
+
+
+def generation_overrides(settings: RunSettings) -> dict[str, Any]:
+    """The run's generation settings in `GenerationConfig` terms (do_sample=False means greedy)."""
+    generation = dict(settings.generation)
+    greedy = not generation.get("do_sample", False) or float(generation.get("temperature", 0.0)) == 0.0
+    out: dict[str, Any] = {
+        "max_new_tokens": int(generation.get("max_new_tokens", 1024)),
+        "temperature": 0.0 if greedy else float(generation["temperature"]),
+        "top_p": float(generation.get("top_p", 1.0)),
+    }
+    if generation.get("num_beams", 1) != 1:
+        raise ValueError("beam search is not supported; use num_beams=1")
+    return out
+
+
+def chat_answerer(chat: Chat, settings: RunSettings) -> Answerer:
+    """Answer items with `chat`: each item's images (tiled up to `settings.max_tiles`) before its prompt,
+    the whole batch in one left-padded generation."""
+    overrides = generation_overrides(settings)
+
+    def answer(items: Sequence[EvalItem]) -> list[str]:
+        conversations = []
+        for item in items:
+            parts: list[Any] = [{"type": "image", "image": image} for image in item.load_images()]
+            conversations.append([{"role": "user", "content": [*parts, item.prompt]}])
+        return chat.ask_batch_messages(conversations, [[] for _ in items], max_tiles=settings.max_tiles, **overrides)
+
+    return answer
+
+
+def model_answerer(settings: RunSettings) -> Answerer:
+    """`internvl eval run`'s factory: load `settings.model` (None: the embedded nano model)."""
+    chat = load(settings.model, max_tiles=settings.max_tiles, template=settings.template,
+                system_message=settings.system_prompt)
+    return chat_answerer(chat, settings)

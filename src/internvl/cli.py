@@ -123,7 +123,18 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
     add_eval_commands(subparsers, answerer_factory=model_answerer)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_convert_command, add_chat_command, add_eval_command]
+def add_world_command(subparsers: argparse._SubParsersAction) -> None:
+    from internvl.data.world.cli import add_world_command as add
+
+    add(subparsers)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_convert_command,
+    add_chat_command,
+    add_eval_command,
+    add_world_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

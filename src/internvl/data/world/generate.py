@@ -1,0 +1,107 @@
+"""Make samples: one seeded random stream per sample, so output never depends on the worker count.
+
+Sample ``i`` of a run asks family ``families[i % F]`` for its ``k = i // F``-th sample, and that
+sample's random stream is ``default_rng([seed, split, family, k, 0])``. A family's samples are therefore
+the same whether it is generated alone or mixed with others, in one process or many.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from internvl.data.world.choice import as_choice, can_be_choice
+from internvl.data.world.families import FAMILIES, FAMILY_NAMES
+from internvl.data.world.sample import SPLITS, Sample
+from internvl.data.world.splits import scene_hash, split_of
+from internvl.errors import InputError
+
+R = TypeVar("R")
+Job = tuple[str, str, int, int]  # (family, split, k, seed)
+CHUNK = 32  # samples per task sent to a worker process
+
+
+def check_args(split: str, families: Sequence[str] | None) -> tuple[str, ...]:
+    """Validate a split and a family list (None = all families); return the families."""
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    names = tuple(families) if families else FAMILY_NAMES
+    unknown = [f for f in names if f not in FAMILIES]
+    if unknown:
+        raise InputError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+                         f"choose from {', '.join(FAMILY_NAMES)}")
+    return names
+
+
+def sample_rng(seed: int, split: str, family: str, k: int, stream: int = 0) -> np.random.Generator:
+    """The random stream of one sample (``stream`` 1 is for its preference pair)."""
+    return np.random.default_rng([seed, SPLITS.index(split), zlib.crc32(family.encode()), k, stream])
+
+
+def generate_sample(family: str, split: str, k: int, seed: int = 0) -> Sample:
+    """The ``k``-th sample of ``family`` in ``split`` for ``seed`` (a pure function of its arguments)."""
+    check_args(split, [family])
+    fam = FAMILIES[family]
+    rng = sample_rng(seed, split, family, k)
+    ood = split == "test-ood"
+    while True:  # in-distribution: draw scenes until one hashes into the wanted split (~1.25x / 10x)
+        scene = fam.draw(rng, ood)
+        if ood or split_of(scene.content) == split:
+            break
+    sample = fam.build(scene, rng)
+    if rng.random() < fam.choice_rate and can_be_choice(sample):
+        sample = as_choice(sample, rng)
+    meta = {**sample.meta, "scene_hash": scene_hash(scene.content), "ood": fam.ood if ood else None}
+    return dataclasses.replace(sample, id=f"{split}-{family}-{k:06d}", split=split, meta=meta)
+
+
+def plan(n: int, split: str, seed: int = 0, families: Sequence[str] | None = None) -> list[Job]:
+    """The jobs of a run of ``n`` samples, families interleaved round-robin."""
+    names = check_args(split, families)
+    return [(names[i % len(names)], split, i // len(names), seed) for i in range(n)]
+
+
+def run_jobs(fn: Callable[[list[Job]], list[R]], jobs: Sequence[Job], workers: int = 1,
+             progress: bool = True, desc: str = "world") -> Iterator[R]:
+    """Apply ``fn`` to chunks of ``jobs`` (in worker processes when ``workers > 1``), results in order.
+
+    ``fn`` must be picklable (a module-level function or such an object). A tqdm bar on stderr counts
+    samples.
+    """
+    chunks = [list(jobs[i:i + CHUNK]) for i in range(0, len(jobs), CHUNK)]
+    if workers <= 1:
+        with _bar(len(jobs), progress, desc) as bar:
+            for chunk in chunks:
+                yield from fn(chunk)
+                bar.update(len(chunk))
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(fn, chunks)  # starts the workers before the bar starts its monitor thread
+        with _bar(len(jobs), progress, desc) as bar:
+            for chunk, result in zip(chunks, results):
+                yield from result
+                bar.update(len(chunk))
+
+
+def _bar(total: int, progress: bool, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="sample", file=sys.stderr, disable=not progress)
+
+
+def _make(chunk: list[Job]) -> list[Sample]:
+    return [generate_sample(family, split, k, seed) for family, split, k, seed in chunk]
+
+
+def generate(n: int, split: str = "train", seed: int = 0, families: Sequence[str] | None = None,
+             workers: int = 1, progress: bool = False) -> list[Sample]:
+    """``n`` samples in memory (PIL images included), identical for any ``workers``.
+
+    Worker processes send the pictures back pickled, so for thousands of samples prefer
+    ``export.export_sft``, whose workers write files and return only text.
+    """
+    return list(run_jobs(_make, plan(n, split, seed, families), workers, progress, desc=f"world {split}"))

@@ -1,0 +1,24 @@
+"""Training: one plain recipe per method (`sft.py`) and the loop pieces they share.
+
+    loss.py         weighted next-token cross-entropy from hidden states, in chunks; MoE load balancing
+    optim.py        AdamW parameter groups (per-part learning rates, no decay on norms/biases), warm-up + cosine
+    lora.py         LoRA adapters on the language model / vision encoder (peft), and merging them back
+    checkpoint.py   atomic training checkpoints: weights, optimiser, step (the schedule), data position, RNG states
+    distributed.py  torchrun process groups, DDP / FSDP2 wrapping, collective helpers
+    data.py         the batch-source contract, resumable batch streams, a synthetic packed source
+    metrics.py      metrics.jsonl and the loss / learning-rate plot
+    settings.py     YAML recipes into dataclasses, dotted `key=value` overrides
+    sft.py          supervised fine-tuning: `run(config)`
+    cli.py          `internvl train sft | merge-lora`, `internvl plot`
+
+Importing this package is cheap: torch and peft load with the modules that need them.
+"""
+
+from internvl.errors import InternVLError
+
+
+class TrainingError(InternVLError):
+    """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run, ...)."""
+
+
+__all__ = ["TrainingError"]

@@ -1,0 +1,96 @@
+"""Command-line wiring of the training recipes, for `internvl.cli` to register with `add_train_commands`.
+
+    internvl train sft RECIPE.yaml [dotted.key=value ...] [--print-config]
+    internvl train merge-lora RUN_OR_CHECKPOINT OUT [--layout original|hf] [--dtype bf16]
+    internvl plot RUN [--out FILE]
+
+Until registered there, the same commands run as `python -m internvl.train.cli train sft ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from internvl.errors import InternVLError
+
+
+def _sft(args: argparse.Namespace) -> int:
+    from internvl.train.settings import dump_yaml
+    from internvl.train.sft import load_config, run
+
+    config = load_config(args.recipe, args.overrides)
+    if args.print_config:
+        sys.stdout.write(dump_yaml(config))
+        return 0
+    result = run(config)
+    if result["step"] and os.environ.get("RANK", "0") == "0":
+        print(f"step {result['step']}: loss {result['loss']:.4f}; checkpoint {result['checkpoint']}", file=sys.stderr)
+    return 0
+
+
+def _merge_lora(args: argparse.Namespace) -> int:
+    from internvl.cli import parse_dtype
+    from internvl.train.sft import export_model
+
+    out = export_model(args.checkpoint, args.out, layout=args.layout, dtype=parse_dtype(args.dtype))
+    print(f"wrote a merged {args.layout} checkpoint to {out}", file=sys.stderr)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from internvl.train.metrics import plot_metrics
+
+    print(plot_metrics(args.run, args.out))
+    return 0
+
+
+def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
+    """`train sft`, `train merge-lora` and `plot`."""
+    train = subparsers.add_parser("train", help="fine-tune a model (recipes configured by YAML)")
+    recipes = train.add_subparsers(dest="recipe_command", required=True)
+
+    sft = recipes.add_parser(
+        "sft", help="supervised fine-tuning",
+        description="Supervised fine-tuning configured by a YAML recipe; settings can be overridden as "
+                    "dotted.key=value (e.g. optim.lr=1e-4 lora.language_rank=16). Under torchrun each process "
+                    "trains one data-parallel rank.",
+    )
+    sft.add_argument("recipe", help="YAML recipe (see configs/sft_*.yaml)")
+    sft.add_argument("overrides", nargs="*", help="dotted.key=value settings applied after the recipe")
+    sft.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+    sft.set_defaults(handler=_sft)
+
+    merge = recipes.add_parser(
+        "merge-lora", help="merge a run's LoRA adapters into a plain checkpoint folder",
+        description="Rebuild the model of a training checkpoint, merge its LoRA adapters (if any) into the base "
+                    "weights and save a plain checkpoint that InternVL.from_pretrained (and transformers, for "
+                    "--layout hf) loads.",
+    )
+    merge.add_argument("checkpoint", help="a checkpoint folder (RUN/checkpoints/step-N) or a run folder (its latest)")
+    merge.add_argument("out", help="output folder (replaced atomically)")
+    merge.add_argument("--layout", choices=["original", "hf"], default="original", help="checkpoint layout to write")
+    merge.add_argument("--dtype", default=None, help="cast the merged weights (bfloat16, float16, float32)")
+    merge.set_defaults(handler=_merge_lora)
+
+    plot = subparsers.add_parser("plot", help="plot a training run's loss and learning rate (RUN/metrics.png)")
+    plot.add_argument("run", help="training run folder (holds metrics.jsonl)")
+    plot.add_argument("--out", default=None, help="PNG path (default RUN/metrics.png)")
+    plot.set_defaults(handler=_plot)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="internvl", description="InternVL training commands")
+    add_train_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except InternVLError as exc:
+        print(f"internvl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -129,11 +129,18 @@ def add_world_command(subparsers: argparse._SubParsersAction) -> None:
     add(subparsers)
 
 
+def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
+    from internvl.train.cli import add_train_commands as add
+
+    add(subparsers)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_convert_command,
     add_chat_command,
     add_eval_command,
     add_world_command,
+    add_train_commands,
 ]
 
 

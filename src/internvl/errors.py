@@ -15,3 +15,7 @@ class CheckpointError(InternVLError):
 
 class InputError(InternVLError):
     """An image, video, prompt or data line cannot be used as given."""
+
+
+class TrainingError(InternVLError):
+    """Training cannot go on (a non-finite loss, a broken resume, an unusable data source)."""

@@ -541,14 +541,14 @@ def convert_checkpoint(src: str | Path, dst: str | Path, layout: str, dtype: tor
         raise CheckpointError(f"{dst}: converting in place is not supported; choose another destination")
     model = load_model(src, dtype=dtype)
     if model.image_token_id is None:
-        model.image_token_id = _image_token_id_from_tokenizer(src)
+        model.image_token_id = image_token_id_from_tokenizer(src)
     save_model(model, dst, layout=layout)
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
 
 
-def _image_token_id_from_tokenizer(folder: Path) -> int | None:
+def image_token_id_from_tokenizer(folder: Path) -> int | None:
     """`<IMG_CONTEXT>` id read from tokenizer files as data (no tokenizer code is run)."""
     for name in ("tokenizer.json",):
         path = folder / name

@@ -155,10 +155,16 @@ class MoEMLP(nn.Module):
             weights = weights / weights.sum(dim=-1, keepdim=True)
         weights = weights.to(tokens.dtype)
         out = torch.zeros_like(tokens)
-        for expert_index in chosen.unique().tolist():
+        routed = chosen.unique().tolist()
+        for expert_index in routed:
             token_rows, slot = torch.where(chosen == expert_index)
             expert_out = self.experts[expert_index](tokens[token_rows]) * weights[token_rows, slot, None]
             out.index_add_(0, token_rows, expert_out)
+        if self.training and len(routed) < len(self.experts):
+            # idle experts join the graph with zero weight: every rank then has a gradient for every
+            # parameter, which DDP and FSDP2 need
+            idle = set(range(len(self.experts))) - set(routed)
+            out = out + sum(p.sum() for i in idle for p in self.experts[i].parameters()) * 0
         return out.reshape(shape)
 
 
@@ -214,7 +220,7 @@ class LanguageModel(nn.Module):
         cos, sin = rope_cos_sin(self.config, positions, embeds.dtype)
         x = embeds
         for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
+            if self.gradient_checkpointing and torch.is_grad_enabled():  # frozen parts too, when grads pass through
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, cache, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, mask, cache)

@@ -130,7 +130,7 @@ class InternViT(nn.Module):
             raise ValueError(f"select_layer {select_layer} out of range for {n} vision layers")
         x = self.embed(pixel_values)
         for layer in self.layers[:wanted]:
-            if self.gradient_checkpointing and self.training:
+            if self.gradient_checkpointing and torch.is_grad_enabled():  # frozen parts too, when grads pass through
                 x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)
             else:
                 x = layer(x)

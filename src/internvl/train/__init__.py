@@ -14,11 +14,7 @@
 Importing this package is cheap: torch and peft load with the modules that need them.
 """
 
-from internvl.errors import InternVLError
-
-
-class TrainingError(InternVLError):
-    """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run, ...)."""
+from internvl.errors import TrainingError
 
 
 __all__ = ["TrainingError"]

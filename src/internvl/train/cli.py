@@ -61,7 +61,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     sft.add_argument("recipe", help="YAML recipe (see configs/sft_*.yaml)")
     sft.add_argument("overrides", nargs="*", help="dotted.key=value settings applied after the recipe")
     sft.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
-    sft.set_defaults(handler=_sft)
+    sft.set_defaults(func=_sft)
 
     merge = recipes.add_parser(
         "merge-lora", help="merge a run's LoRA adapters into a plain checkpoint folder",
@@ -73,12 +73,12 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     merge.add_argument("out", help="output folder (replaced atomically)")
     merge.add_argument("--layout", choices=["original", "hf"], default="original", help="checkpoint layout to write")
     merge.add_argument("--dtype", default=None, help="cast the merged weights (bfloat16, float16, float32)")
-    merge.set_defaults(handler=_merge_lora)
+    merge.set_defaults(func=_merge_lora)
 
     plot = subparsers.add_parser("plot", help="plot a training run's loss and learning rate (RUN/metrics.png)")
     plot.add_argument("run", help="training run folder (holds metrics.jsonl)")
     plot.add_argument("--out", default=None, help="PNG path (default RUN/metrics.png)")
-    plot.set_defaults(handler=_plot)
+    plot.set_defaults(func=_plot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_train_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        return int(args.func(args) or 0)
     except InternVLError as exc:
         print(f"internvl: error: {exc}", file=sys.stderr)
         return 2

@@ -180,13 +180,13 @@ def validate(config: SFTConfig) -> None:
 def build_model(settings: ModelSettings) -> InternVL:
     """The model to train, on CPU, from a checkpoint folder or a preset shape (random weights)."""
     from internvl.presets import PRESETS
-    from internvl.weights import _image_token_id_from_tokenizer
+    from internvl.weights import image_token_id_from_tokenizer
 
     dtype = getattr(torch, settings.dtype)
     if settings.path:
         model = InternVL.from_pretrained(settings.path, dtype=dtype)
         if model.image_token_id is None:
-            model.image_token_id = _image_token_id_from_tokenizer(Path(settings.path))
+            model.image_token_id = image_token_id_from_tokenizer(Path(settings.path))
     else:
         if settings.preset not in PRESETS:
             raise ConfigError(f"model.preset {settings.preset!r} is unknown; choose from {sorted(PRESETS)}")

@@ -264,12 +264,15 @@ def load(
 ) -> Chat:
     """Load a checkpoint folder (either layout) with its tokenizer, ready to `ask`.
 
-    `folder=None` loads the embedded nano model. dtype: default the checkpoint's; device: CUDA when
-    available, else CPU. `max_tiles` defaults to the config's `max_dynamic_patch`; `template` to the
+    `folder=None` loads the embedded nano model. dtype: default float32 on CPU, the checkpoint's on
+    CUDA; device: CUDA when available, else CPU. `max_tiles` defaults to the config's `max_dynamic_patch`; `template` to the
     config's; `system_message` to the config's, else the template's default.
     """
     folder = Path(folder) if folder is not None else nano_model_folder()
-    model = InternVL.from_pretrained(folder, dtype=dtype, device=device or default_device())
+    device = device or default_device()
+    if dtype is None and device == "cpu":
+        dtype = torch.float32  # a CPU without bf16 matrix units runs bf16 matmuls far slower than fp32
+    model = InternVL.from_pretrained(folder, dtype=dtype, device=device)
     tokenizer = load_tokenizer(folder)
     image_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:

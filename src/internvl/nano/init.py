@@ -1,0 +1,57 @@
+"""Start the nano model: train its tokenizer on the world's text and write a random-weight checkpoint.
+
+    python -m internvl.nano.init --data runs/nano/world-train --out runs/nano/init
+
+The result is an original-layout checkpoint folder (config, safetensors, tokenizer files) that the
+SFT recipe trains from (`model.path`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from internvl.inputs.template import get_template
+from internvl.model.internvl import InternVL
+from internvl.nano.tokenizer import save_tokenizer, train_tokenizer
+from internvl.presets import nano
+
+
+def world_texts(data: Path) -> Iterator[str]:
+    """Every conversation turn of the exported SFT JSONL files, plus the chat template's fixed text."""
+    template = get_template("internvl2_5")
+    yield template.system_message or ""
+    for annotation in sorted(data.glob("*.jsonl")):
+        with annotation.open(encoding="utf-8") as f:
+            for line in f:
+                for turn in json.loads(line)["conversations"]:
+                    yield turn["value"]
+
+
+def init_nano(data: Path, out: Path, vocab_size: int = 2048, seed: int = 0) -> Path:
+    tokenizer = train_tokenizer(world_texts(data), vocab_size=vocab_size)
+    save_tokenizer(tokenizer, out)
+    torch.manual_seed(seed)
+    model = InternVL(nano(tokenizer.get_vocab_size()))
+    model.image_token_id = tokenizer.token_to_id("<IMG_CONTEXT>")
+    model.save_pretrained(out, layout="original")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder of `internvl world generate` output")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--vocab-size", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    init_nano(args.data, args.out, args.vocab_size, args.seed)
+    print(f"wrote the untrained nano model and its tokenizer to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

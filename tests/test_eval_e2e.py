@@ -79,3 +79,26 @@ def test_answers_equal_the_chat_api(model_folder, data_file, tmp_path):
     chat = load(model_folder, max_tiles=2)
     item = load_items(data_file)[1]
     assert predictions[item.id] == chat.ask(item.prompt, images=item.load_images(), max_new_tokens=6)
+
+
+def test_eval_over_a_world_split(model_folder, tmp_path):
+    """A small world test split exported as TSV runs through `internvl eval run` with the world's own
+    prompts and per-answer-type metrics; video rows are asked as frame sequences."""
+    from internvl.data.world import export_tsv
+    from internvl.eval.formats import load_items
+
+    data = export_tsv(tmp_path / "world.tsv", 20, split="test", families=["recognition", "grounding", "video", "charts"],
+                      progress=False)
+    items = load_items(data)
+    by_family = {item.category: item for item in items}
+    grounding = by_family["grounding"]
+    assert grounding.metric == "iou"
+    assert grounding.prompt == json.loads(grounding.meta["record"])["question"]  # the world's prompt, verbatim
+    assert by_family["charts"].metric in ("numeric", "mcq", "exact")
+    assert by_family["video"].meta["media"] == "video" and len(by_family["video"].images) >= 8
+    out = tmp_path / "run"
+    assert cli_main(["eval", "run", "--data", str(data), "--out", str(out), "--model", str(model_folder),
+                     "--batch-size", "4", "--max-tiles", "2", "--max-new-tokens", "4", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["categories"]) == {"recognition", "grounding", "video", "charts"}
+    assert summary["n"] == 20

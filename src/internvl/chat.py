@@ -147,12 +147,15 @@ class Chat:
         self,
         conversations: Sequence[Sequence[Message]],
         images: Sequence[Sequence[ImageSource]],
-        max_tiles: int | None = None,
+        max_tiles: int | Sequence[int | None] | None = None,
         **generation: Any,
     ) -> list[str]:
+        """Batched answers to whole conversations; `max_tiles` is one budget or one per conversation."""
         if not conversations:
             return []
-        inputs = [self.processor(c, images=imgs, max_tiles=max_tiles) for c, imgs in zip(conversations, images)]
+        budgets = list(max_tiles) if isinstance(max_tiles, Sequence) else [max_tiles] * len(conversations)
+        inputs = [self.processor(c, images=imgs, max_tiles=budget)
+                  for c, imgs, budget in zip(conversations, images, budgets)]
         config = self._config(generation)
         for item in inputs:
             self._check_context(item, config)

@@ -8,6 +8,7 @@ from typing import Any
 from internvl.chat import Chat, load
 from internvl.eval.formats import EvalItem
 from internvl.eval.runner import Answerer, RunSettings
+from internvl.inputs.tokens import IMAGE_PLACEHOLDER
 
 
 def generation_overrides(settings: RunSettings) -> dict[str, Any]:
@@ -30,11 +31,20 @@ def chat_answerer(chat: Chat, settings: RunSettings) -> Answerer:
     overrides = generation_overrides(settings)
 
     def answer(items: Sequence[EvalItem]) -> list[str]:
-        conversations = []
+        conversations, images = [], []
         for item in items:
-            parts: list[Any] = [{"type": "image", "image": image} for image in item.load_images()]
+            pictures = item.load_images()
+            if item.meta.get("media") == "video":
+                # frames of one video, one tile each, in the SFT prompt convention (spec §3.4)
+                frames = "".join(f"Frame-{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(len(pictures)))
+                conversations.append([{"role": "user", "content": frames + item.prompt}])
+                images.append(pictures)
+                continue
+            parts: list[Any] = [{"type": "image", "image": image} for image in pictures]
             conversations.append([{"role": "user", "content": [*parts, item.prompt]}])
-        return chat.ask_batch_messages(conversations, [[] for _ in items], max_tiles=settings.max_tiles, **overrides)
+            images.append([])
+        budgets = [1 if item.meta.get("media") == "video" else settings.max_tiles for item in items]
+        return chat.ask_batch_messages(conversations, images, max_tiles=budgets, **overrides)
 
     return answer
 

@@ -20,10 +20,13 @@ Tab-separated, one header line, fields quoted the pandas/csv way. Columns:
   duplicates this way).
 * `image_path` (used when `image` is absent or empty): a path, or a list literal of paths, relative
   to the TSV's folder.
+* `prompt` (optional): the exact text to ask, instead of the one built from question, hint and options.
+* `metric` (optional): how to score the row (see below).
+* `media` (optional): `video` when the row's images are the frames of one video.
 * Any other column is kept in `EvalItem.meta`.
 
-The metric of a row is inferred unless given: options -> "mcq"; answer yes/no -> "yorn"; else
-"exact". `kind` ("mcq" | "yorn" | "vqa") or `metric` force it for the whole file.
+The metric of a row is its `metric` column, else inferred: options -> "mcq"; answer yes/no ->
+"yorn"; else "exact". `kind` ("mcq" | "yorn" | "vqa") or `metric` force it for the whole file.
 
 Our JSONL format (one JSON object per line; blank lines are skipped)
 --------------------------------------------------------------------
@@ -221,12 +224,12 @@ def read_tsv(path: str | Path, kind: str | None = None, metric: str | None = Non
         options = {c: record[c] for c in option_columns if record[c].strip() not in MISSING}
         answer = record.get("answer", "").strip()
         answers = (answer,) if answer not in MISSING else ()
-        row_metric = metric or infer_metric(options, answers)
+        row_metric = metric or record.get("metric", "").strip() or infer_metric(options, answers)
         if kind == "mcq" and not options:
             raise InputError(f"{where}: kind 'mcq' but the row has no options (columns {''.join(option_columns) or 'A, B, ...'})")
         hint = record.get("hint", "").strip()
         category = _first_present(record, ("category", "l2-category")) or DEFAULT_CATEGORY
-        known = {"index", "question", "answer", "hint", "image", "image_path", *option_columns}
+        known = {"index", "question", "answer", "hint", "image", "image_path", "prompt", *option_columns}
         meta = {k: v for k, v in record.items() if k not in known and v.strip() not in MISSING}
         try:
             images = _tsv_images(item_id, record, images_by_index, decoded, path.parent)
@@ -241,6 +244,7 @@ def read_tsv(path: str | Path, kind: str | None = None, metric: str | None = Non
                     options=options,
                     hint=hint if hint not in MISSING else None,
                     meta=meta,
+                    prompt=record.get("prompt", "").strip(),
                 )
             )
         except InputError as error:

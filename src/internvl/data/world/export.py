@@ -36,7 +36,10 @@ from internvl.data.world.sample import Sample, media_prefix
 from internvl.errors import InputError
 
 TSV_COLUMNS = ("index", "id", "image", "question", "A", "B", "C", "D", "answer", "category", "split",
-               "answer_type", "prompt", "record")
+               "answer_type", "metric", "media", "prompt", "record")
+
+# How internvl.eval scores each answer type (the world's own scorers stay the reference, `score.py`).
+EVAL_METRIC = {"choice": "mcq", "number": "numeric", "box": "iou"}
 
 
 def media_fields(sample: Sample) -> dict[str, Any]:
@@ -139,7 +142,8 @@ def tsv_row(index: int, sample: Sample) -> list[str]:
                      frames=[f"tsv:{j}" for j in range(len(sample.frames))]).to_record()
     options = [sample.options[i] if i < len(sample.options) else "" for i in range(4)]
     return [str(index), sample.id, image, sample.question, *options, sample.answer, sample.family, sample.split,
-            sample.answer_type, sample.prompt, json.dumps(record, ensure_ascii=False)]
+            sample.answer_type, EVAL_METRIC.get(sample.answer_type, "exact"), "video" if sample.frames else "image",
+            sample.prompt, json.dumps(record, ensure_ascii=False)]
 
 
 def _tsv_rows(jobs: list[Job]) -> list[list[str]]:

@@ -86,9 +86,7 @@ class Chat:
         max_tiles: int | None = None,
         **generation: Any,
     ) -> str:
-        inputs = self.processor(messages, images=images, videos=videos, max_tiles=max_tiles)
-        config = self._config(generation)
-        self._check_context(inputs, config)
+        inputs, config = self._prepare(messages, images, videos, max_tiles, generation)
         tokens = generate(self.model, inputs.input_ids[None], None, self._pixels(inputs), config,
                           decode=self._decode_raw)[0]
         return self.decode_answer(tokens)
@@ -103,9 +101,7 @@ class Chat:
         **generation: Any,
     ) -> Iterator[str]:
         """Like `ask`, yielding the answer in text pieces as they are generated."""
-        inputs = self.processor(_messages(question, history), images=images, videos=videos, max_tiles=max_tiles)
-        config = self._config(generation)
-        self._check_context(inputs, config)
+        inputs, config = self._prepare(_messages(question, history), images, videos, max_tiles, generation)
         stops = (self.processor.template.stop_token, *config.stop_strings)
         text = TextStream(self._decode_text, stops)
         started = False
@@ -177,6 +173,20 @@ class Chat:
 
     def _pixels(self, inputs: ProcessedInputs) -> torch.Tensor | None:
         return None if inputs.pixel_values is None else inputs.pixel_values.to(self._dtype)
+
+    def _prepare(
+        self,
+        messages: Sequence[Message],
+        images: Sequence[ImageSource],
+        videos: Sequence[VideoSource],
+        max_tiles: int | None,
+        generation: dict[str, Any],
+    ) -> tuple[ProcessedInputs, GenerationConfig]:
+        """Model inputs and generation settings of one conversation, refused early if too long."""
+        inputs = self.processor(messages, images=images, videos=videos, max_tiles=max_tiles)
+        config = self._config(generation)
+        self._check_context(inputs, config)
+        return inputs, config
 
     def _config(self, overrides: dict[str, Any]) -> GenerationConfig:
         config = replace(self.generation, **overrides)

@@ -489,6 +489,9 @@ def save_model(model: InternVL, folder: str | Path, layout: str = "original", ma
                 keep = item.is_file() and not (item.name == "config.json" or _is_weight_file(item.name))
                 if keep:
                     shutil.copy2(item, tmp / item.name)
+        for item in tmp.iterdir():  # mkdtemp's private modes would otherwise stick to the checkpoint
+            item.chmod(0o644)
+        tmp.chmod(0o755)
         _replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

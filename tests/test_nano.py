@@ -1,0 +1,67 @@
+"""The nano pipeline and the embedded default: world -> tokenizer + init -> packed SFT batches -> the
+recipe; the shipped nano model loads without arguments and answers; the answer-prior baseline."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from internvl.chat import load, nano_model_folder
+from internvl.cli import main as cli_main
+from internvl.data.world import export_sft, generate_sample
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    export_sft(out, 24, split="train", families=["recognition", "counting", "video", "detail"], progress=False)
+    return out
+
+
+def test_nano_init_and_two_recipe_steps(world, tmp_path):
+    from internvl.nano.init import init_nano
+    from internvl.train.sft import load_config, run
+
+    init = init_nano(world, tmp_path / "init", vocab_size=400)
+    assert (init / "tokenizer.json").exists() and (init / "model.safetensors").exists()
+    config = load_config(Path(__file__).parents[1] / "configs" / "nano.yaml", [
+        f"model.path={init}", f"data.options.meta_path={world / 'meta.json'}", f"data.options.tokenizer={init}",
+        f"output_dir={tmp_path / 'run'}", "train.max_steps=2", "data.options.num_workers=0",
+        "checkpoint.enabled=false", "log.progress_bar=false", "log.plot=false", "optim.warmup_steps=1",
+    ])
+    result = run(config)
+    assert result["step"] == 2
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["samples"] > 0 and metrics[-1]["padding_share"] < 0.5
+
+
+def test_embedded_nano_model_answers_without_arguments(capsys, tmp_path):
+    assert nano_model_folder().is_dir()
+    chat = load()
+    sample = generate_sample("recognition", "test", 0)
+    answer = chat.ask(sample.prompt, images=sample.images, max_new_tokens=16)
+    assert isinstance(answer, str) and answer
+    image = tmp_path / "x.png"
+    sample.images[0].save(image)
+    assert cli_main(["chat", "--image", str(image), "--max-new-tokens", "16", sample.prompt]) == 0
+    assert capsys.readouterr().out == answer + "\n"
+
+
+def test_demo_runs_over_every_family(monkeypatch, capsys):
+    from internvl.nano import demo
+
+    monkeypatch.setattr(sys, "argv", ["demo", "--n", "1"])
+    demo.main()
+    out = capsys.readouterr().out
+    assert "[detail]" in out and "[video]" in out and out.rstrip().endswith("s in all)")
+
+
+def test_answer_prior_baseline(world):
+    from internvl.nano.baselines import answer_prior
+
+    prior = answer_prior(world)
+    assert ("recognition", "word") in prior or ("recognition", "choice") in prior
+    assert all(isinstance(answer, str) and answer for answer in prior.values())

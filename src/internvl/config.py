@@ -8,7 +8,6 @@ The original layout (`InternVLChatModel`, remote code) and the transformers-nati
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,7 +346,6 @@ def _text_to_hf_dict(text: TextConfig, *, as_llama: bool = False) -> dict[str, A
     }
     if family == "internlm2":
         out["bias"] = text.attention_bias
-        out["auto_map"] = {}
         del out["head_dim"]
     elif family in ("llama", "qwen3", "qwen3_moe"):
         out["attention_bias"] = text.attention_bias
@@ -363,8 +361,6 @@ def _text_to_hf_dict(text: TextConfig, *, as_llama: bool = False) -> dict[str, A
             mlp_only_layers=list(text.mlp_only_layers),
             router_aux_loss_coef=text.router_aux_loss_coef,
         )
-    if family == "internlm2":
-        out.pop("auto_map")
     return out
 
 
@@ -476,8 +472,3 @@ def to_hf_dict(config: InternVLConfig) -> dict[str, Any]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def replace(config: InternVLConfig, **changes: Any) -> InternVLConfig:
-    """A copy of `config` with top-level fields changed (dataclasses.replace, re-exported for callers)."""
-    return dataclasses.replace(copy.deepcopy(config), **changes)

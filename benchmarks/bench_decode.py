@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_report, machine_line  # noqa: E402
+from common import machine_line, publish  # noqa: E402
 
 NEW_TOKENS = 32
 
@@ -99,10 +99,7 @@ def main() -> None:
         ratio = a / b if "tok/s" in name else b / a
         lines.append(f"| {name} | {a:.2f} | {b:.2f} | {ratio:.2f}x |")
     lines.append(f"| batch-1 decode as a share of the bandwidth limit | {rows[0][1] / limit:.0%} | {rows[0][2] / limit:.0%} | |")
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.append:
-        append_report(report)
+    publish(lines, args.append)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_report, machine_line  # noqa: E402
+from common import machine_line, publish  # noqa: E402
 
 LOADER = r"""
 import json, sys, time, torch
@@ -88,10 +88,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     lines += [f"| {w} | {s:.2f} | {u:.2f} | {p:.2f} | {g:.2f} | {r:.2f}x |" for w, s, u, p, g, r in rows]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.append:
-        append_report(report)
+    publish(lines, args.append)
 
 
 if __name__ == "__main__":

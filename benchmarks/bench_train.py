@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_report, machine_line  # noqa: E402
+from common import machine_line, publish  # noqa: E402
 
 CONFIGS = {
     "fp32": ("train.precision=fp32", "train.activation_checkpointing=false"),
@@ -141,10 +141,7 @@ def main() -> None:
             lines.append(f"| {name} | failed | | | |")
         else:
             lines.append(f"| {name} | {tps:,.1f} | {seconds:.2f} | {peak:.1f} | {loss:.3f} |")
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.append:
-        append_report(report)
+    publish(lines, args.append)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,11 @@ def append_report(report: str) -> None:
         BENCHMARKS_MD.write_text("# Benchmarks\n\nTables appended by the scripts in `benchmarks/`; newest last.\n\n")
     with BENCHMARKS_MD.open("a") as f:
         f.write(report + "\n")
+
+
+def publish(lines: list[str], append: bool) -> None:
+    """Print a report (a list of markdown lines) and, with `append`, add it to BENCHMARKS.md."""
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if append:
+        append_report(report)

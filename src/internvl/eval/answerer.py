@@ -8,7 +8,7 @@ from typing import Any
 from internvl.chat import Chat, load
 from internvl.eval.formats import EvalItem
 from internvl.eval.runner import Answerer, RunSettings
-from internvl.inputs.tokens import IMAGE_PLACEHOLDER
+from internvl.inputs.video import video_prompt
 
 
 def generation_overrides(settings: RunSettings) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def chat_answerer(chat: Chat, settings: RunSettings) -> Answerer:
             pictures = item.load_images()
             if item.meta.get("media") == "video":
                 # frames of one video, one tile each, in the SFT prompt convention (spec §3.4)
-                frames = "".join(f"Frame-{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(len(pictures)))
+                frames = video_prompt(len(pictures), label="Frame-")
                 conversations.append([{"role": "user", "content": frames + item.prompt}])
                 images.append(pictures)
                 continue

@@ -14,13 +14,13 @@ import time
 
 from internvl.chat import load
 from internvl.data.world import FAMILY_NAMES, SCORERS, generate_sample
-from internvl.inputs.tokens import IMAGE_PLACEHOLDER
+from internvl.inputs.video import video_prompt
 
 
 def ask(chat, sample) -> str:  # type: ignore[no-untyped-def]
     """The sample's question, posed the way the model was trained (video: one tile per frame)."""
     if sample.frames:
-        frames = "".join(f"Frame-{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(len(sample.frames)))
+        frames = video_prompt(len(sample.frames), label="Frame-")
         return chat.ask(frames + sample.prompt, images=sample.frames, max_tiles=1, max_new_tokens=96)
     return chat.ask(sample.prompt, images=sample.images, max_new_tokens=96)
 

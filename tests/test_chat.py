@@ -123,3 +123,26 @@ def test_cli_interactive(model_folder, images, capsys, monkeypatch):
     code = cli_main(["chat", "--model", str(model_folder), "--max-new-tokens", "5"])
     out, _ = capsys.readouterr()
     assert code == 0 and out.count("\n") == 2  # two questions, two answers; prompts and notes go to stderr
+
+
+def test_bf16_on_cpu_keeps_the_vision_side_in_fp32_where_bf16_is_emulated(model_folder, images):
+    from internvl.model.linear import CPU_HAS_NATIVE_BF16
+
+    chat_bf16 = load(model_folder, dtype=torch.bfloat16, device="cpu", max_tiles=4)
+    assert chat_bf16.model.language.embed.weight.dtype == torch.bfloat16
+    expected_vision = torch.bfloat16 if CPU_HAS_NATIVE_BF16 else torch.float32
+    assert chat_bf16.model.vision.embed.patch.weight.dtype == expected_vision
+    assert chat_bf16.model.projector.fc1.weight.dtype == expected_vision
+    assert chat_bf16.ask("What colour is the circle?", images=[images[0]], max_new_tokens=4)
+
+
+def test_int8_mode_quantizes_the_language_model_and_answers(model_folder, images):
+    from internvl.errors import ConfigError
+    from internvl.model.linear import Int8Linear
+
+    chat_int8 = load(model_folder, quantize="int8", max_tiles=4)
+    assert isinstance(chat_int8.model.language.lm_head, Int8Linear)
+    assert isinstance(chat_int8.model.language.layers[0].mlp.gate_up, Int8Linear)
+    assert chat_int8.ask("What colour is the circle?", images=[images[0]], max_new_tokens=4)
+    with pytest.raises(ConfigError, match="quantize"):
+        load(model_folder, quantize="int4")

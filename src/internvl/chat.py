@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 
-from internvl.errors import CheckpointError, InputError
+from internvl.errors import CheckpointError, ConfigError, InputError
 from internvl.generate import GenerationConfig, TextStream, generate, stream
 from internvl.inputs.image import ImageSource
 from internvl.inputs.processor import Message, ProcessedInputs, Processor, VideoSource
 from internvl.inputs.tokens import IMG_CONTEXT
 from internvl.model.internvl import InternVL
+from internvl.model.linear import CPU_HAS_NATIVE_BF16, quantize_int8
 
 log = logging.getLogger("internvl")
 
@@ -87,7 +88,7 @@ class Chat:
         **generation: Any,
     ) -> str:
         inputs, config = self._prepare(messages, images, videos, max_tiles, generation)
-        tokens = generate(self.model, inputs.input_ids[None], None, self._pixels(inputs), config,
+        tokens = generate(self.model, inputs.input_ids[None], None, inputs.pixel_values, config,
                           decode=self._decode_raw)[0]
         return self.decode_answer(tokens)
 
@@ -105,7 +106,7 @@ class Chat:
         stops = (self.processor.template.stop_token, *config.stop_strings)
         text = TextStream(self._decode_text, stops)
         started = False
-        for step in stream(self.model, inputs.input_ids[None], None, self._pixels(inputs), config,
+        for step in stream(self.model, inputs.input_ids[None], None, inputs.pixel_values, config,
                            decode=self._decode_raw):
             token = step[0]
             if token is None or token in config.stop_token_ids:
@@ -157,7 +158,7 @@ class Chat:
             self._check_context(item, config)
         ids, mask = left_pad([item.input_ids for item in inputs], self.pad_token_id)
         tiles = [item.pixel_values for item in inputs if item.pixel_values is not None]
-        pixels = torch.cat(tiles).to(self._dtype) if tiles else None
+        pixels = torch.cat(tiles) if tiles else None  # the ViT casts to its dtype
         rows = generate(self.model, ids, mask, pixels, config, decode=self._decode_raw)
         return [self.decode_answer(tokens) for tokens in rows]
 
@@ -167,12 +168,6 @@ class Chat:
         pad = self.tokenizer.pad_token_id
         return int(pad) if pad is not None else int(self.processor.stop_token_id)
 
-    @property
-    def _dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def _pixels(self, inputs: ProcessedInputs) -> torch.Tensor | None:
-        return None if inputs.pixel_values is None else inputs.pixel_values.to(self._dtype)
 
     def _prepare(
         self,
@@ -274,18 +269,29 @@ def load(
     system_message: str | None = None,
     thinking: bool = False,
     generation: GenerationConfig | None = None,
+    quantize: str | None = None,
 ) -> Chat:
     """Load a checkpoint folder (either layout) with its tokenizer, ready to `ask`.
 
     `folder=None` loads the embedded nano model. dtype: default float32 on CPU, the checkpoint's on
     CUDA; device: CUDA when available, else CPU. `max_tiles` defaults to the config's `max_dynamic_patch`; `template` to the
-    config's; `system_message` to the config's, else the template's default.
+    config's; `system_message` to the config's, else the template's default. With bf16 weights on a CPU
+without native bf16 (`model.linear`), the vision encoder and projector are kept in fp32. `quantize="int8"` stores the
+    language model's projections as weight-only int8 (a quarter of fp32's bytes read per decoded token).
     """
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"unknown quantize mode {quantize!r}; choose 'int8' or leave it unset")
     folder = Path(folder) if folder is not None else nano_model_folder()
     device = device or default_device()
     if dtype is None and device == "cpu":
         dtype = torch.float32  # a CPU without bf16 matrix units runs bf16 matmuls far slower than fp32
     model = InternVL.from_pretrained(folder, dtype=dtype, device=device)
+    if model.language.embed.weight.dtype == torch.bfloat16 and device == "cpu" and not CPU_HAS_NATIVE_BF16:
+        # the vision side is all large matrix products, which such a CPU runs several times faster in fp32
+        model.vision.float()
+        model.projector.float()
+    if quantize == "int8":
+        quantize_int8(model.language)
     tokenizer = load_tokenizer(folder)
     image_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:

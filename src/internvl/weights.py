@@ -471,11 +471,13 @@ def save_model(model: InternVL, folder: str | Path, layout: str = "original", ma
     (tokenizer files, for instance) are carried over.
     """
     folder = Path(folder)
+    if any(name.endswith("weight_int8") for name, _ in model.named_buffers()):
+        raise CheckpointError("an int8-quantized model cannot be saved: save the model before quantize_int8")
     config = model.config
     raw = to_original_dict(config) if layout == "original" else to_hf_dict(config)
     if layout == "hf" and model.image_token_id is not None:
         raw["image_token_id"] = model.image_token_id
-    dtype = next(model.parameters()).dtype
+    dtype = model.language.embed.weight.dtype  # the decoder's (a CPU load may keep the vision side in fp32)
     raw["torch_dtype"] = str(dtype).removeprefix("torch.")
     tensors = {key: t.contiguous().cpu() for key, t in checkpoint_tensors(model, layout)}
 

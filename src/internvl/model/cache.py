@@ -34,7 +34,7 @@ class KVCache:
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch: int, max_length: int) -> "KVCache":
         text = model.config.text
-        weight = next(model.parameters())
+        weight = model.language.embed.weight  # the decoder's dtype (the vision side may differ)
         return cls(text.num_layers, batch, text.num_kv_heads, max_length, text.head_dim, weight.dtype, weight.device)
 
     @property

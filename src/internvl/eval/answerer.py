@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from internvl.chat import Chat, load
 from internvl.eval.formats import EvalItem
 from internvl.eval.runner import Answerer, RunSettings
@@ -50,7 +52,10 @@ def chat_answerer(chat: Chat, settings: RunSettings) -> Answerer:
 
 
 def model_answerer(settings: RunSettings) -> Answerer:
-    """`internvl eval run`'s factory: load `settings.model` (None: the embedded nano model)."""
+    """`internvl eval run`'s factory: load `settings.model` (None: the embedded nano model), with the
+    `dtype` and `quantize` of `settings.extra` when given."""
+    dtype = settings.extra.get("dtype")
     chat = load(settings.model, max_tiles=settings.max_tiles, template=settings.template,
-                system_message=settings.system_prompt)
+                system_message=settings.system_prompt, dtype=None if dtype is None else getattr(torch, dtype),
+                quantize=settings.extra.get("quantize"))
     return chat_answerer(chat, settings)

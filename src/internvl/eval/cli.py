@@ -54,6 +54,9 @@ def _add_subcommands(parser: argparse.ArgumentParser, answerer_factory: Answerer
     run.add_argument("--template", default=None, help="conversation template (default: the model's)")
     run.add_argument("--system-prompt", default=None, help="system prompt (default: the template's)")
     run.add_argument("--cot", action="store_true", help="ask for step-by-step reasoning and a 'Final answer:' line")
+    run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                     help="model dtype (default: float32 on CPU, the checkpoint's on CUDA)")
+    run.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 language model")
     generation = default_generation()
     run.add_argument("--max-new-tokens", type=int, default=generation["max_new_tokens"])
     run.add_argument("--temperature", type=float, default=generation["temperature"], help="0 = greedy (default)")
@@ -116,6 +119,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         system_prompt=args.system_prompt,
         chain_of_thought=args.cot,
         generation=generation,
+        extra={k: v for k, v in (("dtype", args.dtype), ("quantize", args.quantize)) if v is not None},
     )
 
 

@@ -1,0 +1,299 @@
+"""`internvl bench`: inference and training speed, ours vs transformers, on the same random weights.
+
+For each model shape (the InternVL3-1B shape and the nano shape) and dtype (fp32, bf16), one random
+checkpoint is written in the hf layout and loaded by both stacks; then, side by side in one process:
+
+    decode tok/s at batch 1 and 8        (32 new tokens after a 20-token prompt; the prefill is
+                                          subtracted: time(32 new) - time(1 new) over 31 steps)
+    time to first token                  (1 tile + 20 text tokens, 7 tiles + 20 text tokens)
+    vision encoder tiles/s               (7 tiles through ViT + pixel shuffle + projector)
+    SFT step tokens/s                    (forward + backward of one 1-tile sample of 512 tokens with
+                                          labels, fp32; the optimiser step is the same for both and left out)
+    our int8 language model              (decode and time to first token; `load(quantize="int8")`)
+    the memory-bandwidth limit           (copy bandwidth measured in the same run / bytes of the language
+                                          model's weights read per token) and our batch-1 decode's share.
+
+Both stacks run greedy decoding with no stop token. Our bf16 model keeps its vision side in fp32 on a
+CPU without native bf16, as `internvl.load` does. transformers' bf16 time to first token for 7 tiles is
+left out on such CPUs (`--slow-hf` runs it): its emulated bf16 vision encoder takes minutes.
+Loading (time, peak RSS) needs fresh processes: `benchmarks/bench_load.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from internvl.config import InternVLConfig
+from internvl.generate import GenerationConfig, generate
+from internvl.model.internvl import InternVL
+from internvl.model.linear import CPU_HAS_NATIVE_BF16, quantize_int8
+from internvl.presets import internvl3_1b, nano
+
+PROMPT_TOKENS = 20
+NEW_TOKENS = 32
+TRAIN_TOKENS = 512
+SHAPES: dict[str, Callable[[], InternVLConfig]] = {
+    "1b": internvl3_1b,
+    "nano": lambda: dataclasses.replace(nano(2048), image_token_id=2047),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Row:
+    """One measured quantity for one model shape and dtype."""
+
+    shape: str
+    dtype: str
+    measure: str
+    ours: float | None
+    theirs: float | None
+    int8: float | None = None
+    higher_is_better: bool = True
+
+    def ratio(self) -> str:
+        if self.ours is None or self.theirs is None:
+            return ""
+        ratio = self.ours / self.theirs if self.higher_is_better else self.theirs / self.ours
+        return f"{ratio:.2f}x"
+
+
+def copy_bandwidth_gb_s() -> float:
+    """Bytes read + written per second copying a 1 GiB buffer, best of 3."""
+    src = torch.ones(2**28, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    best = min(_seconds(lambda: dst.copy_(src)) for _ in range(3))
+    return 2 * src.numel() * 4 / best / 1e9
+
+
+def decoder_bytes_per_token(model: InternVL) -> int:
+    """Bytes of the language model read to decode one token: every weight but the embedding table."""
+    total = sum(t.numel() * t.element_size() for t in [*model.language.parameters(), *model.language.buffers()])
+    embed = model.language.embed.weight
+    return total - embed.numel() * embed.element_size()
+
+
+def _seconds(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def _best(work: Callable[[], object], repeats: int) -> float:
+    return min(_seconds(work) for _ in range(repeats))
+
+
+@contextlib.contextmanager
+def _checkpoint_pair(config: InternVLConfig, dtype: torch.dtype, seed: int = 0) -> Iterator[tuple[InternVL, object]]:
+    """Our model and transformers' InternVLForConditionalGeneration with the same random weights."""
+    from transformers import InternVLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as folder:
+        model = InternVL(config)
+        with torch.no_grad():  # small weights keep the random model's activations finite in bf16
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.normal_(0, 0.02)
+        model.save_pretrained(folder, layout="hf")
+        del model
+        ours = InternVL.from_pretrained(folder, dtype=dtype).eval()
+        if dtype == torch.bfloat16 and not CPU_HAS_NATIVE_BF16:
+            ours.vision.float()
+            ours.projector.float()
+        theirs = InternVLForConditionalGeneration.from_pretrained(folder, dtype=dtype).eval()
+    yield ours, theirs
+
+
+def _prompt(config: InternVLConfig, batch: int, tiles: int, generator: torch.Generator) -> torch.Tensor:
+    text = torch.randint(10, config.text.vocab_size - 100, (batch, PROMPT_TOKENS), generator=generator)
+    image = torch.full((batch, tiles * config.num_image_token), config.image_token_id)
+    return torch.cat([image, text], dim=1)
+
+
+def _ours_generate(model: InternVL, ids: torch.Tensor, pixels: torch.Tensor | None, new: int) -> None:
+    generate(model, ids, None, pixels, GenerationConfig(max_new_tokens=new))
+
+
+def _theirs_generate(model, ids: torch.Tensor, pixels: torch.Tensor | None, new: int) -> None:  # type: ignore[no-untyped-def]
+    images = {} if pixels is None else {"pixel_values": pixels.to(model.dtype)}
+    with torch.no_grad():
+        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **images, do_sample=False,
+                       max_new_tokens=new, min_new_tokens=new, eos_token_id=None, pad_token_id=0)
+
+
+def _decode_tok_s(run: Callable[[torch.Tensor, torch.Tensor | None, int], None], ids: torch.Tensor) -> float:
+    run(ids, None, 2)  # warm-up
+    first = statistics.median(_seconds(lambda: run(ids, None, 1)) for _ in range(3))
+    full = _seconds(lambda: run(ids, None, NEW_TOKENS))
+    return ids.shape[0] * (NEW_TOKENS - 1) / max(full - first, 1e-9)
+
+
+def _ttft_s(run: Callable[[torch.Tensor, torch.Tensor | None, int], None], ids: torch.Tensor, pixels: torch.Tensor) -> float:
+    return _best(lambda: run(ids, pixels, 1), repeats=2)
+
+
+def _vision_tiles_s(encode: Callable[[torch.Tensor], object], pixels: torch.Tensor) -> float:
+    with torch.no_grad():
+        encode(pixels[:1])
+        return pixels.shape[0] / _best(lambda: encode(pixels), repeats=2)
+
+
+def _train_tok_s(step: Callable[[], None], tokens: int) -> float:
+    step()
+    return tokens / _best(step, repeats=2)
+
+
+def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row]:
+    config = SHAPES[shape]()
+    dtype = DTYPES[dtype_name]
+    g = torch.Generator().manual_seed(1)
+    pixels7 = torch.randn(7, 3, 448, 448, generator=g)
+    rows: list[Row] = []
+
+    def row(measure_name: str, ours: float | None, theirs: float | None, int8: float | None = None,
+            higher: bool = True) -> None:
+        rows.append(Row(shape, dtype_name, measure_name, ours, theirs, int8, higher))
+        print(f"  {shape} {dtype_name} {measure_name}: ours {_fmt(ours)} transformers {_fmt(theirs)} "
+              f"int8 {_fmt(int8)}", flush=True)
+
+    with _checkpoint_pair(config, dtype) as (ours, theirs):
+        ours_run = lambda ids, px, new: _ours_generate(ours, ids, px, new)  # noqa: E731
+        theirs_run = lambda ids, px, new: _theirs_generate(theirs, ids, px, new)  # noqa: E731
+        quantized = copy.deepcopy(ours)
+        quantize_int8(quantized.language)
+        int8_run = lambda ids, px, new: _ours_generate(quantized, ids, px, new)  # noqa: E731
+
+        for batch in (1, 8):
+            ids = _prompt(config, batch, 0, g)
+            row(f"decode batch {batch} (tok/s)", _decode_tok_s(ours_run, ids), _decode_tok_s(theirs_run, ids),
+                _decode_tok_s(int8_run, ids))
+        for tiles in (1, 7):
+            ids = _prompt(config, 1, tiles, g)
+            px = pixels7[:tiles]
+            hf_ttft = None if (dtype == torch.bfloat16 and tiles > 1 and not CPU_HAS_NATIVE_BF16 and not slow_hf) \
+                else _ttft_s(theirs_run, ids, px)
+            row(f"time to first token, {tiles} tile(s) + {PROMPT_TOKENS} text (s)", _ttft_s(ours_run, ids, px), hf_ttft,
+                _ttft_s(int8_run, ids, px), higher=False)
+        if dtype == torch.float32 or slow_hf or CPU_HAS_NATIVE_BF16:
+            theirs_vision = _vision_tiles_s(lambda px: theirs.model.get_image_features(pixel_values=px.to(dtype)), pixels7)
+        else:
+            theirs_vision = None
+        row("vision encoder (tiles/s)", _vision_tiles_s(ours.encode_images, pixels7), theirs_vision)
+        if train and dtype == torch.float32:
+            row(f"SFT forward+backward, 1 tile + text, {TRAIN_TOKENS} tokens (tok/s)",
+                *_train_rates(config, ours, theirs, pixels7[:1], g))
+        bandwidth = copy_bandwidth_gb_s()
+        for name, model in (("", ours), ("int8 ", quantized)):
+            limit = bandwidth * 1e9 / decoder_bytes_per_token(model)
+            rows.append(Row(shape, dtype_name, f"{name}batch-1 limit: {bandwidth:.1f} GB/s / "
+                            f"{decoder_bytes_per_token(model) / 1e9:.3f} GB per token (tok/s)", limit, None))
+        decode1 = rows[0]
+        limit_bf = rows[-2].ours or 1.0
+        limit_int8 = rows[-1].ours or 1.0
+        rows.append(Row(shape, dtype_name, "batch-1 decode as a share of its limit",
+                        100 * (decode1.ours or 0) / limit_bf, 100 * (decode1.theirs or 0) / limit_bf,
+                        100 * (decode1.int8 or 0) / limit_int8))
+    return rows
+
+
+def _train_rates(config: InternVLConfig, ours: InternVL, theirs, pixels: torch.Tensor,  # type: ignore[no-untyped-def]
+                 g: torch.Generator) -> tuple[float, float]:
+    ids = _prompt(config, 1, 1, g)
+    filler = torch.randint(10, config.text.vocab_size - 100, (1, TRAIN_TOKENS - ids.shape[1]), generator=g)
+    ids = torch.cat([ids, filler], dim=1)
+    labels = ids.clone()
+    labels[ids == config.image_token_id] = -100
+
+    def ours_step() -> None:
+        logits = ours(ids, pixel_values=pixels)
+        loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), labels[0, 1:], ignore_index=-100)
+        loss.backward()
+        ours.zero_grad(set_to_none=True)
+
+    def theirs_step() -> None:
+        out = theirs(input_ids=ids, pixel_values=pixels, labels=labels)
+        out.loss.backward()
+        theirs.zero_grad(set_to_none=True)
+
+    ours.train(), theirs.train()
+    try:
+        return _train_tok_s(ours_step, TRAIN_TOKENS), _train_tok_s(theirs_step, TRAIN_TOKENS)
+    finally:
+        ours.eval(), theirs.eval()
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}" if value < 1 else f"{value:.1f}"
+
+
+def report(rows: list[Row], header: str) -> list[str]:
+    lines = [header, "", "| model | dtype | measure | internvl | transformers | ours / theirs | internvl int8 |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.shape} | {r.dtype} | {r.measure} | {_fmt(r.ours)} | {_fmt(r.theirs)} | {r.ratio()} "
+                     f"| {_fmt(r.int8)} |")
+    return lines
+
+
+def main(argv: list[str] | None = None, machine: str = "", append: Callable[[str], None] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="internvl bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv), machine, append)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", default="nano,1b", help="comma list of: " + ", ".join(SHAPES))
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma list of: " + ", ".join(DTYPES))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--no-train", action="store_true", help="skip the SFT forward+backward measure")
+    parser.add_argument("--slow-hf", action="store_true",
+                        help="also time transformers' emulated-bf16 vision encoder (minutes on such a CPU)")
+
+
+def run(args: argparse.Namespace, machine: str = "", append: Callable[[str], None] | None = None) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows: list[Row] = []
+    for shape in args.shapes.split(","):
+        for dtype_name in args.dtypes.split(","):
+            print(f"measuring {shape} {dtype_name} ...", flush=True)
+            rows.extend(measure(shape, dtype_name, args.slow_hf, not args.no_train))
+    header = ("### Speed, ours vs transformers, same random weights (`internvl bench`)\n\n"
+              f"{machine or _machine()}; torch threads {torch.get_num_threads()}; "
+              f"native bf16 on this CPU: {CPU_HAS_NATIVE_BF16}")
+    lines = report(rows, header)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if append is not None:
+        append(text)
+    return 0
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    import transformers
+
+    cpu = platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (f"Machine: {cpu}, {os.cpu_count()} cores; date {time.strftime('%Y-%m-%d')}; "
+            f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}")

@@ -51,7 +51,8 @@ def _chat(args: argparse.Namespace) -> int:
         repetition_penalty=args.repetition_penalty, seed=args.seed,
     )
     chat = load(args.model, dtype=parse_dtype(args.dtype), device=args.device, max_tiles=args.max_tiles,
-                system_message=args.system, thinking=args.thinking, generation=generation)
+                system_message=args.system, thinking=args.thinking, generation=generation,
+                quantize=args.quantize)
     if args.question is not None:
         _answer(chat, args.question, args.image, args.video, args.stream)
         return 0
@@ -113,7 +114,69 @@ def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--thinking", action="store_true", help="InternVL3.5 thinking-mode system prompt")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)")
     p.set_defaults(func=_chat)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    from pathlib import Path
+
+    from internvl.chat import load
+    from internvl.errors import InputError
+
+    try:
+        from internvl.serve.engine import EngineSettings
+        from internvl.serve.server import run_server
+        from internvl.serve.settings import ServeSettings
+    except ImportError as exc:
+        raise InputError(f"serving needs the [serve] extra: pip install 'internvl[serve]' ({exc})") from exc
+
+    logging.basicConfig(level=logging.INFO, format="internvl: %(message)s", stream=sys.stderr)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    chat = load(args.model, dtype=parse_dtype(args.dtype), device=args.device, max_tiles=args.max_tiles,
+                quantize=args.quantize)
+    name = args.served_model_name or (Path(args.model).name if args.model else "internvl-nano")
+    settings = ServeSettings(
+        host=args.host, port=args.port, model_name=name, api_key=args.api_key or os.environ.get("INTERNVL_API_KEY"),
+        allow_url_fetch=args.allow_url_fetch, allowed_media_dir=args.allowed_media_dir,
+        max_request_bytes=args.max_request_bytes, max_images=args.max_images, max_image_pixels=args.max_image_pixels,
+        max_tokens=args.max_tokens, max_tiles=args.max_tiles_cap,
+    )
+    engine = EngineSettings(max_batch=args.max_batch, max_queue=args.max_queue, max_seq_len=args.max_seq_len)
+    run_server(chat, settings, engine)
+    return 0
+
+
+def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
+    from pathlib import Path
+
+    p = subparsers.add_parser("serve", help="an OpenAI-compatible chat server (needs the [serve] extra)")
+    p.add_argument("--model", default=None, help="checkpoint folder (either layout); default: the embedded nano model")
+    p.add_argument("--served-model-name", default=None, help="the `model` id clients send (default: the folder name)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set INTERNVL_API_KEY)")
+    p.add_argument("--allow-url-fetch", action="store_true", help="download http(s) image and video URLs")
+    p.add_argument("--allowed-media-dir", type=Path, default=None, help="folder file:// URLs may read from")
+    p.add_argument("--max-batch", type=int, default=16, help="answers decoded together")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting for the batch; more get 503")
+    p.add_argument("--max-seq-len", type=int, default=None, help="prompt + answer tokens per answer (default: min(context, 4096))")
+    p.add_argument("--max-tokens", type=int, default=2048, help="cap on a request's max_tokens")
+    p.add_argument("--max-images", type=int, default=16, help="cap on images and videos per request")
+    p.add_argument("--max-image-pixels", type=int, default=4096 * 4096, help="cap on the pixels of one image")
+    p.add_argument("--max-request-bytes", type=int, default=32 * 2**20, help="cap on a request body")
+    p.add_argument("--max-tiles", type=int, default=None, help="default tiles per image (default: the model config's)")
+    p.add_argument("--max-tiles-cap", type=int, default=12, help="cap on a request's max_tiles")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 on CPU)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.set_defaults(func=_serve)
 
 
 def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
@@ -135,12 +198,22 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     add(subparsers)
 
 
+def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
+    from internvl.bench import add_arguments, run
+
+    p = subparsers.add_parser("bench", help="speed, ours vs transformers on the same random weights")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_convert_command,
     add_chat_command,
+    add_serve_command,
     add_eval_command,
     add_world_command,
     add_train_commands,
+    add_bench_command,
 ]
 
 

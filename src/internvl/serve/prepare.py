@@ -1,0 +1,141 @@
+"""From an OpenAI request to what the engine runs: the caps checked, the messages turned into the
+processor's format with their media read under the server's rules, the prompt tokenised and tiled,
+its length checked against the context, and the generation settings resolved.
+
+Everything that can be refused is refused here, before the request is queued, so a bad request never
+reaches the running batch.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from internvl.chat import Chat
+from internvl.errors import ConfigError, InputError
+from internvl.generate import GenerationConfig
+from internvl.inputs.processor import ProcessedInputs
+from internvl.serve.media import load_image_url, read_url
+from internvl.serve.protocol import (
+    APIError,
+    ChatCompletionRequest,
+    ImagePart,
+    TextPart,
+    VideoPart,
+)
+from internvl.serve.settings import ServeSettings
+
+MAX_STOP_STRINGS = 4  # as OpenAI
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready for the engine: model inputs, generation settings, choices, `ignore_eos`."""
+
+    inputs: ProcessedInputs
+    config: GenerationConfig
+    n: int
+    ignore_eos: bool
+
+
+class Preparer:
+    """Turns requests into `Prepared` inputs; call it from worker threads (it blocks).
+
+    One request is processed (tiled and tokenised) at a time: the tokenizer is shared, and
+    preparation should not crowd the CPU the decode loop needs.
+    """
+
+    def __init__(self, chat: Chat, settings: ServeSettings, max_seq_len: int, max_n: int) -> None:
+        self.chat = chat
+        self.settings = settings
+        self.max_seq_len = max_seq_len  # prompt + answer tokens the engine gives one answer
+        self.max_n = max_n  # choices per request: the cap, and at most the engine's batch
+        self._lock = threading.Lock()
+
+    def __call__(self, request: ChatCompletionRequest) -> Prepared:
+        self._check_caps(request)
+        with tempfile.TemporaryDirectory(prefix="internvl-serve-") as scratch:  # videos are decoded from files
+            messages = self._messages(request, Path(scratch))
+            with self._lock:
+                try:
+                    inputs = self.chat.processor(messages, max_tiles=request.max_tiles)
+                except InputError as exc:
+                    raise APIError(400, str(exc), code="invalid_input", param="messages") from exc
+        return Prepared(inputs, self._config(request, int(inputs.input_ids.shape[0])), request.n, request.ignore_eos)
+
+    def _check_caps(self, request: ChatCompletionRequest) -> None:
+        s = self.settings
+        unsupported = request.unsupported()
+        if unsupported:
+            raise APIError(400, f"{unsupported} is not supported by this server", code="unsupported_parameter",
+                           param=unsupported)
+        limit = request.token_limit()
+        if limit is not None and limit > s.max_tokens:
+            raise APIError(400, f"max_tokens = {limit} exceeds this server's cap of {s.max_tokens}",
+                           code="max_tokens_exceeded", param="max_tokens")
+        if request.n > self.max_n:
+            raise APIError(400, f"n = {request.n} exceeds this server's cap of {self.max_n}", code="n_exceeded", param="n")
+        if request.max_tiles is not None and request.max_tiles > s.max_tiles:
+            raise APIError(400, f"max_tiles = {request.max_tiles} exceeds this server's cap of {s.max_tiles}",
+                           code="max_tiles_exceeded", param="max_tiles")
+        stops = request.stop_strings()
+        if len(stops) > MAX_STOP_STRINGS or not all(stops):
+            raise APIError(400, f"stop takes at most {MAX_STOP_STRINGS} non-empty strings", param="stop")
+        parts = [p for m in request.messages if not isinstance(m.content, str) for p in m.content]
+        media = sum(isinstance(p, (ImagePart, VideoPart)) for p in parts)
+        if media > s.max_images:
+            raise APIError(400, f"the request has {media} images and videos; this server takes at most {s.max_images}",
+                           code="too_many_images", param="messages")
+        for part in parts:
+            if isinstance(part, VideoPart) and (part.video_url.num_frames or 0) > s.max_video_frames:
+                raise APIError(400, f"num_frames = {part.video_url.num_frames} exceeds this server's cap of "
+                                    f"{s.max_video_frames}", code="too_many_frames", param="messages")
+
+    def _messages(self, request: ChatCompletionRequest, scratch: Path) -> list[dict[str, Any]]:
+        """OpenAI messages -> the processor's messages (images as RGB images, videos as files in `scratch`)."""
+        messages = []
+        for i, message in enumerate(request.messages):
+            role = "system" if message.role == "developer" else message.role
+            if isinstance(message.content, str):
+                messages.append({"role": role, "content": message.content})
+                continue
+            content: list[Any] = []
+            for j, part in enumerate(message.content):
+                label = f"messages[{i}].content[{j}]"
+                if isinstance(part, TextPart):
+                    content.append({"type": "text", "text": part.text})
+                elif role != "user":
+                    raise APIError(400, f"{label}: images and videos may only appear in user messages",
+                                   code="invalid_input", param="messages")
+                elif isinstance(part, ImagePart):
+                    content.append({"type": "image", "image": load_image_url(part.image_url.url, self.settings, label)})
+                else:
+                    path = scratch / f"video-{i}-{j}"
+                    path.write_bytes(read_url(part.video_url.url, self.settings, label, kind="video"))
+                    content.append({"type": "video", "video": path, "num_frames": part.video_url.num_frames})
+            messages.append({"role": role, "content": content})
+        return messages
+
+    def _config(self, request: ChatCompletionRequest, prompt_tokens: int) -> GenerationConfig:
+        room = self.max_seq_len - prompt_tokens
+        limit = request.token_limit()
+        if room < 1 or (limit is not None and limit > room):
+            wanted = f" + {limit} to generate" if limit is not None else ""
+            raise APIError(400, f"the prompt is {prompt_tokens} tokens{wanted}, over the {self.max_seq_len} tokens "
+                                "this server gives a conversation: use fewer or smaller images (max_tiles), a shorter "
+                                "text or a lower max_tokens", code="context_length_exceeded", param="messages")
+        overrides: dict[str, Any] = {
+            "max_new_tokens": limit if limit is not None else min(self.settings.max_tokens, room),
+            "stop_strings": request.stop_strings(),
+            "seed": request.seed,
+        }
+        for name in ("temperature", "top_p", "top_k", "repetition_penalty"):
+            if getattr(request, name) is not None:
+                overrides[name] = getattr(request, name)
+        try:
+            return self.chat._config(overrides)
+        except ConfigError as exc:
+            raise APIError(400, str(exc), code="invalid_value") from exc

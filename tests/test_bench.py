@@ -1,0 +1,38 @@
+"""`internvl bench`'s bookkeeping: bytes per decoded token, ratios, the report table, the command line."""
+
+from __future__ import annotations
+
+import copy
+
+from internvl.bench import Row, decoder_bytes_per_token, report
+from internvl.cli import build_parser
+from internvl.model.internvl import InternVL
+from internvl.model.linear import quantize_int8
+from tests.test_train_support import tiny_config
+
+
+def test_decoder_bytes_exclude_the_embedding_and_shrink_about_4x_with_int8():
+    model = InternVL(tiny_config("qwen2"))
+    text = model.config.text
+    fp32 = decoder_bytes_per_token(model)
+    embed = text.vocab_size * text.hidden_size * 4
+    everything = sum(p.numel() * 4 for p in model.language.parameters())
+    assert fp32 == everything - embed
+    quantized = copy.deepcopy(model)
+    quantize_int8(quantized.language)
+    assert 3.0 < fp32 / decoder_bytes_per_token(quantized) < 4.0  # int8 weights + bf16 scales, biases, norms
+
+
+def test_ratios_read_as_speedups_and_the_report_has_one_line_per_row():
+    faster = Row("nano", "fp32", "decode batch 1 (tok/s)", 30.0, 10.0)
+    quicker = Row("nano", "fp32", "time to first token (s)", 1.0, 2.0, higher_is_better=False)
+    missing = Row("nano", "bf16", "vision encoder (tiles/s)", 5.0, None)
+    assert faster.ratio() == "3.00x" and quicker.ratio() == "2.00x" and missing.ratio() == ""
+    lines = report([faster, quicker, missing], "### header")
+    assert lines[0] == "### header" and len(lines) == 4 + 3
+    assert lines[-1].startswith("| nano | bf16 | vision encoder (tiles/s) | 5.0 | - |")
+
+
+def test_bench_command_is_registered():
+    args = build_parser().parse_args(["bench", "--shapes", "nano", "--dtypes", "fp32", "--no-train"])
+    assert args.shapes == "nano" and args.no_train and callable(args.func)

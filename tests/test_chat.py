@@ -146,3 +146,14 @@ def test_int8_mode_quantizes_the_language_model_and_answers(model_folder, images
     assert chat_int8.ask("What colour is the circle?", images=[images[0]], max_new_tokens=4)
     with pytest.raises(ConfigError, match="quantize"):
         load(model_folder, quantize="int4")
+
+
+def test_ask_cuts_the_answer_at_a_stop_string_as_stream_does(chat, images):
+    free = chat.ask("What colour is the circle?", images=[images[0]], max_new_tokens=12)
+    words = free.split()
+    assert len(words) >= 2, free
+    stop = " " + words[1]
+    cut = chat.ask("What colour is the circle?", images=[images[0]], max_new_tokens=12, stop_strings=[stop])
+    streamed = "".join(chat.stream("What colour is the circle?", images=[images[0]], max_new_tokens=12,
+                                   stop_strings=[stop]))
+    assert stop not in cut and free.startswith(cut) and cut == streamed

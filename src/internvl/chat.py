@@ -90,7 +90,7 @@ class Chat:
         inputs, config = self._prepare(messages, images, videos, max_tiles, generation)
         tokens = generate(self.model, inputs.input_ids[None], None, inputs.pixel_values, config,
                           decode=self._decode_raw)[0]
-        return self.decode_answer(tokens)
+        return self.decode_answer(tokens, config.stop_strings)
 
     def stream(
         self,
@@ -160,7 +160,7 @@ class Chat:
         tiles = [item.pixel_values for item in inputs if item.pixel_values is not None]
         pixels = torch.cat(tiles) if tiles else None  # the ViT casts to its dtype
         rows = generate(self.model, ids, mask, pixels, config, decode=self._decode_raw)
-        return [self.decode_answer(tokens) for tokens in rows]
+        return [self.decode_answer(tokens, config.stop_strings) for tokens in rows]
 
     # -- helpers ---------------------------------------------------------------------------------
     @property
@@ -212,11 +212,12 @@ class Chat:
         """Answer text as the official chat() decodes it (special tokens skipped)."""
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
-    def decode_answer(self, tokens: list[int]) -> str:
-        """Official post-processing: special tokens skipped, text cut at the stop string, stripped."""
+    def decode_answer(self, tokens: list[int], stop_strings: Sequence[str] = ()) -> str:
+        """Official post-processing: special tokens skipped, text cut at the template's stop string and
+        at the call's `stop_strings` (as `stream` does), stripped."""
         tokens = [t for t in tokens if t != self.processor.stop_token_id]
         text = self._decode_text(tokens)
-        for stop in (self.processor.template.stop_token, *self._config({}).stop_strings):
+        for stop in (self.processor.template.stop_token, *self._config({}).stop_strings, *stop_strings):
             text = text.split(stop)[0]
         return text.strip()
 

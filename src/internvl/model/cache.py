@@ -6,7 +6,27 @@ new positions in place and attends over the filled prefix.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
+
+
+class Cache(Protocol):
+    """What the attention layers use of a cache: `KVCache` here, `serve.slots.SlotCache` (rows of
+    different lengths, for continuous batching) in the server."""
+
+    @property
+    def length(self) -> int:
+        """Past positions the new tokens follow (the mask is built over length + new)."""
+        ...
+
+    def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this layer's new keys/values; return the keys/values to attend over."""
+        ...
+
+    def advance(self, count: int) -> None:
+        """Called once per forward, after every layer has written `count` new positions."""
+        ...
 
 
 class KVCache:

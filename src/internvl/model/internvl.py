@@ -17,7 +17,7 @@ from torch import nn
 
 from internvl.config import InternVLConfig
 from internvl.errors import InputError
-from internvl.model.cache import KVCache
+from internvl.model.cache import Cache
 from internvl.model.connector import Projector, pixel_shuffle
 from internvl.model.llm import LanguageModel
 from internvl.model.vit import InternViT
@@ -106,7 +106,7 @@ class InternVL(nn.Module):
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: Cache | None = None,
         image_features: torch.Tensor | None = None,
         image_flags: torch.Tensor | None = None,
         document_ids: torch.Tensor | None = None,
@@ -117,7 +117,7 @@ class InternVL(nn.Module):
 
         attention_mask: (batch, past+seq), 1 = token, 0 = padding; None means no padding.
         position_ids: (batch, seq); default past .. past+seq-1 for every row (as transformers does).
-        cache: a KVCache to read the past from and append this call's keys/values to.
+        cache: a KVCache (or another `Cache`) to read the past from and append this call's keys/values to.
         last_only: compute logits of the last position only -> (batch, 1, vocab).
         image_flags: (tiles,) 1 = real tile, 0 = dummy tile (see `embed`).
         document_ids: (batch, seq) sub-sample index of each token of packed rows (block-diagonal attention);

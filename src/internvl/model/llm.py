@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from internvl.config import TextConfig
-from internvl.model.cache import KVCache
+from internvl.model.cache import Cache
 from internvl.model.linear import Linear
 from internvl.model.vit import RMSNorm
 
@@ -99,7 +99,7 @@ class Attention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
-        cache: KVCache | None,
+        cache: Cache | None,
         layer_index: int,
     ) -> torch.Tensor:
         batch, seq, _ = x.shape
@@ -206,7 +206,7 @@ class LanguageModel(nn.Module):
         embeds: torch.Tensor,
         positions: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: Cache | None = None,
         document_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """embeds (batch, seq, hidden), positions (batch, seq) -> final normed hidden (batch, seq, hidden).

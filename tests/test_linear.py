@@ -17,7 +17,7 @@ from tests.test_train_support import tiny_config
 def test_linear_bf16_big_products_round_like_an_fp32_product_of_bf16_weights():
     torch.manual_seed(0)
     layer = Linear(64, 32).to(torch.bfloat16)
-    x = torch.randn(16, 64, dtype=torch.bfloat16)
+    x = torch.randn(64, 64, dtype=torch.bfloat16)
     reference = F.linear(x.float(), layer.weight.float(), layer.bias.float())  # exact products of the stored numbers
     out = layer(x)
     assert out.dtype == torch.bfloat16

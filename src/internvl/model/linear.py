@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BF16_MAX_EMULATED_ROWS = 4  # at 8 rows the emulated bf16 product is already slower than fp32 (measured)
+# Up to 16 rows the emulated bf16 product beats converting the weights to fp32 and multiplying there; at
+# 32 rows it no longer does (InternVL3-1B's layers on the 2-core development CPU, 2026-11-22).
+BF16_MAX_EMULATED_ROWS = 16
 
 
 def cpu_has_native_bf16() -> bool:

@@ -10,9 +10,9 @@ combinations; scorers per family; exports to the official SFT and MPO formats an
     SCORERS[samples[0].family]("The answer is 3.", samples[0])
 """
 
-from internvl.data.world.export import export_pairs, export_sft, export_tsv, load_samples
+from internvl.data.world.export import export_pairs, export_sft, export_tsv, load_conversations, load_samples
 from internvl.data.world.families import FAMILIES, FAMILY_NAMES
-from internvl.data.world.generate import generate, generate_sample
+from internvl.data.world.generate import generate, generate_conversation, generate_sample
 from internvl.data.world.media import read_video_frames
 from internvl.data.world.pairs import make_pair, rejected_response
 from internvl.data.world.sample import SPLITS, Sample
@@ -20,6 +20,7 @@ from internvl.data.world.score import SCORERS, check_steps, first_wrong_step, sc
 
 __all__ = [
     "FAMILIES", "FAMILY_NAMES", "SCORERS", "SPLITS", "Sample", "check_steps", "export_pairs", "export_sft",
-    "export_tsv", "first_wrong_step", "generate", "generate_sample", "load_samples", "make_pair",
+    "export_tsv", "first_wrong_step", "generate", "generate_conversation", "generate_sample", "load_conversations",
+    "load_samples", "make_pair",
     "read_video_frames", "rejected_response", "score",
 ]

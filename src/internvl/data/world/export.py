@@ -4,6 +4,8 @@
 
     OUT/images/...       pictures and videos (layout in ``media.py``)
     OUT/<split>.jsonl    one SFT line per sample (spec §5.2) plus "world": the full sample record
+                         (with ``questions_per_image`` K > 1: K human/gpt turn pairs about the same
+                         picture, the first as usual and "world"["followups"] the K-1 other records)
     OUT/meta.json        {"world_<split>": {root, annotation, data_augment, repeat_time, length,
                                             max_dynamic_patch}} (spec §5.1)
 
@@ -28,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from internvl.data.world.generate import Job, generate_sample, plan, run_jobs, sample_rng
+from internvl.data.world.generate import Job, generate_conversation, generate_sample, plan, run_jobs, sample_rng
 from internvl.data.world.media import resolve_video_format, save_media
 from internvl.data.world.pairs import make_pair
 from internvl.data.world.png import encode_png
@@ -56,12 +58,19 @@ def human_turn(sample: Sample) -> str:
     return media_prefix(len(sample.images), bool(sample.video or sample.frames)) + sample.prompt
 
 
-def sft_line(sample: Sample) -> dict[str, Any]:
-    """One SFT JSONL object (spec §5.2) for a sample whose media are already paths."""
-    return {"id": sample.id, **media_fields(sample),
-            "conversations": [{"from": "human", "value": human_turn(sample)},
-                              {"from": "gpt", "value": sample.response}],
-            "world": sample.to_record()}
+def sft_line(sample: Sample, followups: Sequence[Sample] = ()) -> dict[str, Any]:
+    """One SFT JSONL object (spec §5.2) for a sample whose media are already paths.
+
+    ``followups`` (other questions about the same media) become further turn pairs whose user turn is
+    the prompt alone: the media placeholders stay in the first user turn, as in multi-turn SFT data.
+    """
+    conversations = [{"from": "human", "value": human_turn(sample)}, {"from": "gpt", "value": sample.response}]
+    for follow in followups:
+        conversations += [{"from": "human", "value": follow.prompt}, {"from": "gpt", "value": follow.response}]
+    world = sample.to_record()
+    if followups:
+        world["followups"] = [follow.to_record() for follow in followups]
+    return {"id": sample.id, **media_fields(sample), "conversations": conversations, "world": world}
 
 
 def pair_line(sample: Sample, rng: np.random.Generator) -> dict[str, Any]:
@@ -76,26 +85,33 @@ class _Worker:
     out: str
     video_format: str
     kind: str  # "sft" | "pairs"
+    questions: int = 1  # questions per image (sft only)
 
     def __call__(self, jobs: list[Job]) -> list[tuple[str, int]]:
         root = Path(self.out) / "images"
         lines = []
         for family, split, k, seed in jobs:
-            sample = save_media(generate_sample(family, split, k, seed), root, self.video_format)
             if self.kind == "sft":
-                line = sft_line(sample)
+                first, *followups = generate_conversation(family, split, k, seed, self.questions)
+                sample = save_media(first, root, self.video_format)
+                # the follow-ups show the same pictures: point them at the files just written
+                followups = [replace(f, images=sample.images, frames=[], video=sample.video) for f in followups]
+                line = sft_line(sample, followups)
             else:
+                sample = save_media(generate_sample(family, split, k, seed), root, self.video_format)
                 line = pair_line(sample, sample_rng(seed, split, family, k, stream=1))
             lines.append((json.dumps(line, ensure_ascii=False), sample.max_dynamic_patch))
         return lines
 
 
 def _export_jsonl(kind: str, out: str | Path, n: int, split: str, seed: int, families: Sequence[str] | None,
-                  workers: int, video_format: str, progress: bool) -> Path:
+                  workers: int, video_format: str, progress: bool, questions: int = 1) -> Path:
     if n < 1:
         raise InputError(f"--n must be at least 1, got {n}")
+    if questions < 1:
+        raise InputError(f"--questions-per-image must be at least 1, got {questions}")
     out = Path(out)
-    worker = _Worker(str(out), resolve_video_format(video_format), kind)
+    worker = _Worker(str(out), resolve_video_format(video_format), kind, questions)
     jobs = plan(n, split, seed, families)
     out.mkdir(parents=True, exist_ok=True)
     prefix = "" if kind == "sft" else "pairs_"
@@ -114,9 +130,14 @@ def _export_jsonl(kind: str, out: str | Path, n: int, split: str, seed: int, fam
 
 
 def export_sft(out: str | Path, n: int, split: str = "train", seed: int = 0, families: Sequence[str] | None = None,
-               workers: int = 1, video_format: str = "auto", progress: bool = True) -> Path:
-    """Generate ``n`` samples into ``out`` (media, ``<split>.jsonl``, ``meta.json``); return the meta path."""
-    return _export_jsonl("sft", out, n, split, seed, families, workers, video_format, progress)
+               workers: int = 1, video_format: str = "auto", progress: bool = True,
+               questions_per_image: int = 1) -> Path:
+    """Generate ``n`` samples into ``out`` (media, ``<split>.jsonl``, ``meta.json``); return the meta path.
+
+    With ``questions_per_image`` K > 1 each line is a conversation of K questions about its picture(s),
+    so the model gets K supervised answers per encoded image; ``length`` still counts lines.
+    """
+    return _export_jsonl("sft", out, n, split, seed, families, workers, video_format, progress, questions_per_image)
 
 
 def export_pairs(out: str | Path, n: int, split: str = "train", seed: int = 0, families: Sequence[str] | None = None,
@@ -180,10 +201,16 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def load_samples(path: str | Path) -> list[Sample]:
-    """Samples (media as paths) from a written SFT JSONL, pairs JSONL or TSV file."""
+    """Samples (media as paths) from a written SFT JSONL, pairs JSONL or TSV file (first questions only)."""
     path = Path(path)
     if path.suffix == ".tsv":
         csv.field_size_limit(2**31 - 1)  # base64 pictures are long fields
         with path.open(newline="") as f:
             return [Sample.from_record(json.loads(row["record"])) for row in csv.DictReader(f, delimiter="\t")]
     return [Sample.from_record(line["world"]) for line in read_jsonl(path)]
+
+
+def load_conversations(path: str | Path) -> list[list[Sample]]:
+    """Per SFT line, the samples of all its questions in turn order (the first, then the follow-ups)."""
+    return [[Sample.from_record(record) for record in [line["world"], *line["world"].get("followups", [])]]
+            for line in read_jsonl(path)]

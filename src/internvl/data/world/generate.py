@@ -1,23 +1,25 @@
 """Make samples: one seeded random stream per sample, so output never depends on the worker count.
 
 Sample ``i`` of a run asks family ``families[i % F]`` for its ``k = i // F``-th sample, and that
-sample's random stream is ``default_rng([seed, split, family, k, 0])``. A family's samples are therefore
-the same whether it is generated alone or mixed with others, in one process or many.
+sample's random stream is ``default_rng([seed, split, family, k, 0])`` (stream 1 makes its preference
+pair, stream 2 its follow-up questions). A family's samples are therefore the same whether it is
+generated alone or mixed with others, in one process or many.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
 from internvl.data.world.choice import as_choice, can_be_choice
-from internvl.data.world.families import FAMILIES, FAMILY_NAMES
+from internvl.data.world.families import FAMILIES, FAMILY_NAMES, Family, Scene
 from internvl.data.world.sample import SPLITS, Sample
 from internvl.data.world.splits import scene_hash, split_of
 from internvl.errors import InputError
@@ -25,6 +27,7 @@ from internvl.errors import InputError
 R = TypeVar("R")
 Job = tuple[str, str, int, int]  # (family, split, k, seed)
 CHUNK = 32  # samples per task sent to a worker process
+ASK_TRIES = 16  # draws of a follow-up task (or wording) before a repeat is accepted
 
 
 def check_args(split: str, families: Sequence[str] | None) -> tuple[str, ...]:
@@ -40,13 +43,26 @@ def check_args(split: str, families: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def sample_rng(seed: int, split: str, family: str, k: int, stream: int = 0) -> np.random.Generator:
-    """The random stream of one sample (``stream`` 1 is for its preference pair)."""
+    """The random stream of one sample (``stream`` 1 is for its preference pair, 2 for follow-ups)."""
     return np.random.default_rng([seed, SPLITS.index(split), zlib.crc32(family.encode()), k, stream])
 
 
 def generate_sample(family: str, split: str, k: int, seed: int = 0) -> Sample:
     """The ``k``-th sample of ``family`` in ``split`` for ``seed`` (a pure function of its arguments)."""
+    return generate_conversation(family, split, k, seed, questions=1)[0]
+
+
+def generate_conversation(family: str, split: str, k: int, seed: int = 0, questions: int = 1) -> list[Sample]:
+    """``questions`` samples about one picture: the ``k``-th sample, then follow-up questions.
+
+    Follow-ups come from their own random stream (``stream`` 2), so the first sample is the same for
+    any ``questions``. Each asks a task not asked yet when ``ASK_TRIES`` draws find one (a picture
+    with one text, say, has only one), else repeats one with a prompt not used yet where it can; each
+    is independently made multiple choice.
+    """
     check_args(split, [family])
+    if questions < 1:
+        raise InputError(f"questions per image must be at least 1, got {questions}")
     fam = FAMILIES[family]
     rng = sample_rng(seed, split, family, k)
     ood = split == "test-ood"
@@ -54,11 +70,37 @@ def generate_sample(family: str, split: str, k: int, seed: int = 0) -> Sample:
         scene = fam.draw(rng, ood)
         if ood or split_of(scene.content) == split:
             break
+    first_id = f"{split}-{family}-{k:06d}"
+    samples = [_finish(fam, scene, rng, split, first_id)]
+    more = sample_rng(seed, split, family, k, stream=2)
+    tasks, prompts = [_task_key(scene.task)], [samples[0].prompt]
+    for q in range(2, questions + 1):
+        for _ in range(ASK_TRIES):
+            task = fam.ask(scene.content, more, ood)
+            if _task_key(task) not in tasks:
+                break
+        for _ in range(ASK_TRIES):  # a task asked before is at least worded (or optioned) differently
+            sample = _finish(fam, Scene(scene.content, task, scene.style), more, split, f"{first_id}-q{q}")
+            if sample.prompt not in prompts:
+                break
+        tasks.append(_task_key(task))
+        prompts.append(sample.prompt)
+        samples.append(sample)
+    return samples
+
+
+def _task_key(task: dict[str, Any]) -> str:
+    return json.dumps(task, sort_keys=True)
+
+
+def _finish(fam: Family, scene: Scene, rng: np.random.Generator, split: str, sample_id: str) -> Sample:
+    """Build the sample, make it multiple choice at the family's rate, add the scene's hash and ood note."""
     sample = fam.build(scene, rng)
     if rng.random() < fam.choice_rate and can_be_choice(sample):
         sample = as_choice(sample, rng)
+    ood = split == "test-ood"
     meta = {**sample.meta, "scene_hash": scene_hash(scene.content), "ood": fam.ood if ood else None}
-    return dataclasses.replace(sample, id=f"{split}-{family}-{k:06d}", split=split, meta=meta)
+    return dataclasses.replace(sample, id=sample_id, split=split, meta=meta)
 
 
 def plan(n: int, split: str, seed: int = 0, families: Sequence[str] | None = None) -> list[Job]:

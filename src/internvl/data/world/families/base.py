@@ -1,9 +1,11 @@
 """What every task family provides, and small helpers the families share.
 
-A family is two pure functions. ``draw(rng, ood)`` picks a :class:`Scene`: the ``content`` that fixes
+A family is three pure functions. ``draw(rng, ood)`` picks a :class:`Scene`: the ``content`` that fixes
 the picture (hashed to choose the split), the ``task`` (what will be asked about it) and the ``style``
-(background and other nuisance, never hashed). ``build(scene, rng)`` renders the scene and phrases
-an open-ended question; the generator then makes some samples multiple choice.
+(background and other nuisance, never hashed). ``ask(content, rng, ood)`` picks a fresh task for a
+content already drawn, so one picture can carry several questions (multi-turn SFT); it keeps the
+family's test-ood rule. ``build(scene, rng)`` renders the scene and phrases an open-ended question;
+the generator then makes some samples multiple choice.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Scene:
 class Family:
     name: str
     draw: Callable[[np.random.Generator, bool], Scene]
+    ask: Callable[[dict[str, Any], np.random.Generator, bool], dict[str, Any]]
     build: Callable[[Scene, np.random.Generator], Sample]
     choice_rate: float = 0.3  # share of samples turned into multiple choice
     ood: str = ""  # what test-ood holds out for this family (documentation and reports)

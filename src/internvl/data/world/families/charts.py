@@ -91,9 +91,14 @@ def render_chart(content: dict[str, Any], style: dict[str, Any]) -> Image.Image:
 def draw(rng: np.random.Generator, ood: bool) -> Scene:
     lo, hi = OOD_BARS if ood else BARS
     content = chart_content(rng, int(rng.integers(lo, hi + 1)))
+    return Scene(content=content, task=ask(content, rng, ood), style=chart_style(rng))
+
+
+def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
+    """Any question (test-ood differs by its number of bars, which is content); ``bar`` only for values."""
     kind = pick(rng, tuple(PHRASES))
-    return Scene(content=content, task={"kind": kind, "bar": int(rng.integers(len(content["values"])))},
-                 style=chart_style(rng))
+    bar = int(rng.integers(len(content["values"])))  # drawn for every kind: keeps the random stream fixed
+    return {"kind": kind, "bar": bar} if kind == "value" else {"kind": kind}
 
 
 def build(scene: Scene, rng: np.random.Generator) -> Sample:
@@ -113,4 +118,4 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
                  distractors=word_distractors(rng, labels[i], labels, [labels[j] for j in by_rank]), meta=meta)
 
 
-FAMILY = Family("charts", draw, build, ood=f"{OOD_BARS[0]}-{OOD_BARS[1]} bars (training {BARS[0]}-{BARS[1]})")
+FAMILY = Family("charts", draw, ask, build, ood=f"{OOD_BARS[0]}-{OOD_BARS[1]} bars (training {BARS[0]}-{BARS[1]})")

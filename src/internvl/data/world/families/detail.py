@@ -96,8 +96,13 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
     radii = [float(rng.uniform(14, 40)) for _ in range(n_clutter)]
     centres = scatter(rng, radii, width, height, gap=10, fixed=placed) or []
     clutter = [Obj(s, c, x, y, r) for (c, s), (x, y), r in zip((pick(rng, IN_PAIRS) for _ in centres), centres, radii)]
-    return Scene(content={"canvas": [width, height], "items": items, "clutter": obj_rows(clutter)},
-                 task={"target": int(rng.integers(n))}, style=object_style(rng, scribbles=(0, 4)))
+    content = {"canvas": [width, height], "items": items, "clutter": obj_rows(clutter)}
+    return Scene(content=content, task=ask(content, rng, ood), style=object_style(rng, scribbles=(0, 4)))
+
+
+def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
+    """Any framed item (test-ood differs by its canvas, which is content)."""
+    return {"target": int(rng.integers(len(content["items"])))}
 
 
 def render(content: dict[str, Any], style: dict[str, Any]) -> Image.Image:
@@ -137,4 +142,4 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
                  meta=meta)
 
 
-FAMILY = Family("detail", draw, build, ood=f"canvas {OOD_CANVAS[0]}x{OOD_CANVAS[1]} (training 1344x448, 896x896)")
+FAMILY = Family("detail", draw, ask, build, ood=f"canvas {OOD_CANVAS[0]}x{OOD_CANVAS[1]} (training 1344x448, 896x896)")

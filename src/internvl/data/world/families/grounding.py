@@ -6,6 +6,8 @@ IoU >= 0.5. The reverse task names the object inside a given box.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from internvl.data.world.families.base import Family, Scene, draft, obj_rows, pick, rows_obj
@@ -29,10 +31,14 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
     radii = [float(rng.uniform(SIZES["small"][0], SIZES["large"][1])) for _ in range(n)]
     centres = grid_positions(rng, n, TILE, TILE, cols=3, rows=3, radius=SIZES["large"][1])
     objs = [Obj(s, c, x, y, r) for (c, s), (x, y), r in zip(styles, centres, radii)]
-    return Scene(content={"objects": obj_rows(objs)},
-                 task={"target": 0 if ood else int(rng.integers(n)),
-                       "kind": "box" if rng.random() < 0.75 else "caption"},
-                 style=object_style(rng))
+    content = {"objects": obj_rows(objs)}
+    return Scene(content=content, task=ask(content, rng, ood), style=object_style(rng))
+
+
+def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
+    """Any object, boxed (3 in 4) or named; in test-ood the first, the one with the held-out pair."""
+    target = 0 if ood else int(rng.integers(len(content["objects"])))
+    return {"target": target, "kind": "box" if rng.random() < 0.75 else "caption"}
 
 
 def shifted_boxes(rng: np.random.Generator, box: list[int], n: int) -> list[list[int]]:
@@ -67,4 +73,4 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
                  distractors=others + near, box=boxes[t], ref=ref, meta=meta)
 
 
-FAMILY = Family("grounding", draw, build, choice_rate=0.2, ood="the object to locate is an unseen colour-shape pair")
+FAMILY = Family("grounding", draw, ask, build, choice_rate=0.2, ood="the object to locate is an unseen colour-shape pair")

@@ -1,7 +1,8 @@
 """Multi-image: questions across 2-4 images ("Which image has the most triangles?").
 
 Answers name an image as the prompt labels it, ``Image-2`` (``Image-1: <image>`` ..., spec §3.3),
-or, for totals, are a number.
+or, for totals, are a number. ``draw`` picks the question first and makes the images to suit;
+``ask`` finds the questions a set of images already made answers unambiguously.
 """
 
 from __future__ import annotations
@@ -36,6 +37,42 @@ def _unique_extreme(counts: list[int], kind: str) -> bool:
     return counts.count(best) == 1
 
 
+def task_of(images: list[list[list[Any]]], kind: str, colour: str, shape: str) -> dict[str, Any]:
+    """The task with its per-image ``counts`` read off the rows: the (colour, shape) pair for
+    "contains", the shape in any colour otherwise (then ``colour`` is None: the question ignores it)."""
+    if kind == "contains":
+        counts = [sum((c, s) == (colour, shape) for s, c, *_ in rows) for rows in images]
+        return {"kind": kind, "colour": colour, "shape": shape, "counts": counts}
+    counts = [sum(s == shape for s, *_ in rows) for rows in images]
+    return {"kind": kind, "colour": None, "shape": shape, "counts": counts}
+
+
+def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
+    """A kind picked uniformly among those with a question, then one of them.
+
+    "most"/"fewest" need a unique extreme, "contains" a pair found in exactly one image. In test-ood
+    only "contains" of a held-out pair is asked (as in ``draw``); in training only in-distribution pairs.
+    """
+    images = content["images"]
+    present = sorted({(c, s) for rows in images for s, c, *_ in rows})
+    pairs = [p for p in present if (p in OOD_PAIRS) == ood]
+    shapes = sorted({s for _, s in IN_PAIRS})
+    options: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    for colour, shape in pairs:
+        task = task_of(images, "contains", colour, shape)
+        if sum(n > 0 for n in task["counts"]) == 1:
+            options["contains"].append(task)
+    for kind in ("most", "fewest", "total") if not ood else ():
+        for shape in shapes:
+            task = task_of(images, kind, "", shape)
+            if kind == "total" or _unique_extreme(task["counts"], kind):
+                options[kind].append(task)
+    kinds = [kind for kind in KINDS if options[kind]]
+    if not kinds:
+        raise ValueError("no multi-image question these images answer unambiguously")
+    return pick(rng, options[pick(rng, kinds)])
+
+
 def draw(rng: np.random.Generator, ood: bool) -> Scene:
     n = int(rng.integers(2, 5))
     kind = "contains" if ood else pick(rng, KINDS)
@@ -59,8 +96,9 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
         radii = [float(rng.uniform(9, 14)) for _ in styles]
         centres = grid_positions(rng, len(styles), SIZE, SIZE, cols=4, rows=4, radius=14)
         images.append(obj_rows([Obj(s, c, x, y, r) for (c, s), (x, y), r in zip(styles, centres, radii)]))
-    return Scene(content={"images": images}, task={"kind": kind, "colour": colour, "shape": shape, "counts": counts},
-                 style={"images": [object_style(rng) for _ in range(n)]})
+    task = task_of(images, kind, colour, shape)
+    assert task["counts"] == counts, "clutter never holds what the question counts"
+    return Scene(content={"images": images}, task=task, style={"images": [object_style(rng) for _ in range(n)]})
 
 
 def build(scene: Scene, rng: np.random.Generator) -> Sample:
@@ -75,7 +113,7 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
         return draft("multi_image", question, str(total), "number", images=images,
                      distractors=number_distractors(rng, total, 0), meta=meta)
     if kind == "contains":
-        best = counts.index(1)
+        best = next(i for i, n in enumerate(counts) if n > 0)  # the only image holding the pair
     else:
         best = counts.index(max(counts) if kind == "most" else min(counts))
     space = [f"Image-{i + 1}" for i in range(len(counts))]
@@ -85,4 +123,4 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
                  distractors=[space[i] for i in ranked if i != best], meta=meta)
 
 
-FAMILY = Family("multi_image", draw, build, ood="the image to find holds an unseen colour-shape pair")
+FAMILY = Family("multi_image", draw, ask, build, ood="the image to find holds an unseen colour-shape pair")

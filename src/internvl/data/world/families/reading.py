@@ -6,6 +6,8 @@ Training reads words from ``IN_WORDS`` and numbers of 1-4 digits; test-ood reads
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import ImageDraw
 
@@ -54,8 +56,13 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
         y = int(rng.integers(band_top + 8 - y1, max(band_top + 9 - y1, band_top + band_h - 8 - y2)))
         items.append({"kind": kind, "text": text, "shown": shown, "size": size, "x": x, "y": y,
                       "colour": colours[i]})
-    target = 0 if ood else int(rng.integers(n))
-    return Scene(content={"items": items}, task={"target": target}, style=object_style(rng, scribbles=(0, 3)))
+    content = {"items": items}
+    return Scene(content=content, task=ask(content, rng, ood), style=object_style(rng, scribbles=(0, 3)))
+
+
+def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
+    """Either text; in test-ood the first one, the held-out word or number."""
+    return {"target": 0 if ood else int(rng.integers(len(content["items"])))}
 
 
 def _similar(rng: np.random.Generator, item: dict, others: list[str]) -> list[str]:
@@ -89,4 +96,4 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
                  distractors=_similar(rng, item, others), meta={"items": items, "target": t})
 
 
-FAMILY = Family("reading", draw, build, ood="held-out words and 5-digit numbers (training: 1-4 digits)")
+FAMILY = Family("reading", draw, ask, build, ood="held-out words and 5-digit numbers (training: 1-4 digits)")

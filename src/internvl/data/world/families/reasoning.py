@@ -11,6 +11,7 @@ pairs and process-reward data need, and records the first wrong step.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,28 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
     return Scene(content=content, task={"task": task, "facts": facts}, style=style)
 
 
+def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
+    """Another question the same picture answers: cards, a bar chart or shapes each have their own tasks.
+
+    ``draw`` picks the task first and makes the picture to suit; here the picture is given. Test-ood
+    pictures (4 cards, 6-7 bars) carry the held-out feature themselves, so any of their tasks keeps it.
+    """
+    if "cards" in content:
+        task = pick(rng, ("cards-sum", "cards-range"))
+        return {"task": task, "facts": {"values": [c["value"] for c in content["cards"]]}}
+    if "labels" in content:
+        labels, values = content["labels"], content["values"]
+        task = pick(rng, ("bars-diff", "bars-total"))
+        pairs = [(i, j) for i in range(len(values)) for j in range(len(values))
+                 if values[i] > values[j] or (task == "bars-total" and values[i] < values[j])]
+        i, j = pick(rng, pairs)  # bars-diff asks how much larger a is than b: a > b
+        return {"task": task, "facts": {"a": labels[i], "b": labels[j], "va": values[i], "vb": values[j]}}
+    counts = Counter(s for s, *_ in content["objects"])
+    shapes = sorted(counts)  # only shapes in the picture: a total of 0 + n teaches little
+    a, b = (shapes[int(i)] for i in rng.permutation(len(shapes))[:2])
+    return {"task": "count-sum", "facts": {"a": a, "b": b, "na": counts[a], "nb": counts[b]}}
+
+
 def render(task: str, content: dict[str, Any], style: dict[str, Any]) -> Image.Image:
     if task.startswith("bars"):
         return charts.render_chart(content, style)
@@ -202,6 +225,6 @@ def flawed_solution(sample: Sample, rng: np.random.Generator) -> tuple[list[str]
     return fallback
 
 
-FAMILY = Family("reasoning", draw, build, choice_rate=0.2,
+FAMILY = Family("reasoning", draw, ask, build, choice_rate=0.2,
                 ood=f"{OOD_CARDS} cards (training {CARDS[0]}-{CARDS[1]}) or "
                     f"{charts.OOD_BARS[0]}-{charts.OOD_BARS[1]} bars (training {charts.BARS[0]}-{charts.BARS[1]})")

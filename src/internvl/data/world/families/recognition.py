@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from internvl.data.world.families.base import Family, Scene, draft, obj_rows, pick, rows_obj, word_distractors
@@ -30,10 +32,14 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
     radii = [float(rng.uniform(*SIZES[s])) for s in sizes]
     centres = grid_positions(rng, n, TILE, TILE, cols=3, rows=3, radius=max(SIZES["large"]))
     objs = [Obj(shape=s, colour=c, x=x, y=y, r=r) for (c, s), (x, y), r in zip(styles, centres, radii)]
-    target = 0 if ood else int(rng.integers(n))
-    return Scene(content={"objects": obj_rows(objs), "sizes": sizes},
-                 task={"target": target, "attribute": pick(rng, ATTRIBUTES)},
-                 style=object_style(rng))
+    content = {"objects": obj_rows(objs), "sizes": sizes}
+    return Scene(content=content, task=ask(content, rng, ood), style=object_style(rng))
+
+
+def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
+    """Any object and attribute; in test-ood the first object, the one with the held-out pair."""
+    target = 0 if ood else int(rng.integers(len(content["objects"])))
+    return {"target": target, "attribute": pick(rng, ATTRIBUTES)}
 
 
 def build(scene: Scene, rng: np.random.Generator) -> Sample:
@@ -54,4 +60,4 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
                  meta={"objects": scene.content["objects"], "target": t, "attribute": attribute})
 
 
-FAMILY = Family("recognition", draw, build, ood="target is an unseen colour-shape pair")
+FAMILY = Family("recognition", draw, ask, build, ood="target is an unseen colour-shape pair")

@@ -1,6 +1,12 @@
-"""Spatial relations: left/right and above/below between two named objects, and which corner."""
+"""Spatial relations: left/right and above/below between two named objects, and which corner.
+
+``draw`` places objects 0 (and 1) to suit the question it picks; ``ask`` finds the other relations
+a picture already made supports with the same margins (never a borderline relation).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -64,14 +70,48 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
         if rest is not None:
             break
     objs = fixed + [Obj(s, c, x, y, r) for (c, s), (x, y), r in zip(styles[n_named:], rest, radii[n_named:])]
-    return Scene(content={"objects": obj_rows(objs)}, task={"kind": kind, "corner": corner},
-                 style=object_style(rng))
+    task = {"kind": kind, "a": 0, "corner": corner} if kind == "corner" else {"kind": kind, "a": 0, "b": 1}
+    return Scene(content={"objects": obj_rows(objs)}, task=task, style=object_style(rng))
+
+
+def corner_of(row: list[Any]) -> str | None:
+    """The corner an object sits in, or None when it is within ``CORNER_MARGIN`` of a centre line."""
+    dx, dy = row[2] - TILE / 2, row[3] - TILE / 2
+    if min(abs(dx), abs(dy)) < CORNER_MARGIN:
+        return None
+    return ("top-" if dy < 0 else "bottom-") + ("left" if dx < 0 else "right")
+
+
+def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
+    """A kind picked uniformly among those the picture supports, then one of its questions.
+
+    Pairs need ``MIN_OFFSET`` px along the asked axis, corners ``CORNER_MARGIN`` px from the centre
+    lines. In test-ood object 0 (the held-out pair) is always one of the named objects.
+    """
+    rows = content["objects"]
+    named = [0] if ood else range(len(rows))
+    options: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    for i in range(len(rows)):
+        for j in range(len(rows)):
+            if i == j or (i not in named and j not in named):
+                continue
+            for kind, axis in (("horizontal", 2), ("vertical", 3)):
+                if abs(rows[i][axis] - rows[j][axis]) >= MIN_OFFSET:
+                    options[kind].append({"kind": kind, "a": i, "b": j})
+    for i in named:
+        corner = corner_of(rows[i])
+        if corner is not None:
+            options["corner"].append({"kind": "corner", "a": i, "corner": corner})
+    kinds = [kind for kind in KINDS if options[kind]]
+    if not kinds:
+        raise ValueError("no spatial question this picture answers without a borderline relation")
+    return pick(rng, options[pick(rng, kinds)])
 
 
 def build(scene: Scene, rng: np.random.Generator) -> Sample:
     rows = scene.content["objects"]
-    kind = scene.task["kind"]
-    a = f"{rows[0][1]} {rows[0][0]}"
+    kind, i = scene.task["kind"], scene.task["a"]
+    a = f"{rows[i][1]} {rows[i][0]}"
     image = render_objects(rows, scene.style, TILE, TILE)
     meta = {"objects": rows, "kind": kind}
     if kind == "corner":
@@ -79,14 +119,15 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
         question = pick(rng, PHRASES["corner"]).format(a=a)
         return draft("spatial", question, answer, "corner", images=[image], answer_space=list(CORNERS),
                      distractors=word_distractors(rng, answer, CORNERS), meta=meta)
-    b = f"{rows[1][1]} {rows[1][0]}"
+    j = scene.task["b"]
+    b = f"{rows[j][1]} {rows[j][0]}"
     if kind == "horizontal":
-        answer, space = ("left" if rows[0][2] < rows[1][2] else "right"), ["left", "right"]
+        answer, space = ("left" if rows[i][2] < rows[j][2] else "right"), ["left", "right"]
     else:
-        answer, space = ("above" if rows[0][3] < rows[1][3] else "below"), ["above", "below"]
+        answer, space = ("above" if rows[i][3] < rows[j][3] else "below"), ["above", "below"]
     question = pick(rng, PHRASES[kind]).format(a=a, b=b)
     return draft("spatial", question, answer, "word", images=[image], answer_space=space,
                  distractors=[w for w in space if w != answer], meta=meta)
 
 
-FAMILY = Family("spatial", draw, build, choice_rate=0.2, ood="a named object is an unseen colour-shape pair")
+FAMILY = Family("spatial", draw, ask, build, choice_rate=0.2, ood="a named object is an unseen colour-shape pair")

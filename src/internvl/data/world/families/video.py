@@ -2,6 +2,7 @@
 
 Frames are 224x224 (one tile each after resizing, spec §3.4): a static noisy background, one target
 moving in a straight line by 70-130 px, and 0-2 other objects that stay still or move elsewhere.
+``draw`` asks about the target (track 0); ``ask`` about any track a question fits.
 """
 
 from __future__ import annotations
@@ -53,7 +54,24 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
         tracks.append({"shape": s, "colour": c, "r": int(round(r)), "start": start, "end": end})
     order = [0, *[int(i) + 1 for i in rng.permutation(n - 1)]]  # the target is always drawn (listed) first
     return Scene(content={"frames": int(rng.integers(FRAMES[0], FRAMES[1] + 1)), "tracks": [tracks[i] for i in order]},
-                 task={"kind": kind}, style=object_style(rng, scribbles=(0, 2)))
+                 task={"kind": kind, "target": 0}, style=object_style(rng, scribbles=(0, 2)))
+
+
+def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
+    """A kind picked uniformly among those that fit, then its target.
+
+    "direction" fits every moving track, "mover" a video with one moving track among several. In
+    test-ood the target is track 0, the held-out pair (as in ``draw``).
+    """
+    tracks = content["tracks"]
+    moving = [i for i, tr in enumerate(tracks) if direction_of(tr) is not None]
+    targets = [i for i in moving if i == 0 or not ood]
+    options = {"direction": [{"kind": "direction", "target": i} for i in targets],
+               "mover": [{"kind": "mover", "target": i} for i in targets if len(moving) == 1 and len(tracks) > 1]}
+    kinds = [kind for kind in KINDS if options[kind]]
+    if not kinds:
+        raise ValueError("no video question fits: nothing moves")
+    return pick(rng, options[pick(rng, kinds)])
 
 
 def direction_of(track: dict[str, Any]) -> str | None:
@@ -81,7 +99,8 @@ def render_frames(content: dict[str, Any], style: dict[str, Any]) -> list:
 
 def build(scene: Scene, rng: np.random.Generator) -> Sample:
     tracks = scene.content["tracks"]
-    target = tracks[0]
+    t = scene.task["target"]
+    target = tracks[t]
     name = f"{target['colour']} {target['shape']}"
     frames = render_frames(scene.content, scene.style)
     meta = {"tracks": tracks, "kind": scene.task["kind"]}
@@ -93,7 +112,7 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
                      distractors=word_distractors(rng, answer, tuple(DIRECTIONS)), meta=meta)
     names = [f"{tr['colour']} {tr['shape']}" for tr in tracks]
     return draft("video", pick(rng, PHRASES["mover"]), name, "object", frames=frames, answer_space=names,
-                 distractors=[nm for nm in names[1:]], meta=meta)
+                 distractors=[nm for i, nm in enumerate(names) if i != t], meta=meta)
 
 
-FAMILY = Family("video", draw, build, ood="the moving object is an unseen colour-shape pair")
+FAMILY = Family("video", draw, ask, build, ood="the moving object is an unseen colour-shape pair")

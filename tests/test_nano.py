@@ -65,3 +65,13 @@ def test_answer_prior_baseline(world):
     prior = answer_prior(world)
     assert ("recognition", "word") in prior or ("recognition", "choice") in prior
     assert all(isinstance(answer, str) and answer for answer in prior.values())
+
+
+def test_answer_prior_counts_every_question_of_a_conversation_with_its_own_type(tmp_path):
+    from internvl.nano.baselines import answer_prior
+
+    export_sft(tmp_path, 40, split="train", families=["recognition"], progress=False, questions_per_image=3)
+    prior = answer_prior(tmp_path)
+    assert set(prior) == {("recognition", "choice"), ("recognition", "word")}
+    assert prior[("recognition", "choice")] in {"A", "B", "C", "D"}
+    assert prior[("recognition", "word")] not in {"A", "B", "C", "D"}

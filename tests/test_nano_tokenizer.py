@@ -26,3 +26,18 @@ def test_trains_saves_and_loads(tmp_path):
     assert loaded.decode(encoded) == text
     assert loaded.eos_token == "<|im_end|>" and loaded.pad_token == "<|endoftext|>"
     assert loaded.decode(loaded("moves left. 12 ünïcode").input_ids) == "moves left. 12 ünïcode"
+
+
+def test_world_texts_make_the_system_message_a_few_tokens(tmp_path):
+    """Every training sequence opens with the template's system message: the tokenizer must learn it
+    (counted once it stayed byte-level, 137 tokens per sample)."""
+    import json
+
+    from internvl.inputs.template import get_template
+    from internvl.nano.init import world_texts
+
+    line = {"conversations": [{"from": "human", "value": "<image>\nWhat colour is the circle?"},
+                              {"from": "gpt", "value": "red"}]}
+    (tmp_path / "train.jsonl").write_text((json.dumps(line) + "\n") * 50)
+    tokenizer = train_tokenizer(world_texts(tmp_path), vocab_size=600)
+    assert len(tokenizer.encode(get_template("internvl2_5").system_message).ids) <= 12

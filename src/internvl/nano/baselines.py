@@ -24,15 +24,19 @@ def question_type(family: str, answer_type: str) -> tuple[str, str]:
 
 
 def answer_prior(train_folder: Path) -> dict[tuple[str, str], str]:
-    """Most frequent assistant answer per question type in the exported training JSONL files."""
+    """Most frequent assistant answer per question type in the exported training JSONL files (every
+    question of a multi-question conversation: `world` describes the first, `world.followups` the others)."""
     counts: dict[tuple[str, str], Counter[str]] = {}
     for annotation in sorted(train_folder.glob("*.jsonl")):
         with annotation.open(encoding="utf-8") as f:
             for line in f:
                 record = json.loads(line)
                 world = record["world"]
-                key = question_type(world["family"], world["answer_type"])
-                counts.setdefault(key, Counter())[record["conversations"][-1]["value"]] += 1
+                questions = [world, *world.get("followups", [])]
+                answers = [turn["value"] for turn in record["conversations"][1::2]]  # the gpt turns
+                for question, answer in zip(questions, answers, strict=True):
+                    key = question_type(question["family"], question["answer_type"])
+                    counts.setdefault(key, Counter())[answer] += 1
     return {key: counter.most_common(1)[0][0] for key, counter in counts.items()}
 
 

@@ -3,8 +3,8 @@
 Why not plain `nn.Linear`: on a CPU without native bf16 instructions (no AVX512-BF16 / AMX), PyTorch
 emulates bf16 arithmetic. A bf16 matrix-vector product is still about twice as fast as fp32, because
 decoding one token is bound by reading the weights and bf16 weights are half the bytes; but a bf16
-matrix-matrix product (a prefill, the vision encoder, a decode batch of 8 or more rows) runs at about
-20 GFLOP/s against about 150 in fp32 on the 2-core development machine (benchmarks/BENCHMARKS.md).
+matrix-matrix product (a prefill, the vision encoder, a large decode batch) runs at about 20 GFLOP/s
+against about 150 in fp32 on the 2-core development machine (BENCHMARKS.md).
 `Linear` therefore keeps bf16 weights in memory and computes products with more than
 `BF16_MAX_EMULATED_ROWS` rows in fp32 on such CPUs. Everywhere else (CUDA, CPUs with AMX or
 AVX512-BF16, fp32 weights) it is exactly `nn.Linear`. Checkpoint keys are unchanged.

@@ -62,14 +62,7 @@ def left_pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Decoding a tiny model is hundreds of small ops: a second intra-op thread only spins, and on a busy
-    2-core machine it made this file ~6x slower (97 s vs 15 s measured). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

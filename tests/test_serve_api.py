@@ -44,13 +44,7 @@ class CrashingEngine(Engine):
         return super()._pick(row, logits)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model's steps are many small ops; a second intra-op thread only spins. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,7 @@ from internvl.serve.engine import Engine, EngineSettings, Event, Job, QueueFull
 from tests.tiny import build_chat_model_folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model's decode step is many small ops; a second intra-op thread only spins (as in
-    test_generate.py). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,16 @@ class Cache(Protocol):
         ...
 
 
+def empty_keys_values(model: torch.nn.Module, rows: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed keys and values (layers, rows, kv_heads, max_length, head_dim) in the decoder's dtype and
+    device (the vision side may differ)."""
+    text = model.config.text
+    weight = model.language.embed.weight
+    shape = (text.num_layers, rows, text.num_kv_heads, max_length, text.head_dim)
+    return (torch.zeros(shape, dtype=weight.dtype, device=weight.device),
+            torch.zeros(shape, dtype=weight.dtype, device=weight.device))
+
+
 class KVCache:
     """Keys/values of shape (layers, batch, kv_heads, max_length, head_dim); `length` positions filled.
 
@@ -36,26 +46,13 @@ class KVCache:
     call of one generation; each call appends its tokens and advances `length`.
     """
 
-    def __init__(
-        self,
-        num_layers: int,
-        batch: int,
-        num_kv_heads: int,
-        max_length: int,
-        head_dim: int,
-        dtype: torch.dtype,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        shape = (num_layers, batch, num_kv_heads, max_length, head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.keys, self.values = keys, values
         self.length = 0
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch: int, max_length: int) -> "KVCache":
-        text = model.config.text
-        weight = model.language.embed.weight  # the decoder's dtype (the vision side may differ)
-        return cls(text.num_layers, batch, text.num_kv_heads, max_length, text.head_dim, weight.dtype, weight.device)
+        return cls(*empty_keys_values(model, batch, max_length))
 
     @property
     def max_length(self) -> int:

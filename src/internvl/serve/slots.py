@@ -17,32 +17,22 @@ from __future__ import annotations
 
 import torch
 
+from internvl.model.cache import empty_keys_values
+
 
 class SlotCache:
     """Keys and values (layers, slots, kv_heads, max_length, head_dim); row r holds lengths[r] positions."""
 
-    def __init__(
-        self,
-        num_layers: int,
-        slots: int,
-        num_kv_heads: int,
-        max_length: int,
-        head_dim: int,
-        dtype: torch.dtype,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        shape = (num_layers, slots, num_kv_heads, max_length, head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.keys, self.values = keys, values
+        device = keys.device
         self.lengths: list[int] = []  # positions held by each active row
         self._positions = torch.zeros(0, dtype=torch.long, device=device)  # lengths as a tensor, per step
         self._row_index = torch.zeros(0, dtype=torch.long, device=device)
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, slots: int, max_length: int) -> SlotCache:
-        text = model.config.text
-        weight = model.language.embed.weight  # the language model's dtype (the vision side may differ)
-        return cls(text.num_layers, slots, text.num_kv_heads, max_length, text.head_dim, weight.dtype, weight.device)
+        return cls(*empty_keys_values(model, slots, max_length))
 
     @property
     def slots(self) -> int:

@@ -11,7 +11,6 @@ from internvl.chat import Chat, load
 from internvl.serve.engine import Engine, EngineSettings, Event, Job, QueueFull
 from tests.tiny import build_chat_model_folder
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

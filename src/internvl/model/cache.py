@@ -51,7 +51,7 @@ class KVCache:
         self.length = 0
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, batch: int, max_length: int) -> "KVCache":
+    def for_model(cls, model: torch.nn.Module, batch: int, max_length: int) -> KVCache:
         return cls(*empty_keys_values(model, batch, max_length))
 
     @property

@@ -85,3 +85,30 @@ def test_an_int8_model_refuses_to_be_saved(tmp_path):
     with pytest.raises(CheckpointError, match="int8"):
         model.save_pretrained(tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not linear_module.can_pack(), reason="this PyTorch build has no oneDNN")
+def test_packed_linear_equals_nn_linear_and_the_model_keeps_its_greedy_tokens():
+    from internvl.generate import GenerationConfig, generate
+    from internvl.model.linear import PackedLinear, pack_linear_weights
+
+    torch.manual_seed(0)
+    dense = nn.Linear(96, 40)
+    packed = PackedLinear(dense.weight, dense.bias)
+    x = torch.randn(2, 7, 96)
+    with torch.no_grad():
+        assert torch.allclose(packed(x), dense(x), rtol=1e-5, atol=1e-5)
+    model = InternVL(tiny_config("qwen3_moe")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3 if p.dim() > 1 else 0.05)
+    ids = torch.randint(0, model.config.text.vocab_size - 10, (2, 9))
+    expected = generate(model, ids, None, None, GenerationConfig(max_new_tokens=12))
+    with torch.no_grad():
+        logits = model(ids)
+    pack_linear_weights(model.language)
+    assert isinstance(model.language.lm_head, PackedLinear)
+    assert all(isinstance(m, nn.Linear) for n, m in model.language.named_modules() if n.endswith("router"))
+    with torch.no_grad():
+        assert torch.allclose(model(ids), logits, rtol=1e-4, atol=1e-4)
+    assert generate(model, ids, None, None, GenerationConfig(max_new_tokens=12)) == expected

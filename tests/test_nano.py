@@ -75,3 +75,29 @@ def test_answer_prior_counts_every_question_of_a_conversation_with_its_own_type(
     assert set(prior) == {("recognition", "choice"), ("recognition", "word")}
     assert prior[("recognition", "choice")] in {"A", "B", "C", "D"}
     assert prior[("recognition", "word")] not in {"A", "B", "C", "D"}
+
+
+def test_fast_paths_keep_the_nano_models_greedy_answers():
+    """The CPU fast paths against the plain fp32 model on real (trained) logits: pre-packed oneDNN
+    weights (load's CPU default) give the same greedy tokens on every family's questions."""
+    import dataclasses
+
+    import torch
+
+    from internvl.chat import Chat
+    from internvl.model.internvl import InternVL
+    from internvl.model.linear import PackedLinear, can_pack
+
+    fast = load(max_tiles=2)
+    if can_pack():
+        assert isinstance(fast.model.language.lm_head, PackedLinear)
+    plain_model = InternVL.from_pretrained(nano_model_folder(), dtype=torch.float32).eval()
+    plain_model.image_token_id = fast.model.image_token_id
+    plain = dataclasses.replace(fast, model=plain_model)
+    assert isinstance(plain, Chat)
+    families = ["recognition", "counting", "spatial", "reading", "charts", "grounding", "reasoning"]
+    for i, family in enumerate(families):
+        sample = generate_sample(family, "test", i)
+        answers = [chat.ask(sample.prompt, images=sample.images, max_new_tokens=24)
+                  for chat in (fast, plain)]
+        assert answers[0] == answers[1], family

@@ -10,6 +10,7 @@ checkpoint is written in the hf layout and loaded by both stacks; then, side by 
     SFT step tokens/s                    (forward + backward of one 1-tile sample of 512 tokens with
                                           labels, fp32; the optimiser step is the same for both and left out)
     our int8 language model              (decode and time to first token; `load(quantize="int8")`)
+    (our fp32 decoder runs with its weights pre-packed for oneDNN on the CPU, as `internvl.load` does)
     the memory-bandwidth limit           (copy bandwidth measured in the same run / bytes of the language
                                           model's weights read per token) and our batch-1 decode's share.
 
@@ -36,7 +37,7 @@ import torch
 from internvl.config import InternVLConfig
 from internvl.generate import GenerationConfig, generate
 from internvl.model.internvl import InternVL
-from internvl.model.linear import CPU_HAS_NATIVE_BF16, quantize_int8
+from internvl.model.linear import CPU_HAS_NATIVE_BF16, can_pack, pack_linear_weights, quantize_int8
 from internvl.presets import internvl3_1b, nano
 
 PROMPT_TOKENS = 20
@@ -168,10 +169,16 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
               f"int8 {_fmt(int8)}", flush=True)
 
     with _checkpoint_pair(config, dtype) as (ours, theirs):
-        ours_run = lambda ids, px, new: _ours_generate(ours, ids, px, new)  # noqa: E731
-        theirs_run = lambda ids, px, new: _theirs_generate(theirs, ids, px, new)  # noqa: E731
+        if train and dtype == torch.float32:  # first: the packed weights below are for inference only
+            row(f"SFT forward+backward, 1 tile + text, {TRAIN_TOKENS} tokens (tok/s)",
+                *_train_rates(config, ours, theirs, pixels7[:1], g))
         quantized = copy.deepcopy(ours)
         quantize_int8(quantized.language)
+        weight_bytes = {"": decoder_bytes_per_token(ours), "int8 ": decoder_bytes_per_token(quantized)}
+        if dtype == torch.float32 and can_pack():  # as `internvl.load` does
+            pack_linear_weights(ours.language)
+        ours_run = lambda ids, px, new: _ours_generate(ours, ids, px, new)  # noqa: E731
+        theirs_run = lambda ids, px, new: _theirs_generate(theirs, ids, px, new)  # noqa: E731
         int8_run = lambda ids, px, new: _ours_generate(quantized, ids, px, new)  # noqa: E731
 
         for batch in (1, 8):
@@ -190,15 +197,11 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
         else:
             theirs_vision = None
         row("vision encoder (tiles/s)", _vision_tiles_s(ours.encode_images, pixels7), theirs_vision)
-        if train and dtype == torch.float32:
-            row(f"SFT forward+backward, 1 tile + text, {TRAIN_TOKENS} tokens (tok/s)",
-                *_train_rates(config, ours, theirs, pixels7[:1], g))
         bandwidth = copy_bandwidth_gb_s()
-        for name, model in (("", ours), ("int8 ", quantized)):
-            limit = bandwidth * 1e9 / decoder_bytes_per_token(model)
+        for name, size in weight_bytes.items():
             rows.append(Row(shape, dtype_name, f"{name}batch-1 limit: {bandwidth:.1f} GB/s / "
-                            f"{decoder_bytes_per_token(model) / 1e9:.3f} GB per token (tok/s)", limit, None))
-        decode1 = rows[0]
+                            f"{size / 1e9:.3f} GB per token (tok/s)", bandwidth * 1e9 / size, None))
+        decode1 = next(r for r in rows if r.measure.startswith("decode batch 1"))
         limit_bf = rows[-2].ours or 1.0
         limit_int8 = rows[-1].ours or 1.0
         rows.append(Row(shape, dtype_name, "batch-1 decode as a share of its limit",

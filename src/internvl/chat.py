@@ -26,7 +26,7 @@ from internvl.inputs.image import ImageSource
 from internvl.inputs.processor import Message, ProcessedInputs, Processor, VideoSource
 from internvl.inputs.tokens import IMG_CONTEXT
 from internvl.model.internvl import InternVL
-from internvl.model.linear import CPU_HAS_NATIVE_BF16, quantize_int8
+from internvl.model.linear import CPU_HAS_NATIVE_BF16, can_pack, pack_linear_weights, quantize_int8
 
 log = logging.getLogger("internvl")
 
@@ -277,7 +277,8 @@ def load(
     `folder=None` loads the embedded nano model. dtype: default float32 on CPU, the checkpoint's on
     CUDA; device: CUDA when available, else CPU. `max_tiles` defaults to the config's `max_dynamic_patch`; `template` to the
     config's; `system_message` to the config's, else the template's default. With bf16 weights on a CPU
-without native bf16 (`model.linear`), the vision encoder and projector are kept in fp32. `quantize="int8"` stores the
+without native bf16 (`model.linear`), the vision encoder and projector are kept in fp32; fp32 decoder
+projections on the CPU are pre-packed for oneDNN (`PackedLinear`: inference only). `quantize="int8"` stores the
     language model's projections as weight-only int8 (a quarter of fp32's bytes read per decoded token).
     """
     if quantize not in (None, "int8"):
@@ -293,6 +294,8 @@ without native bf16 (`model.linear`), the vision encoder and projector are kept 
         model.projector.float()
     if quantize == "int8":
         quantize_int8(model.language)
+    elif device == "cpu" and can_pack():
+        pack_linear_weights(model.language)  # fp32 projections pre-packed for oneDNN: faster decoding
     tokenizer = load_tokenizer(folder)
     image_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:

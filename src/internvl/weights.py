@@ -471,8 +471,9 @@ def save_model(model: InternVL, folder: str | Path, layout: str = "original", ma
     (tokenizer files, for instance) are carried over.
     """
     folder = Path(folder)
-    if any(name.endswith("weight_int8") for name, _ in model.named_buffers()):
-        raise CheckpointError("an int8-quantized model cannot be saved: save the model before quantize_int8")
+    if any(name.endswith(("weight_int8", "weight_packed")) for name, _ in model.named_buffers()):
+        raise CheckpointError("a model loaded for inference (int8 or pre-packed weights, as `internvl.load` "
+                              "makes) cannot be saved: load it with InternVL.from_pretrained to convert or save")
     config = model.config
     raw = to_original_dict(config) if layout == "original" else to_hf_dict(config)
     if layout == "hf" and model.image_token_id is not None:

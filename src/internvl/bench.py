@@ -37,7 +37,13 @@ import torch
 from internvl.config import InternVLConfig
 from internvl.generate import GenerationConfig, generate
 from internvl.model.internvl import InternVL
-from internvl.model.linear import CPU_HAS_NATIVE_BF16, can_pack, pack_linear_weights, quantize_int8
+from internvl.model.linear import (
+    CPU_HAS_NATIVE_BF16,
+    can_pack,
+    pack_linear_weights,
+    quantize_int8,
+    use_fp32_vision_if_bf16_is_emulated,
+)
 from internvl.presets import internvl3_1b, nano
 
 PROMPT_TOKENS = 20
@@ -109,9 +115,7 @@ def _checkpoint_pair(config: InternVLConfig, dtype: torch.dtype, seed: int = 0) 
         model.save_pretrained(folder, layout="hf")
         del model
         ours = InternVL.from_pretrained(folder, dtype=dtype).eval()
-        if dtype == torch.bfloat16 and not CPU_HAS_NATIVE_BF16:
-            ours.vision.float()
-            ours.projector.float()
+        use_fp32_vision_if_bf16_is_emulated(ours)  # as `internvl.load` does
         theirs = InternVLForConditionalGeneration.from_pretrained(folder, dtype=dtype).eval()
     yield ours, theirs
 

@@ -26,7 +26,7 @@ from internvl.inputs.image import ImageSource
 from internvl.inputs.processor import Message, ProcessedInputs, Processor, VideoSource
 from internvl.inputs.tokens import IMG_CONTEXT
 from internvl.model.internvl import InternVL
-from internvl.model.linear import CPU_HAS_NATIVE_BF16, can_pack, pack_linear_weights, quantize_int8
+from internvl.model.linear import can_pack, pack_linear_weights, quantize_int8, use_fp32_vision_if_bf16_is_emulated
 
 log = logging.getLogger("internvl")
 
@@ -168,7 +168,6 @@ class Chat:
         pad = self.tokenizer.pad_token_id
         return int(pad) if pad is not None else int(self.processor.stop_token_id)
 
-
     def _prepare(
         self,
         messages: Sequence[Message],
@@ -277,9 +276,10 @@ def load(
     `folder=None` loads the embedded nano model. dtype: default float32 on CPU, the checkpoint's on
     CUDA; device: CUDA when available, else CPU. `max_tiles` defaults to the config's `max_dynamic_patch`; `template` to the
     config's; `system_message` to the config's, else the template's default. With bf16 weights on a CPU
-without native bf16 (`model.linear`), the vision encoder and projector are kept in fp32; fp32 decoder
-projections on the CPU are pre-packed for oneDNN (`PackedLinear`: inference only). `quantize="int8"` stores the
-    language model's projections as weight-only int8 (a quarter of fp32's bytes read per decoded token).
+    without native bf16 (`model.linear`), the vision encoder and projector are kept in fp32; fp32 decoder
+    projections on the CPU are pre-packed for oneDNN (`PackedLinear`: inference only). `quantize="int8"`
+    stores the language model's projections as weight-only int8 (a quarter of fp32's bytes read per
+    decoded token).
     """
     if quantize not in (None, "int8"):
         raise ConfigError(f"unknown quantize mode {quantize!r}; choose 'int8' or leave it unset")
@@ -288,10 +288,7 @@ projections on the CPU are pre-packed for oneDNN (`PackedLinear`: inference only
     if dtype is None and device == "cpu":
         dtype = torch.float32  # a CPU without bf16 matrix units runs bf16 matmuls far slower than fp32
     model = InternVL.from_pretrained(folder, dtype=dtype, device=device)
-    if model.language.embed.weight.dtype == torch.bfloat16 and device == "cpu" and not CPU_HAS_NATIVE_BF16:
-        # the vision side is all large matrix products, which such a CPU runs several times faster in fp32
-        model.vision.float()
-        model.projector.float()
+    use_fp32_vision_if_bf16_is_emulated(model)
     if quantize == "int8":
         quantize_int8(model.language)
     elif device == "cpu" and can_pack():

@@ -16,6 +16,8 @@ quarter of fp32's bytes per token. `quantize_int8(module)` swaps every `Linear` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,19 +77,30 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def quantize_int8(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:
-    """Replace every `nn.Linear` below `module` (in place) by an `Int8Linear`; returns `module`.
+def replace_linears(
+    module: nn.Module, make: Callable[[nn.Linear], nn.Module], keep: tuple[str, ...] = ("router",)
+) -> nn.Module:
+    """Replace (in place) every `nn.Linear` below `module` by `make(layer)`; returns `module`.
 
-    Layers named in `keep` stay as they are: a MoE router is tiny, and rounding its logits would change
-    which experts run. A tied output head (sharing the embedding's weight) is quantized as its own copy;
-    the embedding itself keeps its dtype (its rows are gathered, not multiplied).
+    Layers named in `keep` stay as they are: a MoE router is tiny, and rounding or reordering its
+    logits would change which experts run. `make` may return the layer itself to leave it unchanged.
     """
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.Linear) and name not in keep:
-            setattr(module, name, Int8Linear(child.weight, child.bias))
+        if isinstance(child, nn.Linear):
+            if name not in keep:
+                setattr(module, name, make(child))
         else:
-            quantize_int8(child, keep)
+            replace_linears(child, make, keep)
     return module
+
+
+def quantize_int8(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:
+    """Every `nn.Linear` below `module` (but `keep`) becomes an `Int8Linear`, in place; returns `module`.
+
+    A tied output head (sharing the embedding's weight) is quantized as its own copy; the embedding
+    itself keeps its dtype (its rows are gathered, not multiplied).
+    """
+    return replace_linears(module, lambda layer: Int8Linear(layer.weight, layer.bias), keep)
 
 
 class PackedLinear(nn.Module):
@@ -120,12 +133,21 @@ def can_pack() -> bool:
 
 
 def pack_linear_weights(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:
-    """Replace every fp32 CPU `nn.Linear` below `module` (in place) by a `PackedLinear`; returns `module`.
-    Layers named in `keep` stay as they are (see `quantize_int8`)."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.Linear) and name not in keep:
-            if child.weight.dtype == torch.float32 and child.weight.device.type == "cpu":
-                setattr(module, name, PackedLinear(child.weight, child.bias))
-        else:
-            pack_linear_weights(child, keep)
-    return module
+    """Every fp32 CPU `nn.Linear` below `module` (but `keep`) becomes a `PackedLinear`, in place; returns
+    `module`."""
+
+    def pack(layer: nn.Linear) -> nn.Module:
+        if layer.weight.dtype == torch.float32 and layer.weight.device.type == "cpu":
+            return PackedLinear(layer.weight, layer.bias)
+        return layer
+
+    return replace_linears(module, pack, keep)
+
+
+def use_fp32_vision_if_bf16_is_emulated(model: nn.Module) -> None:
+    """With a bf16 decoder on a CPU without native bf16, move the vision encoder and projector (in place)
+    to fp32: they are all large matrix products, which such a CPU runs several times faster in fp32."""
+    weight = model.language.embed.weight
+    if weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and not CPU_HAS_NATIVE_BF16:
+        model.vision.float()
+        model.projector.float()

@@ -112,3 +112,15 @@ def test_packed_linear_equals_nn_linear_and_the_model_keeps_its_greedy_tokens():
     with torch.no_grad():
         assert torch.allclose(model(ids), logits, rtol=1e-4, atol=1e-4)
     assert generate(model, ids, None, None, GenerationConfig(max_new_tokens=12)) == expected
+
+
+@pytest.mark.skipif(not linear_module.can_pack(), reason="this PyTorch build has no oneDNN")
+def test_a_model_with_packed_weights_refuses_to_be_saved(tmp_path):
+    from internvl.errors import CheckpointError
+    from internvl.model.linear import pack_linear_weights
+
+    model = InternVL(tiny_config("qwen2")).eval()
+    pack_linear_weights(model.language)
+    with pytest.raises(CheckpointError, match="pre-packed weights"):
+        model.save_pretrained(tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -1,7 +1,7 @@
 """``internvl world ...``: generate the world to disk, export an evaluation TSV, write preference pairs.
 
     internvl world generate   --out DIR --split train --n 10000 [--seed 0] [--families a b] [--workers 2]
-                              [--questions-per-image 4]
+                              [--questions-per-image 4] [--describe]
     internvl world export-tsv --out FILE.tsv --split test --n 1000 [--seed 0] [--families ...] [--workers 2]
     internvl world pairs      --out DIR --split train --n 2000 [--seed 0] [--families ...] [--workers 2]
     internvl world show       --family counting [--split train] [--index 0] [--seed 0] [--save FILE.png]
@@ -54,6 +54,8 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
                    help="mp4 (needs PyAV) or a folder of PNG frames; auto = mp4 when PyAV is installed")
     g.add_argument("--questions-per-image", type=int, default=1, metavar="K",
                    help="each line a conversation of K questions about its picture(s) (default 1)")
+    g.add_argument("--describe", action="store_true",
+                   help="add a turn describing the whole picture to each conversation (training data)")
     t = sub.add_parser("export-tsv", help="VLMEvalKit-style TSV with base64 PNG images")
     t.add_argument("--out", required=True, help="output .tsv file")
     _common(t, "test")
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     families, progress = _families(args.families), not args.no_progress
     if args.world_command == "generate":
         written = export_sft(args.out, args.n, args.split, args.seed, families, args.workers, args.video_format,
-                             progress, args.questions_per_image)
+                             progress, args.questions_per_image, args.describe)
     elif args.world_command == "export-tsv":
         written = export_tsv(args.out, args.n, args.split, args.seed, families, args.workers, progress)
     else:

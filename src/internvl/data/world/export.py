@@ -86,13 +86,14 @@ class _Worker:
     video_format: str
     kind: str  # "sft" | "pairs"
     questions: int = 1  # questions per image (sft only)
+    describe: bool = False  # add a description turn (sft only)
 
     def __call__(self, jobs: list[Job]) -> list[tuple[str, int]]:
         root = Path(self.out) / "images"
         lines = []
         for family, split, k, seed in jobs:
             if self.kind == "sft":
-                first, *followups = generate_conversation(family, split, k, seed, self.questions)
+                first, *followups = generate_conversation(family, split, k, seed, self.questions, self.describe)
                 sample = save_media(first, root, self.video_format)
                 # the follow-ups show the same pictures: point them at the files just written
                 followups = [replace(f, images=sample.images, frames=[], video=sample.video) for f in followups]
@@ -105,13 +106,13 @@ class _Worker:
 
 
 def _export_jsonl(kind: str, out: str | Path, n: int, split: str, seed: int, families: Sequence[str] | None,
-                  workers: int, video_format: str, progress: bool, questions: int = 1) -> Path:
+                  workers: int, video_format: str, progress: bool, questions: int = 1, describe: bool = False) -> Path:
     if n < 1:
         raise InputError(f"--n must be at least 1, got {n}")
     if questions < 1:
         raise InputError(f"--questions-per-image must be at least 1, got {questions}")
     out = Path(out)
-    worker = _Worker(str(out), resolve_video_format(video_format), kind, questions)
+    worker = _Worker(str(out), resolve_video_format(video_format), kind, questions, describe)
     jobs = plan(n, split, seed, families)
     out.mkdir(parents=True, exist_ok=True)
     prefix = "" if kind == "sft" else "pairs_"
@@ -131,13 +132,15 @@ def _export_jsonl(kind: str, out: str | Path, n: int, split: str, seed: int, fam
 
 def export_sft(out: str | Path, n: int, split: str = "train", seed: int = 0, families: Sequence[str] | None = None,
                workers: int = 1, video_format: str = "auto", progress: bool = True,
-               questions_per_image: int = 1) -> Path:
+               questions_per_image: int = 1, describe: bool = False) -> Path:
     """Generate ``n`` samples into ``out`` (media, ``<split>.jsonl``, ``meta.json``); return the meta path.
 
     With ``questions_per_image`` K > 1 each line is a conversation of K questions about its picture(s),
-    so the model gets K supervised answers per encoded image; ``length`` still counts lines.
+    so the model gets K supervised answers per encoded image; ``length`` still counts lines. With
+    ``describe`` each conversation also asks for a description of the whole picture (``describe.py``).
     """
-    return _export_jsonl("sft", out, n, split, seed, families, workers, video_format, progress, questions_per_image)
+    return _export_jsonl("sft", out, n, split, seed, families, workers, video_format, progress, questions_per_image,
+                         describe)
 
 
 def export_pairs(out: str | Path, n: int, split: str = "train", seed: int = 0, families: Sequence[str] | None = None,

@@ -19,6 +19,8 @@ import numpy as np
 from tqdm import tqdm
 
 from internvl.data.world.choice import as_choice, can_be_choice
+from internvl.data.world.describe import PROMPT as DESCRIBE_PROMPT
+from internvl.data.world.describe import describe as describe_scene
 from internvl.data.world.families import FAMILIES, FAMILY_NAMES, Family, Scene
 from internvl.data.world.sample import SPLITS, Sample
 from internvl.data.world.splits import scene_hash, split_of
@@ -52,13 +54,15 @@ def generate_sample(family: str, split: str, k: int, seed: int = 0) -> Sample:
     return generate_conversation(family, split, k, seed, questions=1)[0]
 
 
-def generate_conversation(family: str, split: str, k: int, seed: int = 0, questions: int = 1) -> list[Sample]:
+def generate_conversation(family: str, split: str, k: int, seed: int = 0, questions: int = 1,
+                          describe: bool = False) -> list[Sample]:
     """``questions`` samples about one picture: the ``k``-th sample, then follow-up questions.
 
     Follow-ups come from their own random stream (``stream`` 2), so the first sample is the same for
     any ``questions``. Each asks a task not asked yet when ``ASK_TRIES`` draws find one (a picture
     with one text, say, has only one), else repeats one with a prompt not used yet where it can; each
-    is independently made multiple choice.
+    is independently made multiple choice. With ``describe`` the second turn asks for a description
+    of the whole picture (``describe.py``; training data only, families that have words for the scene).
     """
     check_args(split, [family])
     if questions < 1:
@@ -86,6 +90,12 @@ def generate_conversation(family: str, split: str, k: int, seed: int = 0, questi
         tasks.append(_task_key(task))
         prompts.append(sample.prompt)
         samples.append(sample)
+    text = describe_scene(family, scene.content) if describe else None
+    if text:
+        samples.insert(1, dataclasses.replace(
+            samples[0], id=f"{first_id}-describe", question=DESCRIBE_PROMPT, answer=text, answer_type="description",
+            options=[], answer_space=[], distractors=[], steps=[], box=None, ref=None,
+            meta={"scene_hash": samples[0].meta["scene_hash"], "ood": samples[0].meta["ood"]}))
     return samples
 
 

@@ -108,7 +108,7 @@ def prompt_text(sample: Sample) -> str:
         body += "\n" + options_block(sample.options)
     if sample.steps:
         return COT_PREFIX + body
-    if sample.answer_type == "box":
+    if sample.answer_type in ("box", "description"):  # free-form answers: no short-answer instruction
         return body
     return body + "\n" + (CHOICE_SUFFIX if sample.options else SHORT_SUFFIX)
 

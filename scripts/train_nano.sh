@@ -11,10 +11,13 @@ RUN=runs/nano
 TRAIN_SAMPLES=${TRAIN_SAMPLES:-10000}
 start=$(date +%s)
 
-# 4 questions per picture (multi-turn lines): more supervised answers per encoded image
+# 4 questions per picture (multi-turn lines): more supervised answers per encoded image; plus one
+# "Describe what the picture shows." turn whose answer names every object and where it is
 $PY -m internvl.cli world generate --out $RUN/world-train --split train --n "$TRAIN_SAMPLES" --workers 2 \
-  --questions-per-image 4
+  --questions-per-image 4 --describe
 $PY -m internvl.nano.init --data $RUN/world-train --out $RUN/init
+# dense per-patch labels (colour, shape, size of the object under each patch) teach the encoder to see
+$PY -m internvl.nano.vision_warmup --model $RUN/init --steps "${VISION_STEPS:-300}"
 rm -rf $RUN/sft  # a fresh start: the recipe would otherwise resume an earlier run's last checkpoint
 $PY -m internvl.cli train sft configs/nano.yaml "$@"
 rm -rf src/internvl/assets/nano

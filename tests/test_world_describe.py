@@ -46,12 +46,12 @@ def test_every_family_describes_its_scenes_or_says_none():
                 assert text is not None and text.count(";") == len(content["objects"]) - 1
 
 
-def test_conversation_gets_a_description_turn_after_the_first_question():
+def test_conversation_ends_with_a_description_turn():
     plain = generate_conversation("spatial", "train", 3, questions=2)
     described = generate_conversation("spatial", "train", 3, questions=2, describe=True)
     assert len(described) == 3
-    assert described[0] == plain[0] and described[2] == plain[1]  # the questions are unchanged
-    turn = described[1]
+    assert described[:2] == plain  # the questions are unchanged
+    turn = described[2]
     assert turn.prompt == PROMPT and turn.answer == describe("spatial", {"objects": plain[0].meta["objects"]})
     assert turn.images == plain[0].images and turn.answer_type == "description"
 
@@ -60,5 +60,5 @@ def test_export_writes_the_description_turn(tmp_path):
     export_sft(tmp_path, 2, families=["recognition"], progress=False, questions_per_image=2, describe=True)
     line = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])
     values = [turn["value"] for turn in line["conversations"]]
-    assert len(values) == 6 and values[0].startswith("<image>\n") and values[2] == PROMPT
-    assert " at the " in values[3]
+    assert len(values) == 6 and values[0].startswith("<image>\n") and values[4] == PROMPT
+    assert " at the " in values[5]

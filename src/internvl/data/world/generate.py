@@ -61,8 +61,9 @@ def generate_conversation(family: str, split: str, k: int, seed: int = 0, questi
     Follow-ups come from their own random stream (``stream`` 2), so the first sample is the same for
     any ``questions``. Each asks a task not asked yet when ``ASK_TRIES`` draws find one (a picture
     with one text, say, has only one), else repeats one with a prompt not used yet where it can; each
-    is independently made multiple choice. With ``describe`` the second turn asks for a description
-    of the whole picture (``describe.py``; training data only, families that have words for the scene).
+    is independently made multiple choice. With ``describe`` a last turn asks for a description of the
+    whole picture (``describe.py``; training data only, families that have words for the scene). It
+    comes last so that no question can be answered by reading the description back.
     """
     check_args(split, [family])
     if questions < 1:
@@ -92,7 +93,7 @@ def generate_conversation(family: str, split: str, k: int, seed: int = 0, questi
         samples.append(sample)
     text = describe_scene(family, scene.content) if describe else None
     if text:
-        samples.insert(1, dataclasses.replace(
+        samples.append(dataclasses.replace(
             samples[0], id=f"{first_id}-describe", question=DESCRIBE_PROMPT, answer=text, answer_type="description",
             options=[], answer_space=[], distractors=[], steps=[], box=None, ref=None,
             meta={"scene_hash": samples[0].meta["scene_hash"], "ood": samples[0].meta["ood"]}))

@@ -14,10 +14,10 @@ from PIL import Image
 
 from internvl.config import InternVLConfig, TextConfig, VisionConfig
 from internvl.data.world.splits import split_of
-from internvl.data.world.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES
+from internvl.data.world.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES, size_name
 from internvl.model.internvl import InternVL
 from internvl.nano import vision_warmup
-from internvl.nano.vision_warmup import (HEADS, IGNORE, SCENE_FAMILIES, batches, label_scene, size_name, tile_scene,
+from internvl.nano.vision_warmup import (HEADS, IGNORE, SCENE_FAMILIES, batches, label_scene, tile_scene,
                                          train_scenes, warm_up_vision)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -38,7 +38,7 @@ from internvl.data.world.families.base import rows_obj
 from internvl.data.world.families.detail import PATTERN_NAMES
 from internvl.data.world.render import draw_obj, font
 from internvl.data.world.splits import split_of
-from internvl.data.world.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES, SIZES
+from internvl.data.world.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES, size_name
 from internvl.inputs.image import DEFAULT_TILE_SIZE, choose_grid, split_into_tiles, tiles_to_tensor
 from internvl.model.internvl import InternVL
 
@@ -78,11 +78,6 @@ class Scenes:
 
     pixels: torch.Tensor
     labels: dict[str, torch.Tensor]
-
-
-def size_name(radius: float) -> str:
-    """The size class whose radius range is closest to ``radius`` (rows store rounded radii)."""
-    return min(SIZES, key=lambda name: max(SIZES[name][0] - radius, radius - SIZES[name][1], 0.0))
 
 
 def object_things(rows: Sequence[Sequence[Any]], draw: ImageDraw.ImageDraw, first_id: int) -> list[dict[str, int]]:

@@ -10,29 +10,30 @@ conversations (`internvl world generate --describe`); evaluation never asks for 
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Callable, Sequence
 
 from internvl.data.world.render import TILE
-from internvl.data.world.vocab import SIZES
+from internvl.data.world.vocab import size_name
 
 PROMPT = "Describe what the picture shows."
 
 
-def size_name(radius: float) -> str:
-    """The size class whose radius range is closest to ``radius`` (rows store rounded radii)."""
-    return min(SIZES, key=lambda name: max(SIZES[name][0] - radius, radius - SIZES[name][1], 0.0))
+def third(value: float, extent: float) -> int:
+    """Which third of ``extent`` ``value`` falls in: 0, 1 or 2."""
+    return min(2, int(3 * value / extent))
 
 
 def place(x: float, y: float, width: float, height: float) -> str:
     """One of nine places on a 3x3 grid: "top left" ... "centre" ... "bottom right"."""
-    row = ("top", "middle", "bottom")[min(2, int(3 * y / height))]
-    col = ("left", "centre", "right")[min(2, int(3 * x / width))]
+    row = ("top", "middle", "bottom")[third(y, height)]
+    col = ("left", "centre", "right")[third(x, width)]
     return "centre" if (row, col) == ("middle", "centre") else f"{row} {col}"
 
 
 def objects(rows: Sequence[Sequence[Any]], width: float = TILE, height: float = TILE, sizes: bool = True) -> str:
     """Objects in reading order (top band first, left to right): "large cyan triangle at the top left; ..."."""
-    ordered = sorted(rows, key=lambda r: (min(2, int(3 * r[3] / height)), r[2]))
+    ordered = sorted(rows, key=lambda r: (third(r[3], height), r[2]))
     return "; ".join(f"{size_name(r[4]) + ' ' if sizes else ''}{r[1]} {r[0]} at the {place(r[2], r[3], width, height)}"
                      for r in ordered)
 
@@ -63,16 +64,14 @@ def video(content: dict[str, Any]) -> str:
 def images(content: dict[str, Any]) -> str:
     parts = []
     for i, rows in enumerate(content["images"], start=1):
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[f"{row[1]} {row[0]}"] = counts.get(f"{row[1]} {row[0]}", 0) + 1
+        counts = Counter(f"{row[1]} {row[0]}" for row in rows)
         parts.append(f"Image-{i}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
     return "; ".join(parts)
 
 
 def detail(content: dict[str, Any]) -> str:
     width, height = content["canvas"]
-    items = sorted(content["items"], key=lambda it: (it["y"] * 3 // height, it["x"]))
+    items = sorted(content["items"], key=lambda it: (third(it["y"], height), it["x"]))
     return "; ".join(f"{it['frame']} frame with {it.get('pattern') or 'code ' + it['code']} at the "
                      f"{place(it['x'] + it['w'] / 2, it['y'] + it['h'] / 2, width, height)}" for it in items)
 

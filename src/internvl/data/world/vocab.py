@@ -28,6 +28,11 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "star", "h
 SIZES: dict[str, tuple[int, int]] = {"small": (14, 19), "medium": (26, 34), "large": (46, 58)}
 SIZE_NAMES: tuple[str, ...] = tuple(SIZES)
 
+
+def size_name(radius: float) -> str:
+    """The size class whose radius range is closest to ``radius`` (rows store rounded radii)."""
+    return min(SIZES, key=lambda name: max(SIZES[name][0] - radius, radius - SIZES[name][1], 0.0))
+
 # Held out of train/val/test: each colour and each shape is still seen in training, only these pairs are not.
 OOD_PAIRS: frozenset[tuple[str, str]] = frozenset(
     {("red", "star"), ("orange", "hexagon"), ("green", "triangle"), ("blue", "diamond"),

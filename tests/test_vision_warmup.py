@@ -134,3 +134,19 @@ def test_command_updates_the_checkpoint_in_place_keeping_its_layout(tmp_path, mo
     assert (tmp_path / "tokenizer.json").read_text() == "{}"
     assert not torch.equal(reloaded.vision.embed.patch.weight, model.vision.embed.patch.weight)
     assert torch.equal(reloaded.language.embed.weight, model.language.embed.weight)
+
+
+def test_a_family_without_labels_is_refused_by_name():
+    with pytest.raises(ValueError, match="no labels for family 'charts'"):
+        label_scene("charts", {}, Image.new("RGB", (448, 448)))
+
+
+@pytest.mark.parametrize("argv, message", [(["--steps", "0"], "--steps must be at least 1, got 0"),
+                                           ([], "no config.json in the checkpoint folder")])
+def test_command_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.setattr(sys, "argv", ["warmup", "--model", str(tmp_path / "missing"), *argv])
+    with pytest.raises(SystemExit) as stop:
+        vision_warmup.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

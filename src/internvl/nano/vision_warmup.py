@@ -39,6 +39,7 @@ from internvl.data.world.families.detail import PATTERN_NAMES
 from internvl.data.world.render import draw_obj, font
 from internvl.data.world.splits import split_of
 from internvl.data.world.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES, size_name
+from internvl.errors import InternVLError
 from internvl.inputs.image import DEFAULT_TILE_SIZE, choose_grid, split_into_tiles, tiles_to_tensor
 from internvl.model.internvl import InternVL
 
@@ -248,8 +249,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    _, layout = read_config(args.model)
-    model = InternVL.from_pretrained(args.model, dtype=torch.float32)
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    try:
+        _, layout = read_config(args.model)
+        model = InternVL.from_pretrained(args.model, dtype=torch.float32)
+    except InternVLError as exc:
+        parser.exit(2, f"vision_warmup: error: {exc}\n")
     history = warm_up_vision(model, args.steps, args.batch_size, args.lr, args.seed)
     model.save_pretrained(args.model, layout=layout)
     last = history[-10:]

@@ -101,3 +101,37 @@ def test_fast_paths_keep_the_nano_models_greedy_answers():
         answers = [chat.ask(sample.prompt, images=sample.images, max_new_tokens=24)
                   for chat in (fast, plain)]
         assert answers[0] == answers[1], family
+
+
+def test_world_readers_name_the_folder_or_line_at_fault(tmp_path):
+    from internvl.data.world.export import sft_records
+    from internvl.errors import InputError
+    from internvl.nano.baselines import answer_prior
+
+    with pytest.raises(InputError, match="no \\*.jsonl annotation files"):
+        list(sft_records(tmp_path / "missing"))
+    (tmp_path / "a.jsonl").write_text('{"conversations": []}\n\n{"conversations": [\n')
+    with pytest.raises(InputError, match=r"a\.jsonl: line 3: malformed JSON"):
+        list(sft_records(tmp_path))
+    (tmp_path / "a.jsonl").write_text('{"conversations": []}\n')
+    with pytest.raises(InputError, match="without its `world` question"):
+        answer_prior(tmp_path)
+
+
+def test_nano_scripts_end_in_one_line_on_bad_input(monkeypatch, capsys, tmp_path):
+    from internvl.nano import baselines, init
+
+    monkeypatch.setattr(sys, "argv", ["init", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        init.main()
+    assert exit_info.value.code == 2 and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("nano.init: error: ") and "missing" in err and err.count("\n") == 1
+
+    monkeypatch.setattr(sys, "argv", ["baselines", "prior", "--train", str(tmp_path), "--data",
+                                      str(tmp_path / "none.tsv"), "--out", str(tmp_path / "eval")])
+    with pytest.raises(SystemExit) as exit_info:
+        baselines.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nano.baselines: error: ") and "none.tsv" in err and err.count("\n") == 1

@@ -10,11 +10,12 @@ picture can reach.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from internvl.data.world.export import sft_records
+from internvl.errors import InputError, InternVLError
 from internvl.eval.formats import EvalItem, load_items
 from internvl.eval.runner import Answerer, RunSettings, run_eval
 
@@ -27,16 +28,16 @@ def answer_prior(train_folder: Path) -> dict[tuple[str, str], str]:
     """Most frequent assistant answer per question type in the exported training JSONL files (every
     question of a multi-question conversation: `world` describes the first, `world.followups` the others)."""
     counts: dict[tuple[str, str], Counter[str]] = {}
-    for annotation in sorted(train_folder.glob("*.jsonl")):
-        with annotation.open(encoding="utf-8") as f:
-            for line in f:
-                record = json.loads(line)
-                world = record["world"]
-                questions = [world, *world.get("followups", [])]
-                answers = [turn["value"] for turn in record["conversations"][1::2]]  # the gpt turns
-                for question, answer in zip(questions, answers, strict=True):
-                    key = question_type(question["family"], question["answer_type"])
-                    counts.setdefault(key, Counter())[answer] += 1
+    for record in sft_records(train_folder):
+        world = record.get("world")
+        if not isinstance(world, dict):
+            raise InputError(f"{train_folder}: a record without its `world` question; the prior needs the "
+                             "output of `internvl world generate`")
+        questions = [world, *world.get("followups", [])]
+        answers = [turn["value"] for turn in record["conversations"][1::2]]  # the gpt turns
+        for question, answer in zip(questions, answers, strict=True):
+            key = question_type(question["family"], question["answer_type"])
+            counts.setdefault(key, Counter())[answer] += 1
     return {key: counter.most_common(1)[0][0] for key, counter in counts.items()}
 
 
@@ -54,10 +55,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="the evaluation TSV")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    items = load_items(args.data)
+    try:
+        items = load_items(args.data)
+        answerer = prior_answerer(answer_prior(args.train))
+    except InternVLError as exc:
+        parser.exit(2, f"nano.baselines: error: {exc}\n")
     settings = RunSettings(model="answer-prior baseline", extra={"train": str(args.train)})
-    run_eval(items, prior_answerer(answer_prior(args.train)), args.out, settings, batch_size=64,
-             data_path=str(args.data.resolve()))
+    run_eval(items, answerer, args.out, settings, batch_size=64, data_path=str(args.data.resolve()))
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ SFT recipe trains from (`model.path`).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from internvl.data.world.export import sft_records
+from internvl.errors import InternVLError
 from internvl.inputs.template import get_template
 from internvl.model.internvl import InternVL
 from internvl.nano.tokenizer import save_tokenizer, train_tokenizer
@@ -26,12 +27,10 @@ def world_texts(data: Path) -> Iterator[str]:
     system message: the system message opens every training sequence, so counting it once per
     conversation lets BPE merge it into a few tokens (counted once, it costs 137 tokens per sample)."""
     system = get_template("internvl2_5").system_message or ""
-    for annotation in sorted(data.glob("*.jsonl")):
-        with annotation.open(encoding="utf-8") as f:
-            for line in f:
-                yield system
-                for turn in json.loads(line)["conversations"]:
-                    yield turn["value"]
+    for record in sft_records(data):
+        yield system
+        for turn in record["conversations"]:
+            yield turn["value"]
 
 
 def init_nano(data: Path, out: Path, vocab_size: int = 2048, seed: int = 0) -> Path:
@@ -51,7 +50,10 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    init_nano(args.data, args.out, args.vocab_size, args.seed)
+    try:
+        init_nano(args.data, args.out, args.vocab_size, args.seed)
+    except InternVLError as exc:
+        parser.exit(2, f"nano.init: error: {exc}\n")
     print(f"wrote the untrained nano model and its tokenizer to {args.out}")
 
 

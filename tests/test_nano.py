@@ -104,16 +104,20 @@ def test_fast_paths_keep_the_nano_models_greedy_answers():
 
 
 def test_world_readers_name_the_folder_or_line_at_fault(tmp_path):
-    from internvl.data.world.export import sft_records
+    from internvl.data.sft import folder_records
     from internvl.errors import InputError
     from internvl.nano.baselines import answer_prior
 
     with pytest.raises(InputError, match="no \\*.jsonl annotation files"):
-        list(sft_records(tmp_path / "missing"))
-    (tmp_path / "a.jsonl").write_text('{"conversations": []}\n\n{"conversations": [\n')
-    with pytest.raises(InputError, match=r"a\.jsonl: line 3: malformed JSON"):
-        list(sft_records(tmp_path))
-    (tmp_path / "a.jsonl").write_text('{"conversations": []}\n')
+        list(folder_records(tmp_path / "missing"))
+    good = json.dumps({"conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hi."}]})
+    (tmp_path / "a.jsonl").write_text(good + '\n\n{"conversations": [\n')
+    with pytest.raises(InputError, match=r"a\.jsonl:3: not valid JSON"):
+        list(folder_records(tmp_path))
+    (tmp_path / "a.jsonl").write_text(good + '\n{"conversations": []}\n')
+    with pytest.raises(InputError, match=r"a\.jsonl:2: missing 'conversations'"):
+        list(folder_records(tmp_path))
+    (tmp_path / "a.jsonl").write_text(good + "\n")
     with pytest.raises(InputError, match="without its `world` question"):
         answer_prior(tmp_path)
 

@@ -27,6 +27,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -540,6 +541,30 @@ def parse_conversations(record: dict[str, Any], strip: bool = False) -> tuple[st
     if not any(role == "human" for role, _ in turns) or not any(role == "gpt" for role, _ in turns):
         raise InputError("a conversation needs at least one 'human' and one 'gpt' turn")
     return system, turns
+
+
+def folder_records(folder: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every record of the SFT JSONL files in ``folder`` (sorted by name), each checked as the recipe
+    checks a line (`json_record`, `parse_conversations`), read one line at a time.
+
+    Tools that read a whole folder (the nano tokenizer, the answer prior) stop on the first fault:
+    an ``InputError`` names the folder when it holds no such file, else ``annotation:line``.
+    """
+    folder = Path(folder)
+    annotations = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    if not annotations:
+        raise InputError(f"{folder}: no *.jsonl annotation files")
+    for annotation in annotations:
+        with annotation.open(encoding="utf-8") as f:
+            for number, text in enumerate(f, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    record = json_record(text)
+                    parse_conversations(record)
+                except InputError as e:
+                    raise InputError(f"{annotation}:{number}: {e}") from e
+                yield record
 
 
 def _announce(turns: list[tuple[str, str]], human: list[int], placeholder: str, count: int) -> None:

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from internvl.data.world.export import sft_records
+from internvl.data.sft import folder_records
 from internvl.errors import InputError, InternVLError
 from internvl.eval.formats import EvalItem, load_items
 from internvl.eval.runner import Answerer, RunSettings, run_eval
@@ -28,7 +28,7 @@ def answer_prior(train_folder: Path) -> dict[tuple[str, str], str]:
     """Most frequent assistant answer per question type in the exported training JSONL files (every
     question of a multi-question conversation: `world` describes the first, `world.followups` the others)."""
     counts: dict[tuple[str, str], Counter[str]] = {}
-    for record in sft_records(train_folder):
+    for record in folder_records(train_folder):
         world = record.get("world")
         if not isinstance(world, dict):
             raise InputError(f"{train_folder}: a record without its `world` question; the prior needs the "

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import torch
 
-from internvl.data.world.export import sft_records
+from internvl.data.sft import folder_records
 from internvl.errors import InternVLError
 from internvl.inputs.template import get_template
 from internvl.model.internvl import InternVL
@@ -27,7 +27,7 @@ def world_texts(data: Path) -> Iterator[str]:
     system message: the system message opens every training sequence, so counting it once per
     conversation lets BPE merge it into a few tokens (counted once, it costs 137 tokens per sample)."""
     system = get_template("internvl2_5").system_message or ""
-    for record in sft_records(data):
+    for record in folder_records(data):
         yield system
         for turn in record["conversations"]:
             yield turn["value"]

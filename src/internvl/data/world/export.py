@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -201,30 +201,6 @@ def export_tsv(path: str | Path, n: int, split: str = "test", seed: int = 0, fam
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     with Path(path).open() as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def sft_records(folder: str | Path) -> Iterator[dict[str, Any]]:
-    """Every conversation record of the SFT JSONL files `internvl world generate` wrote into ``folder``.
-
-    An ``InputError`` names the folder when it holds no such file, and the file and line of a line
-    that is not a JSON object with ``conversations``: the tools reading a world folder stop on it.
-    """
-    folder = Path(folder)
-    annotations = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
-    if not annotations:
-        raise InputError(f"{folder}: no *.jsonl annotation files; make them with `internvl world generate --out {folder}`")
-    for annotation in annotations:
-        with annotation.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as error:
-                    raise InputError(f"{annotation}: line {number}: malformed JSON ({error})") from error
-                if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
-                    raise InputError(f"{annotation}: line {number}: not a conversation record")
-                yield record
 
 
 def load_samples(path: str | Path) -> list[Sample]:

@@ -16,12 +16,19 @@ ATTRIBUTES = ("colour", "shape", "size")
 
 PHRASES = {
     "colour": ("What colour is the {shape}?", "Which colour does the {shape} have?",
-               "What is the colour of the {shape}?", "Name the colour of the {shape} in the picture."),
+               "What is the colour of the {shape}?", "Name the colour of the {shape} in the picture.",
+               "What color is the {shape}?"),
     "shape": ("What shape is the {colour} object?", "Which shape is drawn in {colour}?",
               "What is the shape of the {colour} object?", "Name the shape of the {colour} figure."),
     "size": ("What size is the {colour} {shape}: small, medium or large?",
              "Is the {colour} {shape} small, medium or large?",
              "How big is the {colour} {shape} (small, medium or large)?"),
+}
+# With one object in the picture, the question need not name it.
+ALONE = {
+    "colour": ("What colour is shown in the image?", "What color is the shape in the picture?"),
+    "shape": ("What shape is shown in the image?", "Which shape is in the picture?"),
+    "size": ("Is the shape in the picture small, medium or large?",),
 }
 
 
@@ -47,7 +54,8 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
     sizes = scene.content["sizes"]
     t = scene.task["target"]
     target, attribute = objs[t], scene.task["attribute"]
-    question = pick(rng, PHRASES[attribute]).format(shape=target.shape, colour=target.colour)
+    phrases = PHRASES[attribute] + (ALONE[attribute] if len(objs) == 1 else ())
+    question = pick(rng, phrases).format(shape=target.shape, colour=target.colour)
     if attribute == "colour":
         answer, space, present = target.colour, COLOUR_NAMES, [o.colour for o in objs]
     elif attribute == "shape":

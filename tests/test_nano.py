@@ -27,7 +27,7 @@ def test_nano_init_and_two_recipe_steps(world, tmp_path):
 
     init = init_nano(world, tmp_path / "init", vocab_size=400)
     assert (init / "tokenizer.json").exists() and (init / "model.safetensors").exists()
-    config = load_config(Path(__file__).parents[1] / "configs" / "nano.yaml", [
+    config = load_config(Path(__file__).parents[1] / "configs" / "nano_sft.yaml", [
         f"model.path={init}", f"data.options.meta_path={world / 'meta.json'}", f"data.options.tokenizer={init}",
         f"output_dir={tmp_path / 'run'}", "train.max_steps=2", "data.options.num_workers=0",
         "checkpoint.enabled=false", "log.progress_bar=false", "log.plot=false", "optim.warmup_steps=1",

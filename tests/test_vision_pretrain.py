@@ -17,7 +17,6 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from internvl.config import VisionConfig
-from internvl.data.world.families import FAMILIES
 from internvl.data.world.families.charts import bar_x, value_y
 from internvl.data.world.splits import split_of
 from internvl.data.world.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES, size_name

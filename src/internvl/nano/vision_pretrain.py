@@ -21,8 +21,8 @@ The linear heads are thrown away.
 from __future__ import annotations
 
 import json
-import math
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -384,7 +384,7 @@ def pretrain_vision(config: VisionPretrainConfig) -> Path:
     params = [p for g in optimizer.param_groups for p in g["params"]]
     stop = min(config.steps, config.stop_at_step) if config.stop_at_step > 0 else config.steps
 
-    step, pictures, tiles = 0, 0, 0
+    step, pictures, tiles, elapsed = 0, 0, 0, 0.0
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is not None:
         saved = checkpoint.load_checkpoint(latest, rank=0)
@@ -392,6 +392,7 @@ def pretrain_vision(config: VisionPretrainConfig) -> Path:
         optimizer.load_state_dict(saved["optimizer"])
         progress = saved["trainer_state"]
         step, pictures, tiles = progress["step"], progress["pictures"], progress["tiles"]
+        elapsed = progress.get("elapsed_s", 0.0)
         print(f"resuming from {latest} (step {step})", file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_yaml(config), encoding="utf-8")
@@ -406,6 +407,7 @@ def pretrain_vision(config: VisionPretrainConfig) -> Path:
                                          prefetch_factor=4 if config.workers else None)
     bar = tqdm(total=stop, initial=step, desc="vision pre-training", unit="step", disable=not config.progress_bar)
     model.train()
+    started = time.perf_counter() - elapsed  # training seconds over every session of this run
     for batch in loader:
         if step >= stop:
             break
@@ -421,15 +423,16 @@ def pretrain_vision(config: VisionPretrainConfig) -> Path:
         step += 1
         pictures += batch.pictures
         tiles += len(batch.pixels)
-        record: dict[str, Any] = {"step": step, "pictures": pictures, "tiles": tiles, "loss": loss.item(),
-                                  "lr": optimizer.param_groups[0]["lr"], **accuracy}
+        elapsed = time.perf_counter() - started
+        record: dict[str, Any] = {"step": step, "pictures": pictures, "tiles": tiles, "elapsed_s": elapsed,
+                                  "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], **accuracy}
         if evaluation and (step % config.eval_every == 0 or step == stop):
             record.update(evaluate(vision, heads, evaluation))
         metrics.write(record)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", **{h[:5]: f"{a:.2f}" for h, a in accuracy.items()})
         if step == stop or step % config.checkpoint_every == 0:
-            state = {"step": step, "steps": config.steps, "pictures": pictures, "tiles": tiles}
+            state = {"step": step, "steps": config.steps, "pictures": pictures, "tiles": tiles, "elapsed_s": elapsed}
             checkpoint.save_checkpoint(run_dir, step, Distributed(), weights=model.state_dict(),
                                        optimizer=optimizer.state_dict(), trainer_state=state,
                                        config_yaml=dump_yaml(config), keep_last=1)

@@ -38,6 +38,13 @@ else
   RUN=runs/nano; TRAIN_SAMPLES=20000; TEST_SAMPLES=1000; MODEL=src/internvl/assets/nano
   VISION_ARGS=(); SFT_ARGS=()
 fi
+# Both recipes compute in bf16 (autocast). A CPU without native bf16 runs that slower than fp32: use fp32 there.
+PRECISION=bf16
+if [ "$DEVICE" = cpu ] && ! grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+  PRECISION=fp32
+  echo "this CPU has no native bf16 (no avx512_bf16 or amx_bf16 in /proc/cpuinfo): training in fp32" >&2
+fi
+VISION_ARGS+=(precision=$PRECISION); SFT_ARGS+=(train.precision=$PRECISION)
 start=$(date +%s)
 minutes() { echo $(( ($(date +%s) - $1) / 60 )); }
 

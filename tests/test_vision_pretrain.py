@@ -218,3 +218,12 @@ def test_bad_input_ends_in_one_line(tmp_path, capsys, monkeypatch):
         init.main()
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "bad.safetensors: not an encoder" in err and err.count("\n") == 1
+
+
+def test_bf16_precision_computes_in_bf16_and_keeps_fp32_weights(tmp_path):
+    for precision in ("fp32", "bf16"):
+        vision_pretrain.main(stage_args(tmp_path / precision, "steps=2", "eval_every=0", f"precision={precision}"))
+    full, mixed = (load_file(str(tmp_path / run / "vision.safetensors")) for run in ("fp32", "bf16"))
+    assert all(v.dtype == torch.float32 for v in mixed.values())
+    gaps = [float((full[k] - mixed[k]).abs().max()) for k in full]
+    assert 0 < max(gaps) < 1e-2  # the same step, rounded differently

@@ -6,7 +6,7 @@ logging) in a fresh process, for `--warmup` + `--steps` optimiser steps on synth
 tokens/s of the timed steps and the peak memory (CUDA: max allocated; CPU: peak RSS).
 
 Configurations: fp32 or bf16 autocast, each with and without activation checkpointing.
-Defaults follow the official 3-1B full fine-tune (vision encoder frozen, spec §5.7); `--freeze none`
+Defaults follow the official 3-1B full fine-tune (vision encoder frozen, docs/sft.md#hyper-parameters); `--freeze none`
 trains every part.
 
     python benchmarks/bench_train.py                           # 4096 tokens, 4 tiles, cuda if available

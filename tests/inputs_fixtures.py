@@ -1,7 +1,7 @@
 """Shared fixtures and independent references for the inputs tests (test_image, test_video,
 test_template, test_processor). Import what you need: `from tests.inputs_fixtures import ...`.
 
-The references here are written from the spec text (§3.2, §4.2-4.4), not from our package, so the
+The references here are written from the official algorithms (docs/images-and-video.md, docs/prompts.md), not from our package, so the
 tests compare two independent implementations.
 """
 
@@ -59,12 +59,12 @@ def qwen2_tokenizer():
     return build_qwen2_tokenizer()
 
 
-# ---------------------------------------------------------------------- reference tiling (§3.2)
+# ---------------------------------------------------------------------- reference tiling (official dynamic_preprocess)
 
 
 @lru_cache(maxsize=None)
 def reference_candidates(min_num: int, max_num: int) -> list[tuple[int, int]]:
-    """Spec §3.2 step 2 literally: a Python set of (cols, rows), sorted by tile count."""
+    """Official `dynamic_preprocess` candidate list: a Python set of (cols, rows), sorted by tile count."""
     candidates = set(
         (i, j)
         for n in range(min_num, max_num + 1)
@@ -76,7 +76,7 @@ def reference_candidates(min_num: int, max_num: int) -> list[tuple[int, int]]:
 
 
 def reference_grid(width: int, height: int, min_num: int, max_num: int, image_size: int = 448) -> tuple[int, int]:
-    """Spec §3.2 step 3 literally: one loop over the candidates with the tie rule."""
+    """Official `find_closest_aspect_ratio`: one loop over the candidates with the tie rule."""
     aspect = width / height
     best_diff = float("inf")
     best = (1, 1)
@@ -94,7 +94,7 @@ def reference_grid(width: int, height: int, min_num: int, max_num: int, image_si
 def reference_pixel_values(
     image: Image.Image, max_num: int = 12, image_size: int = 448, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
 ) -> torch.Tensor:
-    """Spec §3.2 steps 4-7 and §3.1 in numpy: (tiles, 3, S, S)."""
+    """Official resize, crop, thumbnail and `build_transform` in numpy: (tiles, 3, S, S)."""
     cols, rows = reference_grid(image.width, image.height, 1, max_num, image_size)
     resized = image.resize((image_size * cols, image_size * rows))  # PIL default: bicubic
     tiles = []

@@ -253,7 +253,7 @@ def test_levenshtein():
         ("paris", ["PARIS"], 1.0),  # case-insensitive
         ("  Paris  Texas ", ["paris texas"], 1.0),  # whitespace collapsed
         ("Paris.", ["Paris"], 1 - 1 / 6),  # trailing punctuation costs one edit (standard ANLS)
-        ("abcxy", ["abcde"], 1 - 2 / 5),  # NED 0.4 < 0.5: 1 - NED, not NED (spec §11 note 5)
+        ("abcxy", ["abcde"], 1 - 2 / 5),  # NED 0.4 < 0.5: 1 - NED, not NED (docs/evaluation.md#anls)
         ("abef", ["abcd"], 0.0),  # NED 0.5 is not below the threshold
         ("London", ["Paris"], 0.0),
         ("Pari", ["London", "Paris"], 1 - 1 / 5),  # max over accepted answers

@@ -64,7 +64,7 @@ def test_logits_match_transformers(tmp_path, family, vit, extra):
 
 
 def fuse_internlm2_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_kv_heads: int) -> torch.Tensor:
-    """Spec §2.3, written independently of internvl.weights: rows grouped per KV head as
+    """docs/checkpoints.md#internlm2-wqkv, written independently of internvl.weights: rows grouped per KV head as
     [q_{gG}..q_{gG+G-1}, k_g, v_g]."""
     head_dim = k.shape[0] // num_kv_heads
     group = q.shape[0] // head_dim // num_kv_heads

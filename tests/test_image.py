@@ -1,5 +1,5 @@
-"""Image loading, dynamic tiling and normalisation (spec §3.1-3.2) against independent references:
-the spec's test vectors, a literal re-implementation of the official algorithm, the official
+"""Image loading, dynamic tiling and normalisation (docs/images-and-video.md) against independent references:
+the official algorithm's test vectors, a literal re-implementation of the official algorithm, the official
 preprocessing output, and transformers' GOT-OCR2 image processors."""
 
 import io
@@ -40,7 +40,7 @@ from tests.inputs_fixtures import (
 
 # ------------------------------------------------------------------------------------ grid choice
 
-SPEC_VECTORS = [  # spec §3.2: (W, H, max_num) -> grid (cols, rows), total tiles incl. thumbnail
+SPEC_VECTORS = [  # docs/images-and-video.md#dynamic-tiling: (W, H, max_num) -> grid (cols, rows), total tiles incl. thumbnail
     (448, 448, 12, (1, 1), 1),
     (800, 600, 12, (4, 3), 13),
     (1024, 768, 6, (3, 2), 7),
@@ -211,7 +211,7 @@ def test_transformers_torchvision_processor_bound():
     torch's bicubic kernel (antialiased), which is not PIL's: we measured on this sweep (torch
     2.13, torchvision 0.28) max |diff| 0.349 after normalisation (about 20 of 255 grey levels, at
     447x449 -> 448x448) and 1-2 levels on most sizes; a 448x448 image (no resize) is within 1e-6.
-    The issue hoped for 1e-6: that does not hold for this backend (spec §11.16). The official
+    The issue hoped for 1e-6: that does not hold for this backend (docs/images-and-video.md#dynamic-tiling). The official
     fixture and the PIL backend above are the binding references."""
     processor = hf_got_ocr2_processor("torchvision", **HF_KWARGS)
     worst = 0.0

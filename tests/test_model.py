@@ -12,7 +12,7 @@ from tests.tiny import build_hf_model, two_sample_batch
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_pixel_shuffle_index_mapping(version):
-    """Spec §1.3: output cell (i, j) = [x(2i,2j), x(2i,2j+1), x(2i+1,2j), x(2i+1,2j+1)];
+    """docs/architecture.md#pixel-shuffle: output cell (i, j) = [x(2i,2j), x(2i,2j+1), x(2i+1,2j), x(2i+1,2j+1)];
     v2 stores it at row-major token 16i+j, v1 at 16j+i."""
     rows = cols = 8
     channels = 3

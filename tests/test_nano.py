@@ -139,3 +139,12 @@ def test_nano_scripts_end_in_one_line_on_bad_input(monkeypatch, capsys, tmp_path
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("nano.baselines: error: ") and "none.tsv" in err and err.count("\n") == 1
+
+
+def test_train_nano_script_parses_and_refuses_an_unknown_flag():
+    import subprocess
+
+    script = Path(__file__).parents[1] / "scripts" / "train_nano.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    refused = subprocess.run(["bash", str(script), "--fast"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "unknown argument --fast" in refused.stderr

@@ -1,4 +1,4 @@
-"""The packed dataset (spec §5.4), loss weights (§5.5) and the batch contract of `internvl.data.collate`.
+"""The packed dataset (docs/sft.md#packing), loss weights (docs/sft.md#loss-weights) and the batch contract of `internvl.data.collate`.
 
 Packing rules are tested on synthetic samples (token ids spelled out, 1x1 "tiles"); sharding,
 workers and determinism on real `SupervisedDataset`s with the Qwen2 tokenizer; the batch contract

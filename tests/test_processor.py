@@ -1,4 +1,4 @@
-"""The processor (spec §4.2-4.4) against the official prompt recipe, written independently here,
+"""The processor (docs/prompts.md) against the official prompt recipe, written independently here,
 tokenised with a real Qwen2 tokenizer; tiles and pixels against the literal tiling reference."""
 
 import pytest
@@ -22,7 +22,7 @@ SYS = "你是书生·万象，英文名是InternVL，是由上海人工智能实
 
 
 def official_chat_prompt(question, history, num_patches_list, system=SYS, num_image_token=256):
-    """What the official `chat()` feeds the tokenizer, from the spec text (§4.2-4.4, internvl2_5)."""
+    """What the official `chat()` feeds the tokenizer, as docs/prompts.md describes it (internvl2_5)."""
     if history is None and len(num_patches_list) > 0 and "<image>" not in question:
         question = "<image>\n" + question
     query = "<|im_start|>system\n" + system + "<|im_end|>\n"

@@ -1,7 +1,7 @@
-"""SFT data (spec §5.1-5.3): meta file, lazy JSONL index, bad lines, tokenisation and label masking
+"""SFT data (docs/sft.md): meta file, lazy JSONL index, bad lines, tokenisation and label masking
 with a real Qwen2 tokenizer, multi-image tile budgets, video and text-only samples.
 
-References for masking are written here from the spec text (segment strings, masking rule), not from
+References for masking are written here from the official rule (docs/sft.md#masking: segment strings, masking), not from
 the package. Tiles are 28 px with 4 tokens each to keep sequences short; the rules do not depend on it.
 """
 
@@ -240,7 +240,7 @@ def test_truncation_that_cuts_an_image_is_a_bad_line(tmp_path, media, qwen2_toke
 
 
 def reference_internvl2_5(tokenizer, system, turns):
-    """Spec §5.3 literally: segments tokenised apart; assistant: mask len(tok(prefix)) tokens and the last."""
+    """`preprocess_internvl2_5` (docs/sft.md#masking) literally: segments tokenised apart; assistant: mask len(tok(prefix)) tokens and the last."""
     segments = [("system", f"<|im_start|>system\n{system}<|im_end|>\n")]
     for role, value in turns:
         name = "user" if role == "human" else "assistant"
@@ -369,7 +369,7 @@ class BosTokenizer:
 
 
 def test_bos_tokenizer_gets_exactly_one_bos(qwen2_tokenizer):
-    """Spec §5.3 step 3: BOS string prepended to the first segment, every segment tokenised with its
+    """`preprocess_internvl2_5` with a BOS tokenizer (docs/sft.md#masking): BOS string prepended to the first segment, every segment tokenised with its
     BOS, the first token of each dropped, prefix length minus one."""
     tokenizer = BosTokenizer(qwen2_tokenizer)
     turns = [("human", "Hi"), ("gpt", "Hello there."), ("human", "Again?"), ("gpt", "Yes.")]

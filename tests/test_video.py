@@ -1,4 +1,4 @@
-"""Video frame sampling and decoding (spec §3.4) on small clips written with PyAV in the test."""
+"""Video frame sampling and decoding (docs/images-and-video.md#video) on small clips written with PyAV in the test."""
 
 import builtins
 import sys
@@ -14,7 +14,7 @@ from tests.inputs_fixtures import decoded_frame_ids, write_clip
 av = pytest.importorskip("av")
 
 def spec_get_index(bound, fps, max_frame, first_idx=0, num_segments=32):
-    """Spec §3.4 `get_index`, written from the text (numpy rounding, as in the official code)."""
+    """The official `get_index` (docs/images-and-video.md#video), written here (numpy rounding, as in the official code)."""
     if bound:
         start, end = bound[0], bound[1]
     else:

@@ -1,6 +1,6 @@
 """The detail family needs dynamic tiling: its answer vanishes when the canvas is squeezed to one tile.
 
-Checked through the project's own tiling (``internvl.inputs.image``, spec §3.2): the native tiles
+Checked through the project's own tiling (``internvl.inputs.image``, docs/images-and-video.md#dynamic-tiling): the native tiles
 keep the detail, the thumbnail tile (what a single-tile model sees) does not.
 """
 

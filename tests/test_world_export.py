@@ -1,4 +1,4 @@
-"""Exports read back: SFT meta + JSONL (spec §5), VLMEvalKit TSV, preference pairs (spec §6.1), the CLI."""
+"""Exports read back: SFT meta + JSONL (docs/sft.md), VLMEvalKit TSV, preference pairs (docs/preference-and-rewards.md#mpo-pairs), the CLI."""
 
 from __future__ import annotations
 

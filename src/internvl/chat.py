@@ -5,7 +5,7 @@
     session = chat.session(); session.ask("Describe it.", images=["a.png"]); session.ask("And the colour?")
     chat.ask_batch(["Q1", "Q2"], images=[["a.png"], []])            # one batched generation
 
-Prompts follow the official `chat()` recipe (spec §4.4): the checkpoint's template, its system
+Prompts follow the official `chat()` recipe (docs/prompts.md#chat): the checkpoint's template, its system
 message (config `system_message`, else the template default), `<image>\\n` before the first question,
 generation stopping at the template's stop token, and the answer cut at the stop string and stripped.
 """

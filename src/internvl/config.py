@@ -2,7 +2,7 @@
 
 The original layout (`InternVLChatModel`, remote code) and the transformers-native layout
 (`InternVLForConditionalGeneration`, "-hf") describe the same model with different field names
-(spec §2). Everything downstream sees only `InternVLConfig`; the two layouts meet here and nowhere else.
+(docs/checkpoints.md). Everything downstream sees only `InternVLConfig`; the two layouts meet here and nowhere else.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def _from_original(raw: dict[str, Any], source: str) -> InternVLConfig:
     if "ps_version" not in raw:
         raise ConfigError(
             f"{source}: no 'ps_version' field. The official config class then silently uses 'v1' "
-            "(a transposed token order, spec §11), while every InternVL 2.5/3/3.5 release uses 'v2'. "
+            "(a transposed token order, docs/architecture.md#pixel-shuffle), while every InternVL 2.5/3/3.5 release uses 'v2'. "
             "Add \"ps_version\": \"v2\" (or \"v1\" if the model was really trained that way) to config.json."
         )
     vision_raw = _require(raw, "vision_config", source)

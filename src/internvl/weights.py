@@ -1,6 +1,6 @@
 """Checkpoint layouts: key maps, strict loading without double memory, atomic saving, conversion.
 
-Both layouts of spec §2 map onto our module names through one table per layout (`checkpoint_map`):
+Both layouts of docs/checkpoints.md map onto our module names through one table per layout (`checkpoint_map`):
 each of our tensors is made of one or more checkpoint tensors stacked along dim 0 (fused q/k/v and
 gate/up), optionally with a row permutation (InternLM2's group-interleaved `wqkv`). Loading reads every
 checkpoint tensor straight into its slice of the already-allocated parameter, so the weights are held in
@@ -137,7 +137,7 @@ def _projector_map(layout: str) -> dict[str, Source]:
 
 
 def internlm2_qkv_order(num_heads: int, num_kv_heads: int, head_dim: int) -> torch.Tensor:
-    """Rows of InternLM2's `wqkv` in our [q heads; k heads; v heads] order (spec §2.3).
+    """Rows of InternLM2's `wqkv` in our [q heads; k heads; v heads] order (docs/checkpoints.md#internlm2-wqkv).
 
     `wqkv` groups rows per KV head g: [q_{gG}, ..., q_{gG+G-1}, k_g, v_g], G = num_heads / num_kv_heads.
     """
@@ -148,7 +148,7 @@ def internlm2_qkv_order(num_heads: int, num_kv_heads: int, head_dim: int) -> tor
 
 def _language_map(config: InternVLConfig, layout: str) -> dict[str, Source]:
     t = config.text
-    prefix = "language_model.model."  # same in both layouts (hf: as transformers writes it, spec §2.2)
+    prefix = "language_model.model."  # same in both layouts (hf: as transformers writes it, docs/checkpoints.md#the-hf-layout)
     head = "language_model.lm_head.weight"
     fused_internlm2 = t.family == "internlm2" and layout == "original"
     out: dict[str, Source] = {}
@@ -195,7 +195,7 @@ def _language_map(config: InternVLConfig, layout: str) -> dict[str, Source]:
     return out
 
 
-# The hf layout has two spellings (spec §2.2): transformers' module tree (`model.vision_tower.`, ...) and
+# The hf layout has two spellings (docs/checkpoints.md#the-hf-layout): transformers' module tree (`model.vision_tower.`, ...) and
 # the one its save_pretrained writes and older checkpoints use (`vision_tower.`, ...). We read both and
 # write the latter, as transformers itself does.
 _HF_MODULE_PREFIXES = (
@@ -377,7 +377,7 @@ def load_model(folder: str | Path, dtype: torch.dtype | None = None, device: str
         files = {_canonical_hf_key(k): v for k, v in files.items()}
     files = {k: v for k, v in files.items() if not k.endswith(IGNORED_SUFFIXES)}
     if config.text.tie_word_embeddings and "language_model.lm_head.weight" in files:
-        config.text.tie_word_embeddings = False  # a stored head wins over the tie flag (spec §2.2)
+        config.text.tie_word_embeddings = False  # a stored head wins over the tie flag (docs/checkpoints.md#the-hf-layout)
     dtype = dtype or _checkpoint_dtype(files)
     with torch.device("meta"):
         model = InternVL(config).to(dtype)  # no memory yet: parameters are allocated once, below

@@ -1,4 +1,4 @@
-"""Samples or packs -> one padded batch, with per-token loss weights (spec §5.4-5.5).
+"""Samples or packs -> one padded batch, with per-token loss weights (docs/sft.md#packing).
 
 The batch contract (what `Collator` returns; B rows, T = longest row or `pad_to`, N = all tiles):
 
@@ -17,7 +17,7 @@ The batch contract (what `Collator` returns; B rows, T = longest row or `pad_to`
     num_padding_tokens      int     B * T - num_tokens
     num_supervised_tokens   int     labels != -100
 
-The loss the training loop computes from it (next-token prediction, spec §5.5):
+The loss the training loop computes from it (next-token prediction, docs/sft.md#loss-weights):
 
     ce = cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), reduction="none")
     w = loss_weight[:, 1:].flatten()

@@ -2,7 +2,7 @@
 
 Named in a recipe as `data.source: internvl.data.loader:packed_batches`, with `data.options`:
 
-    meta_path          the meta JSON (spec §5.1)                                  (required)
+    meta_path          the meta JSON (docs/sft.md#meta-file)                                  (required)
     tokenizer          folder with the tokenizer files                            (required)
     max_packed_tokens  tokens per pack (one pack = one micro-batch row)           (default 4096)
     num_images_expected  tiles per pack                                           (default 48)

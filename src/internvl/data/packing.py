@@ -1,4 +1,4 @@
-"""The packed dataset (spec §5.4): many conversations per row, up to a token and a tile budget.
+"""The packed dataset (docs/sft.md#packing): many conversations per row, up to a token and a tile budget.
 
 Samples stream in from several datasets (chosen at random by weight) and wait in a small list of
 open buffers, kept sorted by descending tile count. Each new sample joins the first buffer it fits

@@ -2,14 +2,14 @@
 
     meta.json --read_meta--> [DatasetSpec] --SupervisedDataset--> Sample (input_ids, labels, tiles)
 
-* Meta file (spec §5.1): `{name: {root, annotation, repeat_time, data_augment, max_dynamic_patch?}}`.
-* Annotations (spec §5.2) are JSONL; `LineIndex` records the byte offset of every line in one streaming
+* Meta file (docs/sft.md#meta-file): `{name: {root, annotation, repeat_time, data_augment, max_dynamic_patch?}}`.
+* Annotations (docs/sft.md#annotation-lines) are JSONL; `LineIndex` records the byte offset of every line in one streaming
   pass and a line is read only when its sample is asked for, so a dataset of millions of lines costs
   16 bytes per line of memory, not the file.
 * A line holds one image, several images (each gets `max(1, max_tiles // n_images)` tiles), a video
-  (frames, one tile each, announced as `Frame-1: <image>\\n…`, spec §3.4) or no media at all (one
+  (frames, one tile each, announced as `Frame-1: <image>\\n…`, docs/images-and-video.md#video) or no media at all (one
   dummy white tile with image flag 0 and no image tokens).
-* Tokenisation and label masking follow `preprocess_internvl2_5` (spec §5.3) for every template: the
+* Tokenisation and label masking follow `preprocess_internvl2_5` (docs/sft.md#masking) for every template: the
   system segment and each turn are tokenised separately; an assistant turn supervises its answer and
   the template's end token (`<|im_end|>`, `<|end|>`), never the role prefix nor the newline after it.
 * A line that cannot be used (bad JSON, missing or malformed conversations, unknown or misplaced roles,
@@ -70,7 +70,7 @@ class Tokenizer(Protocol):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One entry of a meta file (spec §5.1)."""
+    """One entry of a meta file (docs/sft.md#meta-file)."""
 
     name: str
     root: str  # prefix of relative media paths
@@ -244,7 +244,7 @@ def _single_token_id(tokenizer: Tokenizer, token: str) -> int:
 
 @dataclass(frozen=True)
 class SFTSettings:
-    """How lines become samples. Defaults: the InternVL2.5 fine-tuning scripts (spec §5.7)."""
+    """How lines become samples. Defaults: the InternVL2.5 fine-tuning scripts (docs/sft.md#hyper-parameters)."""
 
     template: str = "internvl2_5"
     num_image_token: int = 256  # tokens per tile: (tile_size // 14) ** 2 // 4
@@ -265,7 +265,7 @@ class SFTSettings:
 
 
 class ConversationEncoder:
-    """Turns (system, turns) into token ids and labels for one template (spec §5.3).
+    """Turns (system, turns) into token ids and labels for one template (docs/sft.md#masking).
 
     Segments: `system_template.format(system) + sep`, then `role + value + sep` per turn, each tokenised
     on its own. An assistant segment is supervised except its role prefix and what follows the end

@@ -37,7 +37,7 @@ def chat_answerer(chat: Chat, settings: RunSettings) -> Answerer:
         for item in items:
             pictures = item.load_images()
             if item.meta.get("media") == "video":
-                # frames of one video, one tile each, in the SFT prompt convention (spec §3.4)
+                # frames of one video, one tile each, in the SFT prompt convention (docs/images-and-video.md#video)
                 frames = video_prompt(len(pictures), label="Frame-")
                 conversations.append([{"role": "user", "content": frames + item.prompt}])
                 images.append(pictures)

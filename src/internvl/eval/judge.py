@@ -1,7 +1,7 @@
 """LLM judge in the MM-Vet style: a chat model grades each open answer 0.0-1.0 against the ground truth.
 
-The whole grading prompt is `JUDGE_PROMPT` below (our wording of the MM-Vet few-shot table, spec
-§10.3: `<AND>` / `<OR>` in the ground truth, scores in steps of 0.1, "complete the last cell"). It
+The whole grading prompt is `JUDGE_PROMPT` below (our wording of the MM-Vet few-shot table as the official
+MM-Vet grader uses it: `<AND>` / `<OR>` in the ground truth, scores in steps of 0.1, "complete the last cell"). It
 is not the official MM-Vet text, so scores are close to, not identical with, official MM-Vet numbers;
 to reproduce those, replace this constant with the official prompt.
 

@@ -1,9 +1,9 @@
 """Text prompts sent to the model for each kind of question, in one place.
 
-The wording follows the InternVL evaluation code and VLMEvalKit's InternVL prompts (spec §10): a
+The wording follows the InternVL evaluation code and VLMEvalKit's InternVL prompts (docs/evaluation.md): a
 multiple-choice question is `[hint\\n]question\\nA. ...\\nB. ...\\n` + the letter instruction; a short
 answer question gets the "single word or phrase" instruction; open questions (judged, grounding) go
-as they are. Chain-of-thought uses the MMPR `en` instruction (spec §7.1), whose "Final answer:"
+as they are. Chain-of-thought uses the MMPR `en` instruction (docs/preference-and-rewards.md#reasoning-instruction), whose "Final answer:"
 trigger is what `scoring.find_final_answer` looks for.
 """
 
@@ -17,7 +17,7 @@ SHORT_ANSWER_SUFFIX = "Answer the question using a single word or phrase."
 YES_NO_SUFFIX = "Please answer Yes or No."
 BOXED_SUFFIX = "Please answer the question and put the final answer within \\boxed{}."
 
-# Short-answer instructions removed before a question is wrapped for chain-of-thought (spec §7.1).
+# Short-answer instructions removed before a question is wrapped for chain-of-thought (docs/preference-and-rewards.md#reasoning-instruction).
 SHORT_ANSWER_INSTRUCTIONS = (SHORT_ANSWER_SUFFIX, MCQ_SUFFIX, YES_NO_SUFFIX, BOXED_SUFFIX, MCQ_SUFFIX_ZH)
 
 COT_TEMPLATE = (

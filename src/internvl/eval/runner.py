@@ -57,7 +57,7 @@ class RunError(InternVLError):
 
 
 def default_generation() -> dict[str, Any]:
-    """Greedy decoding, as the InternVL evaluation scripts use (spec §10)."""
+    """Greedy decoding, as the InternVL evaluation scripts use (docs/evaluation.md)."""
     return {"max_new_tokens": 1024, "do_sample": False, "temperature": 0.0, "top_p": 1.0, "num_beams": 1}
 
 

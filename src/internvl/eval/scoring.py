@@ -28,7 +28,7 @@ Rules, so that a reader can predict every score:
   An accepted answer that is not a single number is compared with `exact` instead.
 * anls: 1 - NED (Levenshtein distance / longer length) on lower-cased, whitespace-collapsed text,
   0 when NED >= threshold (0.5), max over accepted answers. This is the standard ANLS (DocVQA);
-  the official MMPR `check_answer` scores `NED` itself, a bug we do not copy (spec §11 note 5).
+  the official MMPR `check_answer` scores `NED` itself, a bug we do not copy (docs/evaluation.md#anls).
 * iou: the first box `[[x1, y1, x2, y2]]` of the response (inside `<box>...</box>` when present,
   InternVL's 0-1000 coordinates) against the accepted box(es); 1 when IoU >= threshold (0.5).
 * judge: scored by an LLM, see `internvl.eval.judge`.

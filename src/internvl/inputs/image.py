@@ -1,6 +1,6 @@
 """From an image file to InternVL tiles: safe loading, dynamic high-resolution tiling, normalisation.
 
-The pipeline reproduces the official one (spec §3.1-3.2) pixel for pixel:
+The pipeline reproduces the official one (docs/images-and-video.md) pixel for pixel:
 
     file --load_image--> RGB PIL image --split_into_tiles--> PIL tiles (grid in raster order,
     thumbnail last when >1 tile) --tiles_to_tensor--> (tiles, 3, S, S) float32, normalised
@@ -156,7 +156,7 @@ def choose_grid(
     """The (cols, rows) grid the official `find_closest_aspect_ratio` picks for a width x height image.
 
     The grid whose cols/rows is closest to width/height wins; on an exact tie the later candidate
-    (more tiles) wins only while the image area exceeds half of its canvas (spec §3.2). Small images
+    (more tiles) wins only while the image area exceeds half of its canvas (docs/images-and-video.md#dynamic-tiling). Small images
     can therefore be upscaled onto many tiles (300x200 -> 3x2).
     """
     aspect = width / height

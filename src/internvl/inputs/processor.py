@@ -1,4 +1,4 @@
-"""Messages -> prompt text -> token ids + pixel values + tiles per image (spec §4.2-4.4).
+"""Messages -> prompt text -> token ids + pixel values + tiles per image (docs/prompts.md).
 
 A conversation is a list of messages `{"role": "system" | "user" | "assistant", "content": ...}`.
 Content is a string, or a list of parts (interleaved, in order):
@@ -346,7 +346,7 @@ def build_chat_prompt(
     tiles_per_image: Sequence[int] = (),
     history: Sequence[tuple[str, str]] | None = None,
 ) -> str:
-    """The prompt the official `chat()` builds (spec §4.4), image blocks expanded.
+    """The prompt the official `chat()` builds (docs/prompts.md#chat), image blocks expanded.
 
     `history` is a list of (question, answer) pairs; `tiles_per_image` is the official
     `num_patches_list` and covers the `<image>` placeholders of the history and of the question.

@@ -1,6 +1,6 @@
 """Conversation templates by name: how a system message and turns become one prompt string.
 
-Every template InternVL 2.x/3/3.5 (non-GPT-OSS) uses has the official `sep_style=MPT` (spec §4.3):
+Every template InternVL 2.x/3/3.5 (non-GPT-OSS) uses has the official `sep_style=MPT` (docs/prompts.md#templates):
 
     prompt = system_template.format(system_message=...) + sep
     for each (role, message):  role + message + sep   if message   else   role   (the generation slot)
@@ -37,8 +37,8 @@ THINKING_SYSTEM_PROMPT = (
 """System prompt for the InternVL3.5 "thinking mode" (model cards: set it as the system message and
 sample with temperature 0.6).
 
-The official text (`R1_SYSTEM_PROMPT` in the official repository's reasoning-data tools) is not in
-our spec. This is OUR paraphrase of what it asks for: reasoning inside `<think>…</think>`, then a
+The official text (`R1_SYSTEM_PROMPT` in the official repository's reasoning-data tools) is not
+reproduced here. This is OUR paraphrase of what it asks for: reasoning inside `<think>…</think>`, then a
 standalone answer after a newline. The models were trained with the official wording, so answers may
 differ slightly from runs that use it; pass the official text as `system_message` if you have it.
 """

@@ -1,7 +1,7 @@
 """The special-token strings of InternVL: the one place they are spelled out.
 
 The nine tokens below are added to the language model's tokenizer by the official training code,
-in this order, as special tokens (spec §4.1); their ids depend on the tokenizer family, so code looks
+in this order, as special tokens (docs/prompts.md#special-tokens); their ids depend on the tokenizer family, so code looks
 them up by string (`tokenizer.convert_tokens_to_ids(IMG_CONTEXT)`) and never hard-codes ids.
 `<image>` and `<video>` are plain-text placeholders, not tokens: the processor replaces them before
 tokenisation.
@@ -35,5 +35,5 @@ VIDEO_PLACEHOLDER = "<video>"  # replaced by one "Frame{i}: <image>\n" line per 
 
 
 def image_block(num_tiles: int, num_image_token: int) -> str:
-    """The text that stands for one image of `num_tiles` tiles (spec §4.2): no spaces, no newlines."""
+    """The text that stands for one image of `num_tiles` tiles (docs/prompts.md#image-expansion): no spaces, no newlines."""
     return IMG_START + IMG_CONTEXT * (num_image_token * num_tiles) + IMG_END

@@ -1,6 +1,6 @@
 """From a video file to InternVL frame tiles: segment-based frame sampling, one tile per frame.
 
-Follows the official inference recipe (README `load_video`, spec §3.4): split the (optionally
+Follows the official inference recipe (README `load_video`, docs/images-and-video.md#video): split the (optionally
 bounded) frame range into `num_segments` equal segments, take the middle frame of each, resize it
 to one S x S tile (no grid, no thumbnail), normalise. In the prompt the frames appear as
 `Frame1: <image>\\nFrame2: <image>\\n…`, each `<image>` worth one tile.

@@ -1,4 +1,4 @@
-"""From ViT patch tokens to language-model embeddings: pixel shuffle, then the `mlp1` projector. Spec §1.3-1.4."""
+"""From ViT patch tokens to language-model embeddings: pixel shuffle, then the `mlp1` projector. See docs/architecture.md#pixel-shuffle and #projector."""
 
 from __future__ import annotations
 

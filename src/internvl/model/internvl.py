@@ -1,6 +1,6 @@
 """The whole InternVL model: InternViT -> pixel shuffle -> projector, spliced into the decoder's inputs.
 
-Data flow (spec §1.1), for a batch whose images' tiles are concatenated in order:
+Data flow (docs/architecture.md#data-flow), for a batch whose images' tiles are concatenated in order:
     pixel_values (tiles, 3, 448, 448) -> ViT (tiles, 1025, d_vit) -> drop CLS, (tiles, 32, 32, d_vit)
     -> pixel shuffle (tiles, 16, 16, 4*d_vit) -> projector (tiles, 256, d_llm)
     input_ids (batch, seq) -> embeddings; the <IMG_CONTEXT> positions, in row-major order (batch, then
@@ -73,7 +73,7 @@ class InternVL(nn.Module):
         Pass `pixel_values` (tiles, 3, H, W) or precomputed `image_features` (tiles, 256, d_llm), e.g.
         from a separate vision worker. `image_flags` (tiles,) marks real tiles with 1 and dummy tiles
         (text-only training samples) with 0: every tile runs through the encoder, so that all parameters
-        take part in the backward pass, but only real tiles fill `<IMG_CONTEXT>` slots (spec §1.5).
+        take part in the backward pass, but only real tiles fill `<IMG_CONTEXT>` slots (docs/architecture.md#image-tokens).
         """
         embeds = self.language.embed(input_ids)  # (batch, seq, d_llm)
         if pixel_values is None and image_features is None:

@@ -1,5 +1,5 @@
 """InternViT: the vision encoder, in its 300M flavour (LayerNorm, qkv bias) and 6B flavour
-(RMSNorm, qk-norm across all heads). Spec §1.2."""
+(RMSNorm, qk-norm across all heads). See docs/architecture.md#internvit."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class VisionAttention(nn.Module):
         self.num_heads = config.num_heads
         self.qkv = Linear(d, 3 * d, bias=config.qkv_bias)
         self.qk_norm = config.qk_norm
-        if config.qk_norm:  # over the whole d = heads*head_dim vector, not per head (spec §11.3)
+        if config.qk_norm:  # over the whole d = heads*head_dim vector, not per head (docs/architecture.md#internvit)
             self.q_norm = RMSNorm(d, config.norm_eps)
             self.k_norm = RMSNorm(d, config.norm_eps)
         self.proj = Linear(d, d)

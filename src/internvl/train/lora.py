@@ -1,6 +1,6 @@
 """LoRA adapters (through `peft`) on the language model and / or the vision encoder, and merging them.
 
-Targets (spec §5.6, on our fused module names): the decoder's `attn.qkv`, `attn.o`, `mlp.gate_up`,
+Targets (docs/sft.md#freezing-and-lora, on our fused module names): the decoder's `attn.qkv`, `attn.o`, `mlp.gate_up`,
 `mlp.down` (and the same two in every MoE expert); the ViT's `attn.qkv`, `attn.proj`, `mlp.fc1`,
 `mlp.fc2`. alpha = 2·rank, dropout 0.05 by default.
 

@@ -1,6 +1,6 @@
 """Losses of the training recipes, computed from the decoder's final hidden states.
 
-Next-token cross-entropy (spec §5.3, §5.5): position t predicts the token at t+1. Labels arrive
+Next-token cross-entropy (docs/sft.md#masking, docs/sft.md#loss-weights): position t predicts the token at t+1. Labels arrive
 unshifted (`-100` = ignore), with a per-token `loss_weight` in which the token / sample / square
 reduction of the data pipeline is already applied (0 where ignored). The recipe divides the weighted
 sum returned here by Σw, the weight of every supervised token of the optimiser step on every rank,
@@ -78,7 +78,7 @@ def load_balancing_loss(
     router_logits: list[torch.Tensor], num_experts: int, top_k: int, token_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Switch-Transformer auxiliary loss over all MoE layers, as transformers' `load_balancing_loss_func`
-    (which the InternVL 3.5 code adds with `router_aux_loss_coef`, spec §1.6).
+    (which the InternVL 3.5 code adds with `router_aux_loss_coef`, docs/architecture.md#language-models).
 
     router_logits: one (tokens, experts) tensor per MoE layer; token_mask: (tokens,) 1 for real tokens.
     Returns E · Σ_e f_e · P_e, with f_e the share of (token, top-k slot) assignments routed to expert e

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning (spec §5): the whole recipe on one page, configured by one YAML file.
+"""Supervised fine-tuning (docs/sft.md): the whole recipe on one page, configured by one YAML file.
 
     internvl train sft configs/sft_lora.yaml optim.lr=1e-4 train.max_steps=200
     torchrun --nproc_per_node 8 -m internvl.cli train sft configs/sft_full.yaml
@@ -10,7 +10,7 @@ batch stream -> resume (weights, optimiser, schedule, data position, RNG) -> per
 micro-batches, compute Σw of the whole step, forward + chunked loss + backward per micro-batch (bf16
 autocast), reduce statistics, stop on a non-finite loss, clip, step -> log, checkpoint -> plot.
 
-Loss of one optimiser step (spec §5.5): Σ_t w_t·CE_t / Σ_t w_t with both sums over every micro-batch
+Loss of one optimiser step (docs/sft.md#loss-weights): Σ_t w_t·CE_t / Σ_t w_t with both sums over every micro-batch
 of the step on every rank (`train.loss_normalization: global`). It does not depend on how the global
 batch is split into ranks and accumulation steps, so 2 ranks x 1 micro-batch give the same update as
 1 rank x 2 micro-batches. `micro_batch` reproduces the official code instead: each micro-batch is
@@ -60,7 +60,7 @@ class ModelSettings:
 
 @dataclass
 class FreezeSettings:
-    """Frozen parts get no gradients and run in eval mode (spec §5.6 freeze_backbone / freeze_mlp / freeze_llm).
+    """Frozen parts get no gradients and run in eval mode (docs/sft.md#freezing-and-lora freeze_backbone / freeze_mlp / freeze_llm).
     A part with LoRA adapters always has its base weights frozen (only the adapters train)."""
 
     vision: bool = False
@@ -84,7 +84,7 @@ class DataSettings:
 
 @dataclass
 class OptimSettings:
-    lr: float = 4e-5  # peak learning rate (spec §5.7: 1e-5 .. 8e-5 full, 4e-5 LoRA, 2e-4 projector warm-up)
+    lr: float = 4e-5  # peak learning rate (docs/sft.md#hyper-parameters: 1e-5 .. 8e-5 full, 4e-5 LoRA, 2e-4 projector warm-up)
     lr_vision: float | None = None  # per-part peak learning rates; None = `lr`
     lr_projector: float | None = None
     lr_language: float | None = None
@@ -387,7 +387,7 @@ def _train(config: SFTConfig, state: distributed.Distributed) -> dict[str, Any]:
         batches = [next(stream) for _ in range(accum)]
         inputs = [model_inputs(b, state.device) for b in batches]
 
-        # Σw of every micro-batch of this step on every rank: the loss normaliser (spec §5.5).
+        # Σw of every micro-batch of this step on every rank: the loss normaliser (docs/sft.md#loss-weights).
         shifted = [shift_targets(x.pop("labels"), x.pop("loss_weight"), x.get("document_ids")) for x in inputs]
         weight_sums = torch.tensor([float(w.sum()) for _, w in shifted], dtype=torch.float64)
         state.all_reduce_sum(weight_sums)

@@ -47,7 +47,7 @@ def _common(p: argparse.ArgumentParser, default_split: str) -> None:
 def add_subcommands(parser: argparse.ArgumentParser) -> None:
     """The ``generate | export-tsv | pairs | show | families`` subcommands, under ``parser``."""
     sub = parser.add_subparsers(dest="world_command", required=True)
-    g = sub.add_parser("generate", help="media + <split>.jsonl + meta.json (SFT format, spec §5)")
+    g = sub.add_parser("generate", help="media + <split>.jsonl + meta.json (SFT format, docs/sft.md)")
     g.add_argument("--out", required=True, help="output directory (one per split)")
     _common(g, "train")
     g.add_argument("--video-format", default="auto", choices=VIDEO_FORMATS,
@@ -59,7 +59,7 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     t = sub.add_parser("export-tsv", help="VLMEvalKit-style TSV with base64 PNG images")
     t.add_argument("--out", required=True, help="output .tsv file")
     _common(t, "test")
-    p = sub.add_parser("pairs", help="pairs_<split>.jsonl + meta_pairs.json (MPO format, spec §6.1)")
+    p = sub.add_parser("pairs", help="pairs_<split>.jsonl + meta_pairs.json (MPO format, docs/preference-and-rewards.md#mpo-pairs)")
     p.add_argument("--out", required=True, help="output directory")
     _common(p, "train")
     p.add_argument("--video-format", default="auto", choices=VIDEO_FORMATS)

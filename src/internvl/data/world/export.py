@@ -1,15 +1,15 @@
-"""Write samples in the formats other tools read: SFT (spec §5), preference pairs (spec §6.1), TSV.
+"""Write samples in the formats other tools read: SFT (docs/sft.md), preference pairs (docs/preference-and-rewards.md#mpo-pairs), TSV.
 
 ``export_sft`` writes, under ``OUT`` (one directory per split is the intended use)::
 
     OUT/images/...       pictures and videos (layout in ``media.py``)
-    OUT/<split>.jsonl    one SFT line per sample (spec §5.2) plus "world": the full sample record
+    OUT/<split>.jsonl    one SFT line per sample (docs/sft.md#annotation-lines) plus "world": the full sample record
                          (with ``questions_per_image`` K > 1: K human/gpt turn pairs about the same
                          picture, the first as usual and "world"["followups"] the K-1 other records)
     OUT/meta.json        {"world_<split>": {root, annotation, data_augment, repeat_time, length,
-                                            max_dynamic_patch}} (spec §5.1)
+                                            max_dynamic_patch}} (docs/sft.md#meta-file)
 
-``export_pairs`` writes ``OUT/pairs_<split>.jsonl`` and ``OUT/meta_pairs.json`` (spec §6.1 lines
+``export_pairs`` writes ``OUT/pairs_<split>.jsonl`` and ``OUT/meta_pairs.json`` (docs/preference-and-rewards.md#mpo-pairs lines
 plus "world" and, for reasoning, "wrong_step"); ``export_tsv`` one VLMEvalKit-style TSV with base64
 PNG pictures. ``root`` and ``annotation`` are absolute paths, because the official loader joins
 ``root`` with each relative media path and opens ``annotation`` as given. The "world" record lets
@@ -45,7 +45,7 @@ EVAL_METRIC = {"choice": "mcq", "number": "numeric", "box": "iou"}
 
 
 def media_fields(sample: Sample) -> dict[str, Any]:
-    """``image`` (str, or list for several) or ``video``, as in spec §5.2."""
+    """``image`` (str, or list for several) or ``video``, as in docs/sft.md#annotation-lines."""
     if sample.video:
         return {"video": sample.video}
     if len(sample.images) == 1:
@@ -59,7 +59,7 @@ def human_turn(sample: Sample) -> str:
 
 
 def sft_line(sample: Sample, followups: Sequence[Sample] = ()) -> dict[str, Any]:
-    """One SFT JSONL object (spec §5.2) for a sample whose media are already paths.
+    """One SFT JSONL object (docs/sft.md#annotation-lines) for a sample whose media are already paths.
 
     ``followups`` (other questions about the same media) become further turn pairs whose user turn is
     the prompt alone: the media placeholders stay in the first user turn, as in multi-turn SFT data.
@@ -74,7 +74,7 @@ def sft_line(sample: Sample, followups: Sequence[Sample] = ()) -> dict[str, Any]
 
 
 def pair_line(sample: Sample, rng: np.random.Generator) -> dict[str, Any]:
-    """One preference-pair JSONL object (spec §6.1) for a sample whose media are already paths."""
+    """One preference-pair JSONL object (docs/preference-and-rewards.md#mpo-pairs) for a sample whose media are already paths."""
     return make_pair(sample, rng, question=human_turn(sample), media=media_fields(sample))
 
 

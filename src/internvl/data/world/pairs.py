@@ -1,8 +1,8 @@
-"""Preference pairs (spec §6.1): chosen = the correct response, rejected = a plausible wrong one.
+"""Preference pairs (docs/preference-and-rewards.md#mpo-pairs): chosen = the correct response, rejected = a plausible wrong one.
 
 For reasoning samples the rejected response is a full solution with one slip (a misread value or an
 arithmetic error) carried through to a wrong final answer, and ``wrong_step`` records the index of
-its first wrong step (steps split on blank lines, as the process reward model reads them, spec §8.1).
+its first wrong step (steps split on blank lines, as the process reward model reads them, docs/preference-and-rewards.md#prm-steps).
 For the other families it is a plausible wrong short answer: a wrong option letter, another object's
 box, a number one or two off, a colour or word present in the scene.
 """

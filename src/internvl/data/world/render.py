@@ -167,7 +167,7 @@ def grid_positions(rng: np.random.Generator, n: int, width: int, height: int, co
 
 
 def to_box1000(box: tuple[float, float, float, float], width: int, height: int) -> list[int]:
-    """Pixel box -> integer [x1, y1, x2, y2] in 0..1000 (the ``<box>`` convention, spec §4.1)."""
+    """Pixel box -> integer [x1, y1, x2, y2] in 0..1000 (the ``<box>`` convention, docs/prompts.md#special-tokens)."""
     x1, y1, x2, y2 = box
     return [int(round(min(max(v, 0.0), float(s)) / s * 1000)) for v, s in
             ((x1, width), (y1, height), (x2, width), (y2, height))]

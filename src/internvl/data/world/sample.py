@@ -29,7 +29,7 @@ ANSWER_TYPES: tuple[str, ...] = (
 
 SHORT_SUFFIX = "Answer the question using a single word or phrase."
 CHOICE_SUFFIX = "Answer with the option's letter from the given choices directly."
-# The MMPR `en` chain-of-thought instruction (spec §7.1), so reasoning answers end in "Final answer: ..".
+# The MMPR `en` chain-of-thought instruction (docs/preference-and-rewards.md#reasoning-instruction), so reasoning answers end in "Final answer: ..".
 COT_PREFIX = ("Your task is to answer the question below. Give step by step reasoning before you answer, "
               "and when you're ready to answer, please use the format \"Final answer: ..\"\n\nQuestion:\n\n")
 FINAL_ANSWER = "Final answer:"
@@ -47,7 +47,7 @@ class Sample:
     prediction naming another member), ``distractors`` plausible wrong answers (best first).
     ``steps`` is the step-by-step solution of reasoning samples (one claim per step).
     ``box`` is the target box in 0..1000 and ``ref`` its referring expression (grounding).
-    ``max_dynamic_patch`` is the tile budget the sample needs (spec §3.2; >1 only for detail).
+    ``max_dynamic_patch`` is the tile budget the sample needs (docs/images-and-video.md#dynamic-tiling; >1 only for detail).
     ``meta`` holds scene facts (objects, values, sub-task) and ``meta["ood"]``, the held-out feature.
     """
 
@@ -114,7 +114,7 @@ def prompt_text(sample: Sample) -> str:
 
 
 def solution_text(steps: list[str], answer: str) -> str:
-    """Steps separated by blank lines (the PRM step separator, spec §8.1), then the final answer."""
+    """Steps separated by blank lines (the PRM step separator, docs/preference-and-rewards.md#prm-steps), then the final answer."""
     return "\n\n".join([*steps, f"{FINAL_ANSWER} {answer}"])
 
 
@@ -128,7 +128,7 @@ def response_text(sample: Sample) -> str:
 
 
 def media_prefix(n_images: int, has_video: bool) -> str:
-    """The placeholders that open the first human turn (spec §3.3, §3.4, §5.2)."""
+    """The placeholders that open the first human turn (docs/images-and-video.md#multiple-images, docs/images-and-video.md#video, docs/sft.md#annotation-lines)."""
     if has_video:
         return f"{VIDEO_PLACEHOLDER}\n"
     if n_images == 1:

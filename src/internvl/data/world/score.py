@@ -216,7 +216,7 @@ def step_ok(step: str, reference: str) -> bool:
 
 
 def split_steps(response: str) -> list[str]:
-    """Steps of a reply: blank-line separated pieces (spec §8.1), the final-answer line left out."""
+    """Steps of a reply: blank-line separated pieces (docs/preference-and-rewards.md#prm-steps), the final-answer line left out."""
     pieces = [p.strip() for p in response.split("\n\n") if p.strip()]
     return [p for p in pieces if not p.lower().startswith(FINAL_ANSWER.lower())]
 

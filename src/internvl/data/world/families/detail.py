@@ -6,7 +6,7 @@ frame colour survives squeezing the canvas into one 448 tile (so the item can be
 inside does not:
 
 * ``tag``: a 3-digit code in 11-12 px text. Squeezed 3x (or 4x) along x, or 2x both ways, a glyph is
-  2-4 px across: illegible. Native 448 tiles (grid 3x1, 4x1 or 2x2, spec §3.2) keep it at full size.
+  2-4 px across: illegible. Native 448 tiles (grid 3x1, 4x1 or 2x2, docs/images-and-video.md#dynamic-tiling) keep it at full size.
 * ``pattern``: a 20 px patch of a 1-pixel-period texture (stripes, checkerboard or bricks). Every
   texture alternates at the pixel Nyquist rate along x, so a 2x+ downscale averages each of them
   to nearly the same flat grey; at native resolution they are unmistakable.

@@ -1,6 +1,6 @@
 """Grounding: "Where is the blue circle?" answered as ``<ref>blue circle</ref><box>[[x1, y1, x2, y2]]</box>``.
 
-Boxes are tight around the drawn shape, in integer 0..1000 coordinates (spec §4.1), scored by
+Boxes are tight around the drawn shape, in integer 0..1000 coordinates (docs/prompts.md#special-tokens), scored by
 IoU >= 0.5. The reverse task names the object inside a given box.
 """
 

@@ -1,6 +1,6 @@
 """Multi-image: questions across 2-4 images ("Which image has the most triangles?").
 
-Answers name an image as the prompt labels it, ``Image-2`` (``Image-1: <image>`` ..., spec §3.3),
+Answers name an image as the prompt labels it, ``Image-2`` (``Image-1: <image>`` ..., docs/images-and-video.md#multiple-images),
 or, for totals, are a number. ``draw`` picks the question first and makes the images to suit;
 ``ask`` finds the questions a set of images already made answers unambiguously.
 """

@@ -1,6 +1,6 @@
 """Video: 8-16 frames of motion ("Which way does the red square move?", "Which object moves?").
 
-Frames are 224x224 (one tile each after resizing, spec §3.4): a static noisy background, one target
+Frames are 224x224 (one tile each after resizing, docs/images-and-video.md#video): a static noisy background, one target
 moving in a straight line by 70-130 px, and 0-2 other objects that stay still or move elsewhere.
 ``draw`` asks about the target (track 0); ``ask`` about any track a question fits.
 """

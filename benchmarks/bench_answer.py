@@ -23,6 +23,7 @@ from internvl.generate import GenerationConfig, stream  # noqa: E402
 from internvl.model.internvl import InternVL  # noqa: E402
 from internvl.nano.tokenizer import save_tokenizer, train_tokenizer  # noqa: E402
 from internvl.presets import internvl3_1b  # noqa: E402
+from internvl.weights import save_model
 
 
 def measure(chat: Chat, label: str, new_tokens: int = 32) -> None:
@@ -52,7 +53,7 @@ def main() -> None:
         save_tokenizer(train_tokenizer(["what colour is it red blue"] * 10, vocab_size=300), big)
         torch.manual_seed(0)
         model = InternVL(internvl3_1b())
-        model.save_pretrained(big)
+        save_model(model, big)
         del model
         dtypes = [torch.float32, torch.bfloat16] if args.bf16 else [torch.float32]
         for dtype in dtypes:

@@ -24,7 +24,7 @@ folder, who = sys.argv[1], sys.argv[2]
 if who == "transformers":
     from transformers import InternVLForConditionalGeneration as M
 else:
-    from internvl.model.internvl import InternVL as M
+    from internvl.weights import load_model
 def status_kib(field):  # VmHWM is the peak RSS of this process image (ru_maxrss survives fork+exec)
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
@@ -34,7 +34,7 @@ start = time.perf_counter()
 if who == "transformers":
     model = M.from_pretrained(folder, dtype=torch.bfloat16)
 else:
-    model = M.from_pretrained(folder, dtype=torch.bfloat16)
+    model = load_model(folder, dtype=torch.bfloat16)
 seconds = time.perf_counter() - start
 with torch.no_grad():  # fault in every weight: a lazily mapped checkpoint is not loaded until touched
     for p in model.parameters():
@@ -64,14 +64,15 @@ def main() -> None:
 
     from internvl.model.internvl import InternVL
     from internvl.presets import internvl3_1b
+    from internvl.weights import save_model
 
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         with torch.device("cpu"):
             model = InternVL(internvl3_1b()).to(torch.bfloat16)
         original, hf = Path(tmp) / "original", Path(tmp) / "hf"
-        model.save_pretrained(original, layout="original")
-        model.save_pretrained(hf, layout="hf")
+        save_model(model, original, layout="original")
+        save_model(model, hf, layout="hf")
         del model
         size = folder_bytes(original)
         rows = []

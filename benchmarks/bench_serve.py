@@ -49,10 +49,11 @@ def build_1b_folder(folder: Path) -> Path:
     from internvl.model.internvl import InternVL
     from internvl.nano.tokenizer import save_tokenizer, train_tokenizer
     from internvl.presets import internvl3_1b
+    from internvl.weights import save_model
 
     save_tokenizer(train_tokenizer(["what colour is it red blue"] * 10, vocab_size=300), folder)
     torch.manual_seed(0)
-    InternVL(internvl3_1b()).to(torch.bfloat16).save_pretrained(folder)
+    save_model(InternVL(internvl3_1b()).to(torch.bfloat16), folder)
     return folder
 
 

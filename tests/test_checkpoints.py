@@ -15,6 +15,7 @@ from internvl import CheckpointError, ConfigError
 from internvl.cli import main as cli_main
 from internvl.model.internvl import InternVL
 from internvl import weights
+from internvl.weights import load_model, save_model
 from tests.tiny import build_hf_model, two_sample_batch
 
 OFFICIAL = Path(__file__).parent / "fixtures" / "official"
@@ -53,20 +54,20 @@ def logits(model: InternVL) -> torch.Tensor:
 def test_missing_tensor_is_named(checkpoint):
     rewrite_tensors(checkpoint, lambda t: t.pop("mlp1.1.weight"))
     with pytest.raises(CheckpointError, match=r"'mlp1\.1\.weight' is missing"):
-        InternVL.from_pretrained(checkpoint)
+        load_model(checkpoint)
 
 
 def test_unexpected_tensor_is_named_with_its_file(checkpoint):
     rewrite_tensors(checkpoint, lambda t: t.update({"vision_model.extra.weight": torch.zeros(2)}))
     with pytest.raises(CheckpointError, match=r"model\.safetensors: unexpected tensor 'vision_model\.extra\.weight'"):
-        InternVL.from_pretrained(checkpoint)
+        load_model(checkpoint)
 
 
 def test_misshaped_tensor_is_named_with_its_file(checkpoint):
     key = "language_model.model.layers.0.self_attn.k_proj.weight"
     rewrite_tensors(checkpoint, lambda t: t.update({key: torch.zeros(32, 128)}))
     with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor '.*k_proj\.weight' has shape \[32, 128\], expected \[64, 128\]"):
-        InternVL.from_pretrained(checkpoint)
+        load_model(checkpoint)
 
 
 def test_truncated_file(checkpoint):
@@ -74,7 +75,7 @@ def test_truncated_file(checkpoint):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 1000])
     with pytest.raises(CheckpointError, match="truncated"):
-        InternVL.from_pretrained(checkpoint)
+        load_model(checkpoint)
 
 
 def test_corrupt_header(checkpoint):
@@ -85,55 +86,55 @@ def test_corrupt_header(checkpoint):
     assert header_len > 20
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt safetensors header"):
-        InternVL.from_pretrained(checkpoint)
+        load_model(checkpoint)
 
 
 def test_not_a_safetensors_file(checkpoint):
     (checkpoint / "model.safetensors").write_bytes(b"hello")
     with pytest.raises(CheckpointError, match="not a safetensors file"):
-        InternVL.from_pretrained(checkpoint)
+        load_model(checkpoint)
 
 
 def test_sharded_round_trip_and_missing_shard(checkpoint, tmp_path):
-    model = InternVL.from_pretrained(checkpoint)
-    model.save_pretrained(tmp_path / "sharded", layout="original", max_shard_bytes=200_000)
+    model = load_model(checkpoint)
+    save_model(model, tmp_path / "sharded", layout="original", max_shard_bytes=200_000)
     index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
     assert len(shards) > 2
-    assert torch.equal(logits(InternVL.from_pretrained(tmp_path / "sharded")), logits(model))
+    assert torch.equal(logits(load_model(tmp_path / "sharded")), logits(model))
     (tmp_path / "sharded" / shards[1]).unlink()
     with pytest.raises(CheckpointError, match=f"shard {shards[1]} is missing"):
-        InternVL.from_pretrained(tmp_path / "sharded")
+        load_model(tmp_path / "sharded")
 
 
 def test_unknown_architectures(checkpoint):
     edit_config(checkpoint, lambda c: c["llm_config"].update(architectures=["MistralForCausalLM"]))
     with pytest.raises(ConfigError, match="unknown language-model architecture 'MistralForCausalLM'"):
-        InternVL.from_pretrained(checkpoint)
+        load_model(checkpoint)
     edit_config(checkpoint, lambda c: c.update(model_type="llava", architectures=["LlavaForConditionalGeneration"]))
     with pytest.raises(ConfigError, match="unknown architecture"):
-        InternVL.from_pretrained(checkpoint)
+        load_model(checkpoint)
 
 
 def test_config_without_ps_version_is_refused(checkpoint):
     edit_config(checkpoint, lambda c: c.pop("ps_version"))
     with pytest.raises(ConfigError, match=r"no 'ps_version'.*'v1'.*transposed"):
-        InternVL.from_pretrained(checkpoint)
+        load_model(checkpoint)
 
 
 def test_missing_config_and_weights(tmp_path):
     with pytest.raises(ConfigError, match="no config.json"):
-        InternVL.from_pretrained(tmp_path)
+        load_model(tmp_path)
     shutil.copy(OFFICIAL / "qwen2-300m" / "config.json", tmp_path / "config.json")
     with pytest.raises(CheckpointError, match="no weights found"):
-        InternVL.from_pretrained(tmp_path)
+        load_model(tmp_path)
 
 
 def test_bin_checkpoint_loads_with_weights_only(checkpoint):
-    reference = logits(InternVL.from_pretrained(checkpoint))
+    reference = logits(load_model(checkpoint))
     torch.save(load_file(str(checkpoint / "model.safetensors")), checkpoint / "pytorch_model.bin")
     (checkpoint / "model.safetensors").unlink()
-    assert torch.equal(logits(InternVL.from_pretrained(checkpoint)), reference)
+    assert torch.equal(logits(load_model(checkpoint)), reference)
 
 
 class NotATensor:
@@ -144,7 +145,7 @@ def test_bin_with_arbitrary_objects_is_refused(checkpoint):
     (checkpoint / "model.safetensors").unlink()
     torch.save({"x": NotATensor()}, checkpoint / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="cannot read PyTorch weights safely"):
-        InternVL.from_pretrained(checkpoint)
+        load_model(checkpoint)
 
 
 def test_python_files_in_the_folder_are_never_run(checkpoint, tmp_path):
@@ -152,20 +153,20 @@ def test_python_files_in_the_folder_are_never_run(checkpoint, tmp_path):
     code = f"open({str(marker)!r}, 'w').write('x')\n"
     for name in ("modeling_internvl_chat.py", "configuration_internvl_chat.py", "__init__.py"):
         (checkpoint / name).write_text(code)
-    InternVL.from_pretrained(checkpoint)
+    load_model(checkpoint)
     assert not marker.exists()
 
 
 def test_bf16_load_and_dtype_choice(checkpoint):
-    model = InternVL.from_pretrained(checkpoint, dtype=torch.bfloat16)
+    model = load_model(checkpoint, dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-    assert {p.dtype for p in InternVL.from_pretrained(checkpoint).parameters()} == {torch.float32}
+    assert {p.dtype for p in load_model(checkpoint).parameters()} == {torch.float32}
 
 
 def test_interrupted_save_keeps_previous_checkpoint(checkpoint, tmp_path, monkeypatch):
-    model = InternVL.from_pretrained(checkpoint)
+    model = load_model(checkpoint)
     target = tmp_path / "saved"
-    model.save_pretrained(target)
+    save_model(model, target)
     (target / "tokenizer.json").write_text("{}")
     before = {p.name: p.read_bytes() for p in target.iterdir()}
 
@@ -174,23 +175,23 @@ def test_interrupted_save_keeps_previous_checkpoint(checkpoint, tmp_path, monkey
 
     monkeypatch.setattr(weights, "_write_shards", crash)
     with pytest.raises(KeyboardInterrupt):
-        model.save_pretrained(target)
+        save_model(model, target)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_save_keeps_tokenizer_files(checkpoint, tmp_path):
-    model = InternVL.from_pretrained(checkpoint)
+    model = load_model(checkpoint)
     target = tmp_path / "saved"
     target.mkdir()
     (target / "tokenizer.json").write_text("{}")
     (target / "model-00001-of-00009.safetensors").write_text("stale")
-    model.save_pretrained(target)
+    save_model(model, target)
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
 
 
 def test_saved_original_config_has_official_fields(checkpoint, tmp_path):
-    InternVL.from_pretrained(checkpoint).save_pretrained(tmp_path / "out", layout="original")
+    save_model(load_model(checkpoint), tmp_path / "out", layout="original")
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     official = json.loads((checkpoint / "config.json").read_text())
     for key in ("architectures", "model_type", "ps_version", "downsample_ratio", "select_layer", "template",
@@ -204,14 +205,14 @@ def test_saved_original_config_has_official_fields(checkpoint, tmp_path):
 
 
 def test_convert_command_both_ways(checkpoint, tmp_path):
-    reference = logits(InternVL.from_pretrained(checkpoint))
+    reference = logits(load_model(checkpoint))
     (checkpoint / "tokenizer_config.json").write_text("{}")
     assert cli_main(["convert", str(checkpoint), str(tmp_path / "hf"), "--layout", "hf"]) == 0
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "internvl"
     assert (tmp_path / "hf" / "tokenizer_config.json").exists()
     assert cli_main(["convert", str(tmp_path / "hf"), str(tmp_path / "orig"), "--layout", "original"]) == 0
-    assert torch.equal(logits(InternVL.from_pretrained(tmp_path / "orig")), reference)
-    assert torch.allclose(logits(InternVL.from_pretrained(tmp_path / "hf")), reference, atol=1e-5)
+    assert torch.equal(logits(load_model(tmp_path / "orig")), reference)
+    assert torch.allclose(logits(load_model(tmp_path / "hf")), reference, atol=1e-5)
 
 
 def test_convert_command_reports_errors(tmp_path, capsys):
@@ -233,12 +234,12 @@ def test_hf_checkpoint_in_module_tree_spelling_loads(tmp_path):
                 break
         renamed[key] = t
     save_file(renamed, str(tmp_path / "a" / "model.safetensors"))
-    assert torch.equal(logits(InternVL.from_pretrained(tmp_path / "a")), logits_of_hf_folder(hf_model, tmp_path))
+    assert torch.equal(logits(load_model(tmp_path / "a")), logits_of_hf_folder(hf_model, tmp_path))
 
 
 def logits_of_hf_folder(hf_model, tmp_path):  # type: ignore[no-untyped-def]
     hf_model.save_pretrained(tmp_path / "b")
-    return logits(InternVL.from_pretrained(tmp_path / "b"))
+    return logits(load_model(tmp_path / "b"))
 
 
 def test_parity_check_detects_broken_mappings(tmp_path, monkeypatch):
@@ -248,9 +249,9 @@ def test_parity_check_detects_broken_mappings(tmp_path, monkeypatch):
     hf_model = build_hf_model("llama", "300m", seed=12)
     hf_model.save_pretrained(tmp_path / "hf")
     write_internlm2_original(tmp_path / "hf", tmp_path / "fused")
-    good = logits(InternVL.from_pretrained(tmp_path / "fused"))
+    good = logits(load_model(tmp_path / "fused"))
     monkeypatch.setattr(weights, "internlm2_qkv_order", lambda h, kv, d: torch.arange((h + 2 * kv) * d))
-    assert (logits(InternVL.from_pretrained(tmp_path / "fused")) - good).abs().max() > 1e-2
+    assert (logits(load_model(tmp_path / "fused")) - good).abs().max() > 1e-2
     monkeypatch.undo()
 
     original = weights._language_map
@@ -262,4 +263,4 @@ def test_parity_check_detects_broken_mappings(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(weights, "_language_map", swapped)
-    assert (logits(InternVL.from_pretrained(tmp_path / "fused")) - good).abs().max() > 1e-2
+    assert (logits(load_model(tmp_path / "fused")) - good).abs().max() > 1e-2

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from internvl.eval.judge import JUDGE_PROMPT, Judge, JudgeCache, JudgeConfig, JudgeError, build_judge_prompt, parse_judge_reply
+from internvl.eval.judge import JUDGE_PROMPT, Judge, JudgeCache, JudgeSettings, JudgeError, build_judge_prompt, parse_judge_reply
 
 
 class FakeChat(BaseHTTPRequestHandler):
@@ -52,7 +52,7 @@ def fake_server(monkeypatch):
 
 
 def make_judge(server, **kwargs):
-    return Judge(JudgeConfig(model="fake-judge", base_url=server.base_url, api_key="k", max_retries=0, **kwargs))
+    return Judge(JudgeSettings(model="fake-judge", base_url=server.base_url, api_key="k", max_retries=0, **kwargs))
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_judge_needs_an_endpoint_or_a_key(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(JudgeError, match="no judge endpoint"):
-        Judge(JudgeConfig(model="m"))
+        Judge(JudgeSettings(model="m"))
 
 
 def test_cache_survives_a_torn_last_line(tmp_path):

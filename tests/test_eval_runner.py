@@ -232,12 +232,12 @@ def test_progress_bar_on_stderr(data_file, tmp_path, capsys):
 
 
 def test_rescore_with_other_tolerance_and_corrected_answers(data_file, tmp_path):
-    from internvl.eval.scoring import ScoringConfig
+    from internvl.eval.scoring import ScoringSettings
 
     out = tmp_path / "run"
     run(data_file, out, lambda items: ["There are 5 items." if i.metric == "numeric" else right(i) for i in items], print_table=False)
     assert json.loads((out / "summary.json").read_text())["categories"]["counting"]["score"] == 25.0  # only q5 (gold 5)
-    tolerant = rescore(out / "predictions.jsonl", scoring=ScoringConfig(numeric_rel_tol=0.25), print_table=False)
+    tolerant = rescore(out / "predictions.jsonl", scoring=ScoringSettings(numeric_rel_tol=0.25), print_table=False)
     assert tolerant["categories"]["counting"]["score"] == 75.0  # 5 is within 25 % of gold 4, 5 and 6, not of gold 7
     assert tolerant["scoring"]["numeric_rel_tol"] == 0.25 and tolerant["settings"]["model"] is None
     assert json.loads((out / "summary.json").read_text()) == tolerant  # rewritten in place

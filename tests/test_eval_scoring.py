@@ -3,7 +3,7 @@
 import pytest
 
 from internvl.eval.scoring import (
-    ScoringConfig,
+    ScoringSettings,
     anls,
     box_iou,
     exact_match,
@@ -232,7 +232,7 @@ def test_numeric_score_falls_back_to_exact_match_for_non_numbers():
 
 
 def test_per_item_tolerance_overrides_the_config():
-    config = ScoringConfig(numeric_rel_tol=0.0)
+    config = ScoringSettings(numeric_rel_tol=0.0)
     assert score_answer("numeric", "104", ["100"], config=config).value == 0.0
     assert score_answer("numeric", "104", ["100"], config=config, tolerance=0.05).value == 1.0
 

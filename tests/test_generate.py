@@ -26,6 +26,7 @@ from internvl.generate import (
     top_p_filter,
 )
 from internvl.model.internvl import InternVL
+from internvl.weights import load_model
 from tests.test_hf_parity import write_internlm2_original
 from tests.tiny import IMAGE_TOKEN_ID, IMG_END, IMG_START, TOKENS_PER_TILE, VOCAB, build_generation_model
 
@@ -77,7 +78,7 @@ def reference_and_ours(tmp_path_factory, family: str, seed: int):
     hf_model.generation_config.eos_token_id = None  # all NEW_TOKENS come out
     folder = tmp_path_factory.mktemp(family)
     hf_model.save_pretrained(folder)
-    return hf_model, InternVL.from_pretrained(folder).eval()
+    return hf_model, load_model(folder).eval()
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def test_internlm2_greedy_matches_equivalent_llama(tmp_path, batch):
     hf_model.generation_config.eos_token_id = None
     hf_model.save_pretrained(tmp_path / "hf")
     write_internlm2_original(tmp_path / "hf", tmp_path / "internlm2")
-    model = InternVL.from_pretrained(tmp_path / "internlm2").eval()
+    model = load_model(tmp_path / "internlm2").eval()
     assert model.config.text.family == "internlm2"
     model.image_token_id = IMAGE_TOKEN_ID
     expected = transformers_greedy(hf_model, ids, mask, pixels)

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from internvl.model.internvl import InternVL
+from internvl.weights import load_model, save_model
 from tests.tiny import build_hf_model, two_sample_batch
 
 TOLERANCE = 1e-4
@@ -58,7 +59,7 @@ def test_logits_match_transformers(tmp_path, family, vit, extra):
     ids, mask, pixels = two_sample_batch()
     expected = reference_logits(hf_model, ids, mask, pixels)
 
-    model = InternVL.from_pretrained(tmp_path)
+    model = load_model(tmp_path)
     diff = max_diff_on_tokens(our_logits(model, ids, mask, pixels), expected, mask)
     assert diff <= TOLERANCE, f"{family}/{vit}: max |logit diff| {diff:.2e}"
 
@@ -152,7 +153,7 @@ def test_internlm2_matches_equivalent_llama(tmp_path, vit):
     ids, mask, pixels = two_sample_batch(seed=3)
     expected = reference_logits(hf_model, ids, mask, pixels)
 
-    model = InternVL.from_pretrained(tmp_path / "internlm2")
+    model = load_model(tmp_path / "internlm2")
     model.image_token_id = hf_model.config.image_token_id
     diff = max_diff_on_tokens(our_logits(model, ids, mask, pixels), expected, mask)
     assert diff <= TOLERANCE, f"internlm2/{vit}: max |logit diff| {diff:.2e}"
@@ -162,7 +163,7 @@ def test_internlm2_fused_layout_round_trip(tmp_path):
     hf_model = build_hf_model("llama", "6b", seed=4)
     hf_model.save_pretrained(tmp_path / "hf")
     write_internlm2_original(tmp_path / "hf", tmp_path / "internlm2")
-    InternVL.from_pretrained(tmp_path / "internlm2").save_pretrained(tmp_path / "again", layout="original")
+    save_model(load_model(tmp_path / "internlm2"), tmp_path / "again", layout="original")
     before = load_file(str(tmp_path / "internlm2" / "model.safetensors"))
     after = load_file(str(tmp_path / "again" / "model.safetensors"))
     assert before.keys() == after.keys()
@@ -178,8 +179,8 @@ def test_our_hf_save_loads_in_transformers(tmp_path):
 
     source = build_hf_model("qwen3", "6b", seed=5)
     source.save_pretrained(tmp_path / "src")
-    model = InternVL.from_pretrained(tmp_path / "src")
-    model.save_pretrained(tmp_path / "ours-hf", layout="hf")
+    model = load_model(tmp_path / "src")
+    save_model(model, tmp_path / "ours-hf", layout="hf")
     reloaded = InternVLForConditionalGeneration.from_pretrained(tmp_path / "ours-hf").eval()
     ids, mask, pixels = two_sample_batch(seed=6)
     diff = max_diff_on_tokens(
@@ -195,9 +196,9 @@ def test_internlm2_hf_save_is_llama_in_transformers(tmp_path):
     hf_model = build_hf_model("llama", "300m", seed=7)
     hf_model.save_pretrained(tmp_path / "hf")
     write_internlm2_original(tmp_path / "hf", tmp_path / "internlm2")
-    model = InternVL.from_pretrained(tmp_path / "internlm2")
+    model = load_model(tmp_path / "internlm2")
     model.image_token_id = hf_model.config.image_token_id
-    model.save_pretrained(tmp_path / "as-hf", layout="hf")
+    save_model(model, tmp_path / "as-hf", layout="hf")
     reloaded = InternVLForConditionalGeneration.from_pretrained(tmp_path / "as-hf").eval()
     ids, mask, pixels = two_sample_batch(seed=8)
     diff = max_diff_on_tokens(
@@ -209,8 +210,8 @@ def test_internlm2_hf_save_is_llama_in_transformers(tmp_path):
 def test_round_trip_hf_original_hf_is_bit_identical(tmp_path):
     hf_model = build_hf_model("qwen3_moe", "6b", seed=9)
     hf_model.save_pretrained(tmp_path / "a")
-    InternVL.from_pretrained(tmp_path / "a").save_pretrained(tmp_path / "b", layout="original")
-    InternVL.from_pretrained(tmp_path / "b").save_pretrained(tmp_path / "c", layout="hf")
+    save_model(load_model(tmp_path / "a"), tmp_path / "b", layout="original")
+    save_model(load_model(tmp_path / "b"), tmp_path / "c", layout="hf")
     first = load_file(str(tmp_path / "a" / "model.safetensors"))
     last = load_file(str(tmp_path / "c" / "model.safetensors"))
     assert first.keys() == last.keys()

@@ -11,6 +11,7 @@ from torch import nn
 from internvl.model import linear as linear_module
 from internvl.model.internvl import InternVL
 from internvl.model.linear import Int8Linear, Linear, quantize_int8
+from internvl.weights import save_model
 from tests.test_train_support import tiny_config
 
 
@@ -83,7 +84,7 @@ def test_an_int8_model_refuses_to_be_saved(tmp_path):
     model = InternVL(tiny_config("qwen2")).eval()
     quantize_int8(model.language)
     with pytest.raises(CheckpointError, match="int8"):
-        model.save_pretrained(tmp_path / "out")
+        save_model(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -122,5 +123,5 @@ def test_a_model_with_packed_weights_refuses_to_be_saved(tmp_path):
     model = InternVL(tiny_config("qwen2")).eval()
     pack_linear_weights(model.language)
     with pytest.raises(CheckpointError, match="pre-packed weights"):
-        model.save_pretrained(tmp_path / "out")
+        save_model(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()

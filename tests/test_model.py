@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from internvl.model.connector import pixel_shuffle
-from internvl.model.internvl import InternVL
+from internvl.weights import load_model
 from tests.tiny import build_hf_model, two_sample_batch
 
 
@@ -29,7 +29,7 @@ def test_pixel_shuffle_index_mapping(version):
 def test_select_layer_matches_transformers(tmp_path):
     hf_model = build_hf_model("qwen2", "300m", seed=21, vision_feature_layer=-2)
     hf_model.save_pretrained(tmp_path)
-    model = InternVL.from_pretrained(tmp_path)
+    model = load_model(tmp_path)
     assert model.config.select_layer == -2
     ids, mask, pixels = two_sample_batch(seed=22)
     with torch.no_grad():
@@ -42,7 +42,7 @@ def test_select_layer_matches_transformers(tmp_path):
 def test_position_embedding_interpolation_matches_transformers(tmp_path, height, width):
     hf_model = build_hf_model("qwen2", "6b", seed=23)
     hf_model.save_pretrained(tmp_path)
-    model = InternVL.from_pretrained(tmp_path)
+    model = load_model(tmp_path)
     pixels = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(24))
     with torch.no_grad():
         expected = hf_model.model.vision_tower(pixel_values=pixels).last_hidden_state
@@ -56,7 +56,7 @@ def test_image_token_count_mismatch_is_a_clear_error(tmp_path):
 
     hf_model = build_hf_model("qwen2", "300m", seed=25)
     hf_model.save_pretrained(tmp_path)
-    model = InternVL.from_pretrained(tmp_path)
+    model = load_model(tmp_path)
     ids, mask, pixels = two_sample_batch()
     with pytest.raises(InputError, match=r"1024 <IMG_CONTEXT> tokens but the images give 768 features \(3 tiles x 256\)"):
         model(ids, pixels[:3], attention_mask=mask)
@@ -66,7 +66,7 @@ def test_packed_rows_equal_separate_samples(tmp_path):
     """Two samples packed in one row (document_ids + restarting positions) give each sample's own logits."""
     hf_model = build_hf_model("qwen3", "300m", seed=26)
     hf_model.save_pretrained(tmp_path)
-    model = InternVL.from_pretrained(tmp_path)
+    model = load_model(tmp_path)
     ids, mask, pixels = two_sample_batch(seed=27)
     lengths = mask.sum(1).tolist()
     packed = torch.cat([ids[0, : lengths[0]], ids[1, : lengths[1]]])[None]
@@ -82,7 +82,7 @@ def test_packed_rows_equal_separate_samples(tmp_path):
 def test_dummy_tiles_are_encoded_but_not_used(tmp_path):
     hf_model = build_hf_model("qwen2", "300m", seed=28)
     hf_model.save_pretrained(tmp_path)
-    model = InternVL.from_pretrained(tmp_path)
+    model = load_model(tmp_path)
     ids, mask, pixels = two_sample_batch(seed=29)
     with_dummy = torch.cat([pixels[:1], torch.zeros(1, 3, 448, 448), pixels[1:]])
     flags = torch.tensor([1, 0, 1, 1, 1])

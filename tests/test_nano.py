@@ -12,6 +12,7 @@ import pytest
 from internvl.chat import load, nano_model_folder
 from internvl.cli import main as cli_main
 from internvl.data.world import export_sft, generate_sample
+from internvl.weights import load_model
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +86,12 @@ def test_fast_paths_keep_the_nano_models_greedy_answers():
     import torch
 
     from internvl.chat import Chat
-    from internvl.model.internvl import InternVL
     from internvl.model.linear import PackedLinear, can_pack
 
     fast = load(max_tiles=2)
     if can_pack():
         assert isinstance(fast.model.language.lm_head, PackedLinear)
-    plain_model = InternVL.from_pretrained(nano_model_folder(), dtype=torch.float32).eval()
+    plain_model = load_model(nano_model_folder(), dtype=torch.float32).eval()
     plain_model.image_token_id = fast.model.image_token_id
     plain = dataclasses.replace(fast, model=plain_model)
     assert isinstance(plain, Chat)

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from internvl.model.cache import KVCache
 from internvl.model.internvl import InternVL
+from internvl.weights import load_model
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 FAMILIES = ["qwen2-300m", "qwen3-300m", "llama-300m", "internlm2-6b"]
@@ -30,7 +31,7 @@ def pixels() -> dict[str, torch.Tensor]:
 
 def load_family(family: str) -> tuple[InternVL, dict[str, torch.Tensor]]:
     folder = FIXTURES / family
-    model = InternVL.from_pretrained(folder)
+    model = load_model(folder)
     meta = json.loads((folder / "reference.json").read_text())
     model.image_token_id = meta["special_token_ids"]["img_context"]
     return model, load_file(str(folder / "reference.safetensors"))

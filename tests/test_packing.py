@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from internvl.data.collate import Collator, len2weight, loss_weights, position_ids_from_documents
 from internvl.data.packing import Packer, PackedDataset, PackingSettings, concat, split_buffer
-from internvl.data.sft import IGNORE_INDEX, ImageTokenIds, Sample, SFTSettings, build_datasets
+from internvl.data.sft import IGNORE_INDEX, ImageTokenIds, EncodedSample, SampleSettings, build_datasets
 from internvl.errors import ConfigError
 from tests.inputs_fixtures import make_image, qwen2_tokenizer  # noqa: F401 (fixture)
 
@@ -39,7 +39,7 @@ def make_sample(tag, tiles_per_image=(), prompt=5, answer=5, between=2, ids=IDS,
     labels = [IGNORE_INDEX] * len(tokens) + [2000 + tag] * answer
     tokens += [2000 + tag] * answer
     n_tiles = sum(tiles_per_image)
-    return Sample(
+    return EncodedSample(
         input_ids=torch.tensor(tokens),
         labels=torch.tensor(labels),
         pixel_values=torch.full((max(n_tiles, 1), *tile_shape), float(tag)),
@@ -374,7 +374,7 @@ def datasets(tmp_path_factory, qwen2_tokenizer):
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         meta[name] = {"root": str(folder), "annotation": str(folder / f"{name}.jsonl"), "repeat_time": 1, "data_augment": False}
     (folder / "meta.json").write_text(json.dumps(meta))
-    settings = SFTSettings(num_image_token=4, tile_size=28, max_tiles=4)
+    settings = SampleSettings(num_image_token=4, tile_size=28, max_tiles=4)
     return build_datasets(folder / "meta.json", qwen2_tokenizer, settings)
 
 

@@ -18,7 +18,7 @@ from internvl.data.sft import (
     IGNORE_INDEX,
     ConversationEncoder,
     LineIndex,
-    SFTSettings,
+    SampleSettings,
     SupervisedDataset,
     build_datasets,
     dataset_weights,
@@ -35,7 +35,7 @@ from tests.inputs_fixtures import (
 
 TILE = 28
 TOKENS_PER_TILE = 4
-SETTINGS = SFTSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, max_tiles=6)
+SETTINGS = SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, max_tiles=6)
 SYS_2_5 = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 SYS_LEGACY = "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
 IMG_START, IMG_END, IMG_CONTEXT = 151665, 151666, 151667
@@ -188,7 +188,7 @@ BAD_LINES = [
 @pytest.fixture()
 def bad_dataset(tmp_path, media, qwen2_tokenizer):
     def build(on_bad_line):
-        settings = SFTSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, on_bad_line=on_bad_line)
+        settings = SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, on_bad_line=on_bad_line)
         records = [GOOD] + [line for line, _ in BAD_LINES] + [GOOD]
         return write_dataset(tmp_path, records, tokenizer=qwen2_tokenizer, settings=settings, root=media)
 
@@ -224,13 +224,13 @@ def test_bad_lines_are_skipped_logged_and_counted(bad_dataset, caplog):
 
 def test_truncation_that_cuts_an_image_is_a_bad_line(tmp_path, media, qwen2_tokenizer):
     record = {"image": "wide.png", "conversations": [human("Look at this: <image>\nDescribe it in detail."), gpt("A wide picture " * 10)]}
-    settings = SFTSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, max_length=60)
+    settings = SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, max_length=60)
     ds = write_dataset(tmp_path, [record], tokenizer=qwen2_tokenizer, settings=settings, root=media)
     with pytest.raises(InputError, match=r"d.jsonl:1: .*max_length=60 would cut image tokens"):
         ds[0]
-    full = SupervisedDataset(ds.spec, qwen2_tokenizer, SFTSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE))[0]
+    full = SupervisedDataset(ds.spec, qwen2_tokenizer, SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE))[0]
     image_end = full.input_ids.tolist().index(IMG_END)
-    cut = SFTSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, max_length=full.num_tokens - 5)
+    cut = SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, max_length=full.num_tokens - 5)
     sample = SupervisedDataset(ds.spec, qwen2_tokenizer, cut)[0]
     assert sample.num_tokens == full.num_tokens - 5 > image_end
     assert torch.equal(sample.input_ids, full.input_ids[:-5]) and torch.equal(sample.labels, full.labels[:-5])
@@ -327,7 +327,7 @@ def test_legacy_templates_supervise_answer_and_end_token(tmp_path, media, qwen2_
         "image": "wide.png",
         "conversations": [human("<image>\nWhat shape?"), gpt(answers[0]), human("Sure?"), gpt(answers[1])],
     }
-    settings = SFTSettings(template=template, num_image_token=TOKENS_PER_TILE, tile_size=TILE, max_tiles=6)
+    settings = SampleSettings(template=template, num_image_token=TOKENS_PER_TILE, tile_size=TILE, max_tiles=6)
     sample = write_dataset(tmp_path, [record], tokenizer=qwen2_tokenizer, settings=settings, root=media)[0]
     strip = template == "internlm2-chat"  # the official preprocess_internlm strips every value
     expected_answers = [a.strip() if strip else a for a in answers]
@@ -422,7 +422,7 @@ def test_pure_text_gets_one_dummy_tile(tmp_path, qwen2_tokenizer):
 def test_video_sample_frames_and_prompt(tmp_path, qwen2_tokenizer):
     pytest.importorskip("av", reason="video samples need PyAV (pip install av)")
     write_clip(tmp_path / "clip.mkv", n_frames=30, fps=10)
-    settings = SFTSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, min_num_frame=4, max_num_frame=4)
+    settings = SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, min_num_frame=4, max_num_frame=4)
     records = [
         {"video": "clip.mkv", "conversations": [human("<video>\nWhat happens?"), gpt("Colours change.")]},
         {"video": "clip.mkv", "clip": [1.0, 2.0], "conversations": [human("What happens?"), gpt("Less.")]},
@@ -435,6 +435,6 @@ def test_video_sample_frames_and_prompt(tmp_path, qwen2_tokenizer):
         assert f"<|im_start|>user\n{frames}What happens?<|im_end|>" in qwen2_tokenizer.decode(sample.input_ids)
         assert supervised_spans(qwen2_tokenizer, sample) == [answer + "<|im_end|>"]
     assert all(10 <= k <= 20 for k in decoded_frame_ids(ds[1].pixel_values))  # clip [1 s, 2 s] at 10 fps
-    varied = SFTSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, min_num_frame=2, max_num_frame=6)
+    varied = SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, min_num_frame=2, max_num_frame=6)
     counts = {SupervisedDataset(ds.spec, qwen2_tokenizer, varied)[0].num_tiles for _ in range(2)}
     assert len(counts) == 1 and 2 <= counts.pop() <= 6  # drawn per sample, but seeded

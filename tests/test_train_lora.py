@@ -10,6 +10,7 @@ from internvl.model.internvl import InternVL
 from internvl.model.linear import Linear
 from internvl.train import checkpoint, lora, sft
 from internvl.train.data import SyntheticPackedBatches
+from internvl.weights import load_model
 from tests.test_train_support import IMAGE_TOKEN_ID, tiny_config, tiny_model_folder, tiny_recipe
 from tests.test_train_support import single_thread  # noqa: F401 (fixture: one intra-op thread)
 
@@ -27,7 +28,7 @@ def lora_run(tmp_path_factory):
 
 def lora_model(model_dir, run_dir) -> InternVL:
     """The trained LoRA model itself, adapters unmerged, in eval mode (no dropout)."""
-    model = InternVL.from_pretrained(model_dir, dtype=torch.float32)
+    model = load_model(model_dir, dtype=torch.float32)
     lora.apply_lora(model, language_rank=4, vision_rank=2)
     weights = load_file(str(checkpoint.latest_checkpoint(run_dir) / "model.safetensors"))
     missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -49,12 +50,12 @@ def test_merged_checkpoint_loads_back_with_the_lora_models_outputs(lora_run, tmp
 
     model_dir, run_dir = lora_run
     expected = outputs(lora_model(model_dir, run_dir))
-    base = outputs(InternVL.from_pretrained(model_dir).eval())  # the hf layout records image_token_id
+    base = outputs(load_model(model_dir).eval())  # the hf layout records image_token_id
     assert (expected - base).abs().max() > 1e-3  # training changed the model: the comparison means something
 
     out = tmp_path / "merged"
     assert main(["train", "merge-lora", str(run_dir), str(out), "--layout", layout]) == 0
-    merged = InternVL.from_pretrained(out)
+    merged = load_model(out)
     merged.image_token_id = IMAGE_TOKEN_ID  # the original layout keeps it in the tokenizer, not config.json
     assert not any("lora" in name or "base_layer" in name for name, _ in merged.named_parameters())
     assert (outputs(merged.eval()) - expected).abs().max() <= 1e-5

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from internvl import ConfigError
-from internvl.train.settings import dump_yaml
-from internvl.train.sft import SFTConfig, load_config
+from internvl.settings import dump_yaml
+from internvl.train.sft import SFTSettings, load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -19,7 +19,7 @@ def test_defaults_yaml_and_overrides_are_typed(tmp_path):
     config = load_config(recipe, ["optim.lr=1e-4", "train.max_steps=7", "train.activation_checkpointing=true",
                                   "optim.lr_vision=null", "optim.lr_projector=2e-4", "lora.language_rank=16",
                                   "data.options.max_packed_tokens=8192", "train.precision=fp32"])
-    assert isinstance(config, SFTConfig)
+    assert isinstance(config, SFTSettings)
     assert config.optim.lr == 1e-4 and isinstance(config.optim.lr, float)  # "1e-4" is a string to YAML 1.1
     assert config.optim.betas == [0.9, 0.95]
     assert config.train.max_steps == 7 and config.train.activation_checkpointing is True
@@ -27,7 +27,7 @@ def test_defaults_yaml_and_overrides_are_typed(tmp_path):
     assert config.lora.language_rank == 16
     assert config.data.options == {"max_packed_tokens": 8192}
     assert config.output_dir == "runs/x" and config.checkpoint.keep_last == 2  # untouched default
-    assert load_config(None, [f"{k}={v}" for k, v in []]).optim.lr == SFTConfig().optim.lr
+    assert load_config(None, [f"{k}={v}" for k, v in []]).optim.lr == SFTSettings().optim.lr
     # the dump reads back to the same settings
     again = tmp_path / "again.yaml"
     again.write_text(dump_yaml(config))

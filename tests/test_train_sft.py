@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from internvl.model.internvl import InternVL
 from internvl.train import TrainingError, sft
 from internvl.train.metrics import read_metrics
+from internvl.weights import load_model, save_model
 from tests.test_train_support import tiny_model_folder, tiny_recipe
 from tests.test_train_support import single_thread  # noqa: F401 (fixture: one intra-op thread)
 
@@ -55,10 +55,10 @@ def test_frozen_parts_do_not_change_and_are_in_eval_mode(model_dir, tmp_path):
     sft.run(tiny_recipe(model_dir, run_dir, "freeze.vision=true", "freeze.language=true", steps=2))
     saved = load_file(str(run_dir / "checkpoints" / "step-000002" / "model.safetensors"))
     assert saved and all(k.startswith("projector.") for k in saved)  # trainable weights only
-    base = InternVL.from_pretrained(model_dir)
+    base = load_model(model_dir)
     assert not torch.equal(saved["projector.fc1.weight"], base.projector.fc1.weight)
 
-    model = InternVL.from_pretrained(model_dir)
+    model = load_model(model_dir)
     trainable = sft.set_trainable(model, sft.FreezeSettings(vision=True, language=True), sft.LoraSettings())
     sft.set_modes(model, trainable)
     assert trainable == {"vision": False, "projector": True, "language": False}
@@ -92,7 +92,7 @@ def test_activation_checkpointing_gives_the_same_gradients(model_dir):
     from internvl.train.data import SyntheticPackedBatches
     from internvl.train.loss import shift_targets
 
-    model = InternVL.from_pretrained(model_dir, dtype=torch.float32)
+    model = load_model(model_dir, dtype=torch.float32)
     model.train()
     source = SyntheticPackedBatches(model.config, rows=2, seq_len=64, samples_per_row=2, tiles_per_row=2, padding=3)
     batch = sft.model_inputs(source.make_batch(0), torch.device("cpu"))
@@ -116,17 +116,17 @@ def test_moe_load_balancing_loss_is_logged_and_trained(moe_model_dir, tmp_path):
     # the router of the MoE layer (layer 0; layer 1 is dense) gets gradient from the aux loss only through
     # routing weights and the aux term: check it moved
     saved = load_file(str(run_dir / "checkpoints" / "step-000002" / "model.safetensors"))
-    base = InternVL.from_pretrained(moe_model_dir)
+    base = load_model(moe_model_dir)
     assert not torch.equal(saved["language.layers.0.mlp.router.weight"], base.language.layers[0].mlp.router.weight)
     assert "language.lm_head.weight" not in saved  # tied to the embeddings, stored once
 
 
 def test_nan_loss_stops_with_step_value_and_advice(model_dir, tmp_path):
     broken = tmp_path / "broken"
-    model = InternVL.from_pretrained(model_dir)
+    model = load_model(model_dir)
     with torch.no_grad():
         model.language.lm_head.weight[3, 0] = float("nan")
-    model.save_pretrained(broken, layout="hf")
+    save_model(model, broken, layout="hf")
     with pytest.raises(TrainingError) as info:
         sft.run(tiny_recipe(broken, tmp_path / "run", steps=3))
     message = str(info.value)

@@ -13,7 +13,8 @@ import torch
 
 from internvl.config import InternVLConfig, TextConfig, VisionConfig
 from internvl.model.internvl import InternVL
-from internvl.train.sft import SFTConfig, load_config
+from internvl.train.sft import SFTSettings, load_config
+from internvl.weights import save_model
 
 IMAGE_TOKEN_ID = 127
 
@@ -51,11 +52,11 @@ def tiny_model_folder(folder: Path, family: str = "qwen2", seed: int = 0, tie: b
             if param.dim() >= 2:
                 param.normal_(0, 0.08)
     model.image_token_id = IMAGE_TOKEN_ID
-    model.save_pretrained(folder, layout="hf")
+    save_model(model, folder, layout="hf")
     return folder
 
 
-def tiny_recipe(model_dir: Path, run_dir: Path, *overrides: str, steps: int = 4) -> SFTConfig:
+def tiny_recipe(model_dir: Path, run_dir: Path, *overrides: str, steps: int = 4) -> SFTSettings:
     """A recipe that runs a few steps of synthetic packed data in well under a second per step."""
     base = [
         f"output_dir={run_dir}",

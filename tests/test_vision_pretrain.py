@@ -24,6 +24,7 @@ from internvl.model.vit import InternViT
 from internvl.nano import vision_pretrain
 from internvl.nano.vision_pretrain import (HEADS, IGNORE, SCENE_FAMILIES, PatchHeads, batch_at, draw_scene,
                                            label_scene, load_encoder, patch_loss, tile_scene)
+from internvl.weights import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -188,14 +189,13 @@ def test_the_stage_writes_a_curve_and_an_encoder_and_resumes_exactly(tmp_path, c
 
 def test_nano_init_starts_from_the_exported_encoder(tmp_path):
     from internvl.data.world import export_sft
-    from internvl.model.internvl import InternVL
     from internvl.nano.init import init_nano
 
     vision_pretrain.main(stage_args(tmp_path / "stage", "steps=1", "eval_every=0"))
     export_sft(tmp_path / "world", 8, split="train", families=["recognition"], progress=False)
     init = init_nano(tmp_path / "world", tmp_path / "init", vocab_size=300,
                      vision=tmp_path / "stage" / "vision.safetensors")
-    model = InternVL.from_pretrained(init)
+    model = load_model(init)
     assert model.config.vision.patch_size == 56
     _, weights = load_encoder(tmp_path / "stage" / "vision.safetensors")
     assert all(torch.equal(model.vision.state_dict()[k], v) for k, v in weights.items())

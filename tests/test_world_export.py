@@ -20,7 +20,7 @@ from internvl.data.world import (
     export_sft,
     export_tsv,
     first_wrong_step,
-    generate,
+    generate_samples,
     load_samples,
     read_video_frames,
 )
@@ -51,7 +51,7 @@ def test_sft_meta_follows_spec(sft_dir):
 def test_sft_lines_point_at_real_media_and_match_the_samples(sft_dir):
     root = Path(json.loads((sft_dir / "meta.json").read_text())["world_val"]["root"])
     lines = read_jsonl(sft_dir / "val.jsonl")
-    fresh = generate(N, "val", seed=0)
+    fresh = generate_samples(N, "val", seed=0)
     assert [line["id"] for line in lines] == [s.id for s in fresh]
     for line, sample in zip(lines, fresh):
         human, gpt = line["conversations"]
@@ -95,7 +95,7 @@ def test_tsv_round_trip(tmp_path):
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert tuple(rows[0]) == TSV_COLUMNS and len(rows) == N
-    fresh = generate(N, "test", seed=1)
+    fresh = generate_samples(N, "test", seed=1)
     for i, (row, sample) in enumerate(zip(rows, fresh)):
         assert row["index"] == str(i) and row["id"] == sample.id and row["answer"] == sample.answer
         assert row["category"] == sample.family and row["question"] == sample.question

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from internvl.data.world import FAMILIES, FAMILY_NAMES, SPLITS, generate, generate_sample
+from internvl.data.world import FAMILIES, FAMILY_NAMES, SPLITS, generate_samples, generate_sample
 from internvl.data.world.generate import sample_rng
 from internvl.data.world.png import encode_png
 from internvl.data.world.sample import ANSWER_TYPES, LETTERS
@@ -39,7 +39,7 @@ def pixels(sample) -> set[str]:
 @pytest.fixture(scope="module")
 def by_split() -> dict[str, list]:
     """24 samples per family per split."""
-    return {split: generate(24 * len(FAMILY_NAMES), split, seed=0) for split in SPLITS}
+    return {split: generate_samples(24 * len(FAMILY_NAMES), split, seed=0) for split in SPLITS}
 
 
 def test_every_family_makes_valid_samples(by_split):
@@ -60,25 +60,25 @@ def test_every_family_makes_valid_samples(by_split):
 
 
 def test_same_seed_same_samples_and_workers_do_not_matter():
-    one = generate(40, "val", seed=3, workers=1)
-    two = generate(40, "val", seed=3, workers=2)
+    one = generate_samples(40, "val", seed=3, workers=1)
+    two = generate_samples(40, "val", seed=3, workers=2)
     assert [fingerprint(a) for a in one] == [fingerprint(b) for b in two]
-    other = generate(40, "val", seed=4)
+    other = generate_samples(40, "val", seed=4)
     assert len({fingerprint(a) for a in one} & {fingerprint(b) for b in other}) == 0
 
 
 def test_family_subset_gives_the_same_samples_as_the_mix():
-    mixed = [s for s in generate(30, "train", seed=1) if s.family == "counting"]
-    alone = generate(len(mixed), "train", seed=1, families=["counting"])
+    mixed = [s for s in generate_samples(30, "train", seed=1) if s.family == "counting"]
+    alone = generate_samples(len(mixed), "train", seed=1, families=["counting"])
     assert [fingerprint(a) for a in mixed] == [fingerprint(b) for b in alone]
 
 
 HASH_SCRIPT = """
 import hashlib, json
-from internvl.data.world import generate
+from internvl.data.world import generate_samples
 from internvl.data.world.png import encode_png
 h = hashlib.sha256()
-for s in generate(40, "test", seed=5):
+for s in generate_samples(40, "test", seed=5):
     for picture in s.images + s.frames:
         h.update(encode_png(picture))
     h.update(json.dumps({**s.__dict__, "images": [], "frames": []}, sort_keys=True).encode())
@@ -195,6 +195,6 @@ def test_counts_cover_the_whole_training_range():
 
 def test_bad_arguments_raise_input_error():
     with pytest.raises(InputError, match="unknown split"):
-        generate(2, "dev")
+        generate_samples(2, "dev")
     with pytest.raises(InputError, match="unknown family"):
-        generate(2, "train", families=["colour"])
+        generate_samples(2, "train", families=["colour"])

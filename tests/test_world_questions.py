@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from internvl.data.sft import IGNORE_INDEX, SFTSettings, build_datasets
+from internvl.data.sft import IGNORE_INDEX, SampleSettings, build_datasets
 from internvl.data.world import FAMILIES, FAMILY_NAMES, SCORERS, export_sft, generate_sample, load_conversations
 from internvl.data.world.cli import main
 from internvl.data.world.export import read_jsonl, sft_line
@@ -124,7 +124,7 @@ def test_ask_keeps_the_split_rules(family):
 
 
 def test_sft_reader_supervises_every_answer(k3_dir, qwen2_tokenizer):
-    settings = SFTSettings(num_image_token=4, tile_size=28, max_tiles=6)
+    settings = SampleSettings(num_image_token=4, tile_size=28, max_tiles=6)
     dataset = build_datasets(k3_dir / "meta.json", qwen2_tokenizer, settings)[0]
     lines = read_jsonl(k3_dir / "train.jsonl")
     checked = 0

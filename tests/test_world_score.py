@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from internvl.data.world import FAMILY_NAMES, SCORERS, Sample, check_steps, first_wrong_step, generate, score
+from internvl.data.world import FAMILY_NAMES, SCORERS, Sample, check_steps, first_wrong_step, generate_samples, score
 from internvl.data.world.families.reasoning import flawed_solution, solve
 from internvl.data.world.pairs import rejected_response
 from internvl.data.world.sample import solution_text
@@ -108,7 +108,7 @@ def test_reasoning_final_answer_and_steps():
 def test_generated_answers_score_one_and_rejected_answers_score_zero():
     rng = np.random.default_rng(0)
     for split in ("train", "test-ood"):
-        for s in generate(120, split, seed=2):
+        for s in generate_samples(120, split, seed=2):
             assert SCORERS[s.family](s.response, s) == 1.0, (s.id, s.response)
             assert SCORERS[s.family](s.answer_text, s) == 1.0 or s.answer_type == "box", (s.id, s.answer_text)
             rejected, wrong_step = rejected_response(s, rng)

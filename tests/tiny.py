@@ -123,6 +123,7 @@ def build_chat_model_folder(folder: Path) -> Path:
     from internvl.config import InternVLConfig, TextConfig, VisionConfig
     from internvl.model.internvl import InternVL
     from internvl.nano.tokenizer import save_tokenizer, train_tokenizer
+    from internvl.weights import save_model
 
     texts = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) + "." for i in range(200)]
     tokenizer = train_tokenizer(texts, vocab_size=300)
@@ -138,5 +139,5 @@ def build_chat_model_folder(folder: Path) -> Path:
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3 if p.dim() > 1 else 0.05).add_(1 if p.dim() == 1 else 0)
-    model.save_pretrained(folder, layout="original")
+    save_model(model, folder, layout="original")
     return folder

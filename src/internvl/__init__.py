@@ -1,7 +1,8 @@
 """internvl: an independent PyTorch implementation of the InternVL multimodal models.
 
-Public API: `load()` (a checkpoint folder -> `Chat`), `Chat`, `InternVL` (the model), `Processor`
-(conversations -> model inputs), and the error types. The heavy modules are imported on first use.
+Public API: `load()` (a checkpoint folder -> `Chat`), `Chat`, `InternVL` (the model), `load_model` /
+`save_model` (a checkpoint folder <-> `InternVL`, either layout), `Processor` (conversations -> model
+inputs), and the error types. The heavy modules are imported on first use.
 """
 
 from typing import Any
@@ -15,6 +16,8 @@ _LAZY = {
     "Chat": "internvl.chat",
     "InternVL": "internvl.model.internvl",
     "Processor": "internvl.inputs.processor",
+    "load_model": "internvl.weights",
+    "save_model": "internvl.weights",
 }
 
 
@@ -26,4 +29,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'internvl' has no attribute {name!r}")
 
 
-__all__ = ["CheckpointError", "Chat", "ConfigError", "InputError", "InternVL", "InternVLError", "Processor", "load"]
+__all__ = ["CheckpointError", "Chat", "ConfigError", "InputError", "InternVL", "InternVLError", "Processor", "load",
+           "load_model", "save_model"]

@@ -45,6 +45,7 @@ from internvl.model.linear import (
     use_fp32_vision_if_bf16_is_emulated,
 )
 from internvl.presets import internvl3_1b, nano
+from internvl.weights import load_model, save_model
 
 PROMPT_TOKENS = 20
 NEW_TOKENS = 32
@@ -112,9 +113,9 @@ def _checkpoint_pair(config: InternVLConfig, dtype: torch.dtype, seed: int = 0) 
             for p in model.parameters():
                 if p.dim() > 1:
                     p.normal_(0, 0.02)
-        model.save_pretrained(folder, layout="hf")
+        save_model(model, folder, layout="hf")
         del model
-        ours = InternVL.from_pretrained(folder, dtype=dtype).eval()
+        ours = load_model(folder, dtype=dtype).eval()
         use_fp32_vision_if_bf16_is_emulated(ours)  # as `internvl.load` does
         theirs = InternVLForConditionalGeneration.from_pretrained(folder, dtype=dtype).eval()
     yield ours, theirs

@@ -24,29 +24,12 @@ from internvl.errors import CheckpointError, ConfigError, InputError
 from internvl.generate import GenerationConfig, TextStream, generate, stream
 from internvl.inputs.image import ImageSource
 from internvl.inputs.processor import Message, ProcessedInputs, Processor, VideoSource
-from internvl.inputs.tokens import IMG_CONTEXT
+from internvl.inputs.tokens import IMG_CONTEXT, load_tokenizer
 from internvl.model.internvl import InternVL
 from internvl.model.linear import can_pack, pack_linear_weights, quantize_int8, use_fp32_vision_if_bf16_is_emulated
+from internvl.weights import load_model
 
 log = logging.getLogger("internvl")
-
-
-def load_tokenizer(folder: str | Path) -> Any:
-    """The checkpoint's tokenizer through transformers, never running code from the folder."""
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # it warns that `internvl_chat` is not a transformers model type
-    try:
-        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False, use_fast=True)
-    except Exception as exc:  # transformers raises many types for unusable tokenizer folders
-        raise CheckpointError(
-            f"{folder}: cannot load its tokenizer without running code from the folder ({type(exc).__name__}: {exc}); "
-            "a tokenizer.json (or vocab.json + merges.txt) is needed"
-        ) from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
 
 
 def default_device() -> str:
@@ -287,7 +270,7 @@ def load(
     device = device or default_device()
     if dtype is None and device == "cpu":
         dtype = torch.float32  # a CPU without bf16 matrix units runs bf16 matmuls far slower than fp32
-    model = InternVL.from_pretrained(folder, dtype=dtype, device=device)
+    model = load_model(folder, dtype=dtype, device=device)
     use_fp32_vision_if_bf16_is_emulated(model)
     if quantize == "int8":
         quantize_int8(model.language)

@@ -6,26 +6,14 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
+from internvl.config import dtype_by_name
 from internvl.errors import InternVLError
-
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
-
-
-def parse_dtype(name: str | None):  # type: ignore[no-untyped-def]
-    import torch
-
-    if name is None:
-        return None
-    try:
-        return getattr(torch, DTYPES[name.lower()])
-    except KeyError:
-        raise argparse.ArgumentTypeError(f"unknown dtype {name!r}; choose from {sorted(DTYPES)}") from None
 
 
 def _convert(args: argparse.Namespace) -> int:
     from internvl.weights import convert_checkpoint
 
-    convert_checkpoint(args.src, args.dst, layout=args.layout, dtype=parse_dtype(args.dtype))
+    convert_checkpoint(args.src, args.dst, layout=args.layout, dtype=dtype_by_name(args.dtype))
     print(f"wrote {args.layout} layout to {args.dst}", file=sys.stderr)
     return 0
 
@@ -50,7 +38,7 @@ def _chat(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         repetition_penalty=args.repetition_penalty, seed=args.seed,
     )
-    chat = load(args.model, dtype=parse_dtype(args.dtype), device=args.device, max_tiles=args.max_tiles,
+    chat = load(args.model, dtype=dtype_by_name(args.dtype), device=args.device, max_tiles=args.max_tiles,
                 system_message=args.system, thinking=args.thinking, generation=generation,
                 quantize=args.quantize)
     if args.question is not None:
@@ -138,7 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    chat = load(args.model, dtype=parse_dtype(args.dtype), device=args.device, max_tiles=args.max_tiles,
+    chat = load(args.model, dtype=dtype_by_name(args.dtype), device=args.device, max_tiles=args.max_tiles,
                 quantize=args.quantize)
     name = args.served_model_name or (Path(args.model).name if args.model else "internvl-nano")
     settings = ServeSettings(

@@ -84,6 +84,12 @@ class TextConfig:
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_heads
 
+    @property
+    def output_bias(self) -> bool:
+        """Whether the attention output projection has a bias: `attention_bias` covers it too in Llama and
+        InternLM2 configs, while Qwen2's q/k/v bias stops before `o_proj`."""
+        return self.attention_bias and self.family != "qwen2"
+
     def is_moe_layer(self, index: int) -> bool:
         return (
             self.num_experts > 0
@@ -472,3 +478,19 @@ def to_hf_dict(config: InternVLConfig) -> dict[str, Any]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# Names a user may give for a weight dtype (CLI --dtype, recipes) -> the torch dtype's attribute name.
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16"}
+
+
+def dtype_by_name(name: str | None) -> Any:
+    """`torch.bfloat16` for "bf16" (or "bfloat16"), ...; None stays None (keep the stored dtype)."""
+    if name is None:
+        return None
+    if name.lower() not in DTYPE_NAMES:
+        raise ConfigError(f"unknown dtype {name!r}; choose from {', '.join(sorted(DTYPE_NAMES))}")
+    import torch
+
+    return getattr(torch, DTYPE_NAMES[name.lower()])

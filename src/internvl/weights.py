@@ -160,7 +160,6 @@ def _language_map(config: InternVLConfig, layout: str) -> dict[str, Source]:
     out["language.lm_head.weight"] = _one(head)
     if not fused_internlm2:
         out["language.embed.weight"] = _one(prefix + "embed_tokens.weight")
-    output_bias = t.attention_bias and t.family != "qwen2"
     for i in range(t.num_layers):
         ours, theirs = f"language.layers.{i}.", f"{prefix}layers.{i}."
         if fused_internlm2:
@@ -178,7 +177,7 @@ def _language_map(config: InternVLConfig, layout: str) -> dict[str, Source]:
         if t.attention_bias:
             out[ours + "attn.qkv.bias"] = Source(tuple(f"{theirs}self_attn.{x}_proj.bias" for x in "qkv"))
         out[ours + "attn.o.weight"] = _one(theirs + "self_attn.o_proj.weight")
-        if output_bias:
+        if t.output_bias:
             out[ours + "attn.o.bias"] = _one(theirs + "self_attn.o_proj.bias")
         if t.qk_norm:
             out[ours + "attn.q_norm.weight"] = _one(theirs + "self_attn.q_norm.weight")
@@ -473,7 +472,7 @@ def save_model(model: InternVL, folder: str | Path, layout: str = "original", ma
     folder = Path(folder)
     if any(name.endswith(("weight_int8", "weight_packed")) for name, _ in model.named_buffers()):
         raise CheckpointError("a model loaded for inference (int8 or pre-packed weights, as `internvl.load` "
-                              "makes) cannot be saved: load it with InternVL.from_pretrained to convert or save")
+                              "makes) cannot be saved: load it with load_model to convert or save")
     config = model.config
     raw = to_original_dict(config) if layout == "original" else to_hf_dict(config)
     if layout == "hf" and model.image_token_id is not None:

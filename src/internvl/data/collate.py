@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import torch
 
-from internvl.data.sft import IGNORE_INDEX, Sample
+from internvl.data.sft import IGNORE_INDEX, EncodedSample
 from internvl.errors import ConfigError, InputError
 
 LossReduction = Literal["token", "sample", "square"]
@@ -80,14 +80,14 @@ def position_ids_from_documents(document_ids: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Collator:
-    """`collate_fn` for a DataLoader over `Sample`s (plain or packed): see the module docstring."""
+    """`collate_fn` for a DataLoader over `EncodedSample`s (plain or packed): see the module docstring."""
 
     pad_id: int
     loss_reduction: LossReduction = "square"
     pad_to: int | None = None  # pad every row to this length (static shapes), else to the longest row
 
-    def __call__(self, samples: Sample | Sequence[Sample]) -> dict[str, Any]:
-        rows = [samples] if isinstance(samples, Sample) else list(samples)
+    def __call__(self, samples: EncodedSample | Sequence[EncodedSample]) -> dict[str, Any]:
+        rows = [samples] if isinstance(samples, EncodedSample) else list(samples)
         if not rows:
             raise InputError("cannot collate an empty batch")
         longest = max(row.num_tokens for row in rows)

@@ -1,36 +1,43 @@
 """The SFT recipe's batch source for official-format data: meta JSON -> packed, collated micro-batches.
 
-Named in a recipe as `data.source: internvl.data.loader:packed_batches`, with `data.options`:
-
-    meta_path          the meta JSON (docs/sft.md#meta-file)                                  (required)
-    tokenizer          folder with the tokenizer files                            (required)
-    max_packed_tokens  tokens per pack (one pack = one micro-batch row)           (default 4096)
-    num_images_expected  tiles per pack                                           (default 48)
-    max_tiles          dynamic-tiling limit per image (a meta entry may override) (default 6)
-    max_length         longest sample in tokens, before packing                   (default 4096)
-    loss_reduction     token | sample | square                                    (default square)
-    min_num_frame, max_num_frame  frames sampled per video                         (default 8, 32)
-    num_workers        DataLoader worker processes                                (default 1)
-    on_bad_line        error | skip                                               (default error)
-
-Tokens per tile and tile size come from the model config, so data and model always agree.
+Named in a recipe as `data.source: internvl.data.loader:packed_batches`; its `data.options` are the
+typed `PackedDataOptions` below (an unknown or mistyped option is an error that names it). Defaults
+are the official fine-tuning scripts' and live in one place: `SampleSettings` (samples) and
+`PackingSettings` (packs). Tokens per tile and tile size come from the model config, so data and
+model always agree.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Literal
 
 from torch.utils.data import DataLoader
 
 from internvl.config import InternVLConfig
 from internvl.data.collate import Collator
 from internvl.data.packing import PackedDataset, PackingSettings
-from internvl.data.sft import SFTSettings, build_datasets
+from internvl.data.sft import BadLinePolicy, SampleSettings, build_datasets
 from internvl.errors import ConfigError
+from internvl.inputs.tokens import load_tokenizer
+from internvl.settings import from_dict
 
-KNOWN_OPTIONS = {"meta_path", "tokenizer", "max_packed_tokens", "num_images_expected", "max_tiles", "max_length",
-                 "loss_reduction", "num_workers", "on_bad_line", "min_num_frame", "max_num_frame"}
+
+@dataclass
+class PackedDataOptions:
+    """`data.options` of `internvl.data.loader:packed_batches` (docs/sft.md)."""
+
+    meta_path: str = ""  # the meta JSON naming the datasets (docs/sft.md#meta-file); required
+    tokenizer: str = ""  # folder with the tokenizer files (usually the checkpoint's); required
+    max_packed_tokens: int = PackingSettings.max_packed_tokens  # tokens per pack (one pack = one micro-batch row)
+    num_images_expected: int = PackingSettings.num_images_expected  # tiles per pack
+    max_tiles: int = SampleSettings.max_tiles  # dynamic-tiling limit per image (a meta entry may override it)
+    max_length: int = 8192  # longest sample in tokens, before packing (SampleSettings.max_length)
+    loss_reduction: Literal["token", "sample", "square"] = "square"  # docs/sft.md#loss-weights
+    min_num_frame: int = SampleSettings.min_num_frame  # frames sampled per video: randint(min, max)
+    max_num_frame: int = SampleSettings.max_num_frame
+    num_workers: int = 1  # DataLoader worker processes
+    on_bad_line: BadLinePolicy = SampleSettings.on_bad_line  # error | skip
 
 
 class PackedBatches:
@@ -56,35 +63,32 @@ class PackedBatches:
 def packed_batches(
     options: dict[str, Any], model_config: InternVLConfig, rank: int, world_size: int, seed: int
 ) -> PackedBatches:
-    """Build this rank's source (see the module docstring for the options)."""
-    from internvl.chat import load_tokenizer
-
-    unknown = set(options) - KNOWN_OPTIONS
-    if unknown:
-        raise ConfigError(f"data.options: unknown option(s) {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}")
+    """Build this rank's source from `data.options` (see `PackedDataOptions`)."""
+    settings = from_dict(PackedDataOptions, options, source="data.options")
     for required in ("meta_path", "tokenizer"):
-        if required not in options:
-            raise ConfigError(f"data.options.{required} is required for internvl.data.loader:packed_batches")
-    tokenizer = load_tokenizer(options["tokenizer"])
-    settings = SFTSettings(
+        if not getattr(settings, required):
+            raise ConfigError(f"data.options.{required} is required for internvl.data.loader:packed_batches "
+                              f"({_HELP[required]})")
+    tokenizer = load_tokenizer(settings.tokenizer)
+    samples = SampleSettings(
         template=model_config.template,
         num_image_token=model_config.num_image_token,
         tile_size=model_config.vision.image_size,
-        max_tiles=int(options.get("max_tiles", 6)),
+        max_tiles=settings.max_tiles,
         use_thumbnail=model_config.use_thumbnail,
-        max_length=int(options.get("max_length", 4096)),
-        on_bad_line=options.get("on_bad_line", "error"),
-        min_num_frame=int(options.get("min_num_frame", 8)),
-        max_num_frame=int(options.get("max_num_frame", 32)),
+        max_length=settings.max_length,
+        on_bad_line=settings.on_bad_line,
+        min_num_frame=settings.min_num_frame,
+        max_num_frame=settings.max_num_frame,
         seed=seed,
     )
-    datasets = build_datasets(options["meta_path"], tokenizer, settings)
-    packing = PackingSettings(
-        num_images_expected=int(options.get("num_images_expected", 48)),
-        max_packed_tokens=int(options.get("max_packed_tokens", 4096)),
-        seed=seed,
-    )
+    datasets = build_datasets(settings.meta_path, tokenizer, samples)
+    packing = PackingSettings(num_images_expected=settings.num_images_expected,
+                              max_packed_tokens=settings.max_packed_tokens, seed=seed)
     packed = PackedDataset(datasets, packing, rank=rank, world_size=world_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    collator = Collator(pad_id, options.get("loss_reduction", "square"))
-    return PackedBatches(packed, collator, int(options.get("num_workers", 1)))
+    return PackedBatches(packed, Collator(pad_id, settings.loss_reduction), settings.num_workers)
+
+
+_HELP = {"meta_path": "the meta JSON of your SFT data, docs/sft.md#meta-file",
+         "tokenizer": "the folder with the tokenizer files, usually the checkpoint's"}

@@ -8,7 +8,7 @@ emitted as a pack when its tile count reaches `num_images_expected`, when it is 
 most tiles (`evict="fullest"`: the one closest to either budget). A sample longer than
 `max_packed_tokens` is cut at image boundaries (`split_buffer`).
 
-Each pack is a `Sample` whose `document_ids` number its conversations 0, 1, ... so that the model
+Each pack is a `EncodedSample` whose `document_ids` number its conversations 0, 1, ... so that the model
 attends block-diagonally; `internvl.data.collate` turns packs into batches.
 
 Sharding and determinism: every DataLoader worker of every rank reads its own slice
@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from internvl.data.sft import IGNORE_INDEX, ImageTokenIds, Sample, SupervisedDataset
+from internvl.data.sft import IGNORE_INDEX, ImageTokenIds, EncodedSample, SupervisedDataset
 from internvl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,11 @@ class PackingStats:
 # --------------------------------------------------------------------------------- row surgery
 
 
-def concat(*samples: Sample) -> Sample:
+def concat(*samples: EncodedSample) -> EncodedSample:
     """The samples one after the other in one row: documents and tile positions renumbered."""
     documents = np.cumsum([0] + [s.num_documents for s in samples[:-1]])
     tokens = np.cumsum([0] + [s.num_tokens for s in samples[:-1]])
-    return Sample(
+    return EncodedSample(
         input_ids=torch.cat([s.input_ids for s in samples]),
         labels=torch.cat([s.labels for s in samples]),
         pixel_values=torch.cat([s.pixel_values for s in samples]),
@@ -84,13 +84,13 @@ def concat(*samples: Sample) -> Sample:
     )
 
 
-def cut(sample: Sample, start: int, stop: int) -> Sample:
+def cut(sample: EncodedSample, start: int, stop: int) -> EncodedSample:
     """Tokens [start, stop) and the tiles tied to them; documents renumbered from 0."""
     keep = (sample.tile_token_index >= start) & (sample.tile_token_index < stop)
     document_ids = sample.document_ids[start:stop]
     first = int(document_ids[0]) if len(document_ids) else 0
     last = int(document_ids[-1]) if len(document_ids) else -1
-    return Sample(
+    return EncodedSample(
         input_ids=sample.input_ids[start:stop],
         labels=sample.labels[start:stop],
         pixel_values=sample.pixel_values[keep],
@@ -101,13 +101,13 @@ def cut(sample: Sample, start: int, stop: int) -> Sample:
     )
 
 
-def has_enough_supervision(sample: Sample) -> bool:
+def has_enough_supervision(sample: EncodedSample) -> bool:
     """Official `check_valid`: more than 1/256 of the tokens are supervised."""
     supervised = int((sample.labels != IGNORE_INDEX).sum())
     return sample.num_tokens > 0 and supervised / sample.num_tokens > MIN_SUPERVISED_FRACTION
 
 
-def split_buffer(buffer: Sample, max_tokens: int, ids: ImageTokenIds) -> list[Sample]:
+def split_buffer(buffer: EncodedSample, max_tokens: int, ids: ImageTokenIds) -> list[EncodedSample]:
     """Cut a row longer than `max_tokens` into pieces of at most `max_tokens` (official `split_buffer`).
 
     If position `max_tokens` falls inside an `<img>...</img>` block, the left piece ends just before
@@ -118,7 +118,7 @@ def split_buffer(buffer: Sample, max_tokens: int, ids: ImageTokenIds) -> list[Sa
     """
     if buffer.num_tokens <= max_tokens:
         return [buffer]
-    pieces: list[Sample] = []
+    pieces: list[EncodedSample] = []
     while buffer.num_tokens > max_tokens:
         input_ids = buffer.input_ids
         starts = torch.nonzero(input_ids == ids.start).flatten().tolist()
@@ -147,13 +147,13 @@ def split_buffer(buffer: Sample, max_tokens: int, ids: ImageTokenIds) -> list[Sa
     return pieces
 
 
-def pad_tiles(sample: Sample, num_tiles: int) -> Sample:
+def pad_tiles(sample: EncodedSample, num_tiles: int) -> EncodedSample:
     """Strict mode: append zero tiles with flag 0 up to `num_tiles`."""
     missing = num_tiles - sample.num_tiles
     if missing <= 0:
         return sample
     zeros = torch.zeros((missing, *sample.pixel_values.shape[1:]), dtype=sample.pixel_values.dtype)
-    return Sample(
+    return EncodedSample(
         input_ids=sample.input_ids,
         labels=sample.labels,
         pixel_values=torch.cat([sample.pixel_values, zeros]),
@@ -171,7 +171,7 @@ class Buffer:
     """An open pack: its samples are kept apart and joined once, when it leaves (joining at every
     addition would copy up to num_images_expected tiles, ~100 MB at 448 px, per sample)."""
 
-    def __init__(self, parts: list[Sample]) -> None:
+    def __init__(self, parts: list[EncodedSample]) -> None:
         self.parts = parts
         self.num_tokens = sum(p.num_tokens for p in parts)
         self.num_tiles = sum(p.num_tiles for p in parts)
@@ -180,7 +180,7 @@ class Buffer:
     def sources(self) -> list[str]:
         return [source for p in self.parts for source in p.sources]
 
-    def joined(self) -> Sample:
+    def joined(self) -> EncodedSample:
         return self.parts[0] if len(self.parts) == 1 else concat(*self.parts)
 
 
@@ -197,7 +197,7 @@ class Packer:
         self.buffers: list[Buffer] = []  # sorted by descending tile count
         self.stats = PackingStats()
 
-    def add(self, sample: Sample) -> list[Sample]:
+    def add(self, sample: EncodedSample) -> list[EncodedSample]:
         s = self.settings
         self.stats.samples += 1
         self.stats.tokens_in += sample.num_tokens
@@ -228,12 +228,12 @@ class Packer:
             ready.append(self.buffers.pop(self._eviction_index()))
         return [self._emit(pack) for pack in ready]
 
-    def flush(self) -> list[Sample]:
+    def flush(self) -> list[EncodedSample]:
         """The open buffers, fullest (by tiles) first; the packer is empty afterwards."""
         ready, self.buffers = self.buffers, []
         return [self._emit(pack) for pack in ready]
 
-    def _find_buffer(self, sample: Sample) -> Buffer | None:
+    def _find_buffer(self, sample: EncodedSample) -> Buffer | None:
         """Pop the first open buffer with room for `sample` (official `find_buffer`)."""
         s = self.settings
         found = None
@@ -258,7 +258,7 @@ class Packer:
         at = next((k for k, b in enumerate(self.buffers) if b.num_tiles < piece.num_tiles), len(self.buffers))
         self.buffers.insert(at, piece)
 
-    def _emit(self, buffer: Buffer) -> Sample:
+    def _emit(self, buffer: Buffer) -> EncodedSample:
         pack = buffer.joined()
         self.stats.packs += 1
         self.stats.tokens_out += pack.num_tokens
@@ -309,7 +309,7 @@ class PackedDataset(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         return workers * self.rank + worker, workers * self.world_size
 
-    def __iter__(self) -> Iterator[Sample]:
+    def __iter__(self) -> Iterator[EncodedSample]:
         shard, num_shards = self.shard()
         rng = np.random.default_rng((self.settings.seed, shard))
         packer = Packer(self.settings, self.ids)

@@ -1,6 +1,6 @@
 """SFT data in the official format: meta file -> lazily read JSONL lines -> one sample's tensors.
 
-    meta.json --read_meta--> [DatasetSpec] --SupervisedDataset--> Sample (input_ids, labels, tiles)
+    meta.json --read_meta--> [DatasetSpec] --SupervisedDataset--> EncodedSample (input_ids, labels, tiles)
 
 * Meta file (docs/sft.md#meta-file): `{name: {root, annotation, repeat_time, data_augment, max_dynamic_patch?}}`.
 * Annotations (docs/sft.md#annotation-lines) are JSONL; `LineIndex` records the byte offset of every line in one streaming
@@ -77,7 +77,7 @@ class DatasetSpec:
     annotation: str  # the .jsonl file
     repeat_time: float = 1.0  # < 1: keep the first int(len * r) lines; > 1: repeat the list int(r) times
     data_augment: bool = False  # JPEG re-encode each tile at a random quality in 75..100
-    max_dynamic_patch: int | None = None  # overrides SFTSettings.max_tiles for this dataset
+    max_dynamic_patch: int | None = None  # overrides SampleSettings.max_tiles for this dataset
     length: int | None = None  # informational only
 
 
@@ -190,7 +190,7 @@ class LineIndex:
 
 
 @dataclass
-class Sample:
+class EncodedSample:
     """One training row before padding: a single conversation, or several packed ones (documents).
 
     All tiles of a row are concatenated in token order; `tile_token_index` ties each tile to its place
@@ -243,7 +243,7 @@ def _single_token_id(tokenizer: Tokenizer, token: str) -> int:
 
 
 @dataclass(frozen=True)
-class SFTSettings:
+class SampleSettings:
     """How lines become samples. Defaults: the InternVL2.5 fine-tuning scripts (docs/sft.md#hyper-parameters)."""
 
     template: str = "internvl2_5"
@@ -318,7 +318,7 @@ class ConversationEncoder:
 
 
 class SupervisedDataset(torch.utils.data.Dataset):
-    """One meta entry: `len()` lines (after repeat_time), `self[i]` -> `Sample`, read lazily.
+    """One meta entry: `len()` lines (after repeat_time), `self[i]` -> `EncodedSample`, read lazily.
 
     `self[i]` with `on_bad_line="skip"` returns the next usable line after a bad one (logged and counted
     in `bad_lines`, per process); `load(i)` always raises. `iter_shard` is the packed-mode stream.
@@ -328,7 +328,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
         self,
         spec: DatasetSpec,
         tokenizer: Tokenizer,
-        settings: SFTSettings = SFTSettings(),
+        settings: SampleSettings = SampleSettings(),
         dataset_index: int = 0,
     ) -> None:
         if settings.on_bad_line not in ("skip", "error"):
@@ -360,7 +360,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
         """`annotation:line` of sample i."""
         return f"{self.spec.annotation}:{self.lines.line_number(int(self._order[i]))}"
 
-    def __getitem__(self, i: int) -> Sample:
+    def __getitem__(self, i: int) -> EncodedSample:
         if self.settings.on_bad_line == "error":
             return self.load(i)
         for k in range(len(self)):
@@ -369,7 +369,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 return sample
         raise InputError(f"{self.spec.annotation}: no usable line in dataset {self.name!r}")
 
-    def iter_shard(self, shard: int = 0, num_shards: int = 1, epoch: int = 0, shuffle: bool = True) -> Iterator[Sample]:
+    def iter_shard(self, shard: int = 0, num_shards: int = 1, epoch: int = 0, shuffle: bool = True) -> Iterator[EncodedSample]:
         """Samples of every `num_shards`-th position of this epoch's order (the official packed-mode
         sharding over ranks x workers), bad lines skipped or raised as `on_bad_line` says."""
         order = np.arange(len(self))
@@ -381,7 +381,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
             elif (sample := self._load_or_report(int(i))) is not None:
                 yield sample
 
-    def _load_or_report(self, i: int) -> Sample | None:
+    def _load_or_report(self, i: int) -> EncodedSample | None:
         try:
             return self.load(i)
         except InputError as e:
@@ -389,10 +389,10 @@ class SupervisedDataset(torch.utils.data.Dataset):
             log.warning("skipping a bad line (%d so far in %s): %s", self.bad_lines, self.name, e)
             return None
 
-    # -- one line -> Sample ---------------------------------------------------------------------
+    # -- one line -> EncodedSample ---------------------------------------------------------------------
 
-    def load(self, i: int) -> Sample:
-        """Sample i, or an `InputError` that starts with `annotation:line`."""
+    def load(self, i: int) -> EncodedSample:
+        """EncodedSample i, or an `InputError` that starts with `annotation:line`."""
         where = self.where(i)
         try:
             text = self.lines.read(int(self._order[i]))
@@ -401,7 +401,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
             message = str(e)
             raise InputError(message if message.startswith(where) else f"{where}: {message}") from e
 
-    def _build(self, record: dict[str, Any], rng: np.random.Generator, where: str) -> Sample:
+    def _build(self, record: dict[str, Any], rng: np.random.Generator, where: str) -> EncodedSample:
         system, turns = parse_conversations(record, strip=self.encoder.strip_values)
         human = [k for k, (role, _) in enumerate(turns) if role == "human"]
         images, video = record.get("image"), record.get("video")
@@ -464,7 +464,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
             pixel_values = dummy_tile(self.settings.tile_size, self.settings.normalize)  # (1, 3, S, S)
             flags = torch.zeros(1, dtype=torch.long)
             tile_token_index = torch.zeros(1, dtype=torch.long)
-        return Sample(
+        return EncodedSample(
             input_ids=ids,
             labels=label_tensor,
             pixel_values=pixel_values,
@@ -589,7 +589,7 @@ def jpeg_degrade(tile: Image.Image, quality: int) -> Image.Image:
 
 
 def build_datasets(
-    meta_path: str | os.PathLike[str], tokenizer: Tokenizer, settings: SFTSettings = SFTSettings()
+    meta_path: str | os.PathLike[str], tokenizer: Tokenizer, settings: SampleSettings = SampleSettings()
 ) -> list[SupervisedDataset]:
     """One `SupervisedDataset` per meta entry, in file order (the entry's position seeds its shuffle)."""
     return [SupervisedDataset(spec, tokenizer, settings, k) for k, spec in enumerate(read_meta(meta_path))]

@@ -10,10 +10,10 @@
 """
 
 from internvl.eval.formats import EvalItem, load_items, read_jsonl, read_tsv
-from internvl.eval.judge import JUDGE_PROMPT, Judge, JudgeConfig, JudgeError
+from internvl.eval.judge import JUDGE_PROMPT, Judge, JudgeSettings, JudgeError
 from internvl.eval.report import compare, format_compare_table, format_table, summarize
 from internvl.eval.runner import Answerer, RunError, RunSettings, rescore, run_eval
-from internvl.eval.scoring import METRICS, Score, ScoringConfig, score_answer
+from internvl.eval.scoring import METRICS, Score, ScoringSettings, score_answer
 
 __all__ = [
     "JUDGE_PROMPT",
@@ -21,12 +21,12 @@ __all__ = [
     "Answerer",
     "EvalItem",
     "Judge",
-    "JudgeConfig",
+    "JudgeSettings",
     "JudgeError",
     "RunError",
     "RunSettings",
     "Score",
-    "ScoringConfig",
+    "ScoringSettings",
     "compare",
     "format_compare_table",
     "format_table",

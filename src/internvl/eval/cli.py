@@ -18,10 +18,10 @@ from pathlib import Path
 
 from internvl.errors import InternVLError
 from internvl.eval.formats import KINDS, load_items
-from internvl.eval.judge import Judge, JudgeConfig
+from internvl.eval.judge import Judge, JudgeSettings
 from internvl.eval.report import compare, format_compare_table, write_compare_chart
 from internvl.eval.runner import PREDICTIONS_FILE, Answerer, RunSettings, default_generation, rescore, run_eval
-from internvl.eval.scoring import METRICS, ScoringConfig
+from internvl.eval.scoring import METRICS, ScoringSettings
 
 AnswererFactory = Callable[[RunSettings], Answerer]
 
@@ -85,7 +85,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = ScoringConfig()
+    defaults = ScoringSettings()
     group = parser.add_argument_group("scoring")
     group.add_argument("--tolerance", type=float, default=defaults.numeric_rel_tol, help="relative tolerance of 'numeric' answers (e.g. 0.05)")
     group.add_argument("--anls-threshold", type=float, default=defaults.anls_threshold)
@@ -95,11 +95,11 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--judge-api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
 
 
-def _scoring(args: argparse.Namespace) -> tuple[ScoringConfig, Judge | None]:
-    config = ScoringConfig(numeric_rel_tol=args.tolerance, anls_threshold=args.anls_threshold, iou_threshold=args.iou_threshold)
+def _scoring(args: argparse.Namespace) -> tuple[ScoringSettings, Judge | None]:
+    config = ScoringSettings(numeric_rel_tol=args.tolerance, anls_threshold=args.anls_threshold, iou_threshold=args.iou_threshold)
     judge = None
     if args.judge_model:
-        judge = Judge(JudgeConfig(model=args.judge_model, base_url=args.judge_base_url, api_key=args.judge_api_key))
+        judge = Judge(JudgeSettings(model=args.judge_model, base_url=args.judge_base_url, api_key=args.judge_api_key))
     return config, judge
 
 

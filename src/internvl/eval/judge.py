@@ -54,7 +54,7 @@ class JudgeError(InternVLError):
 
 
 @dataclass(frozen=True)
-class JudgeConfig:
+class JudgeSettings:
     """Where the judge lives and how hard it tries; `api_key`/`base_url` None: from the environment."""
 
     model: str
@@ -102,7 +102,7 @@ def parse_judge_reply(reply: str) -> float | None:
 class Judge:
     """Grades answers through an OpenAI-compatible chat endpoint."""
 
-    def __init__(self, config: JudgeConfig) -> None:
+    def __init__(self, config: JudgeSettings) -> None:
         try:
             import openai
         except ImportError as error:  # the judge is optional; everything else works without it

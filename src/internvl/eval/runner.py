@@ -39,7 +39,7 @@ from internvl.eval.judge import Judge, JudgeCache
 from internvl.eval.jsonl import append_records, read_records
 from internvl.eval.prompts import build_cot_prompt
 from internvl.eval.report import ScoredItem, format_table, summarize, try_write_chart
-from internvl.eval.scoring import Score, ScoringConfig, score_answer
+from internvl.eval.scoring import Score, ScoringSettings, score_answer
 
 Answerer = Callable[[Sequence[EvalItem]], Sequence[str]]
 """A batch of items -> one answer string per item, in order."""
@@ -186,7 +186,7 @@ def read_predictions(path: str | Path, repair: bool = False) -> dict[str, dict[s
     return out
 
 
-def generate(
+def answer_pending(
     items: Sequence[EvalItem],
     answerer: Answerer,
     predictions_path: Path,
@@ -223,7 +223,7 @@ def generate(
 def score_items(
     items: Sequence[EvalItem],
     predictions: Mapping[str, Mapping[str, Any]],
-    config: ScoringConfig = ScoringConfig(),
+    config: ScoringSettings = ScoringSettings(),
     judge: Judge | None = None,
     judge_cache: JudgeCache | None = None,
 ) -> list[ScoredItem]:
@@ -258,7 +258,7 @@ def _judge_score(item: EvalItem, prediction: str, judge: Judge | None, cache: Ju
 def write_report(
     out_dir: Path,
     scored: Sequence[ScoredItem],
-    config: ScoringConfig,
+    config: ScoringSettings,
     judge: Judge | None,
     extra: Mapping[str, Any] | None = None,
     print_table: bool = True,
@@ -285,7 +285,7 @@ def run_eval(
     settings: RunSettings | None = None,
     batch_size: int = 1,
     limit: int | None = None,
-    scoring: ScoringConfig = ScoringConfig(),
+    scoring: ScoringSettings = ScoringSettings(),
     judge: Judge | None = None,
     data_path: str | None = None,
     progress: bool = True,
@@ -305,7 +305,7 @@ def run_eval(
     selected = list(items[:limit] if limit is not None else items)
     if settings.chain_of_thought:
         selected = [replace(item, prompt=build_cot_prompt(item.prompt)) for item in selected]
-    predictions = generate(selected, answerer, out_dir / PREDICTIONS_FILE, batch_size, progress)
+    predictions = answer_pending(selected, answerer, out_dir / PREDICTIONS_FILE, batch_size, progress)
     cache = JudgeCache(out_dir / JUDGE_FILE) if judge is not None else None
     scored = score_items(selected, predictions, scoring, judge, cache)
     extra = {"settings": settings.to_json(), "data": data_path}
@@ -316,7 +316,7 @@ def rescore(
     predictions_path: str | Path,
     out_dir: str | Path | None = None,
     items: Sequence[EvalItem] | None = None,
-    scoring: ScoringConfig = ScoringConfig(),
+    scoring: ScoringSettings = ScoringSettings(),
     judge: Judge | None = None,
     print_table: bool = True,
 ) -> dict[str, Any]:

@@ -56,7 +56,7 @@ class Score:
 
 
 @dataclass(frozen=True)
-class ScoringConfig:
+class ScoringSettings:
     """Knobs of the rule-based scorers; a per-item numeric tolerance overrides `numeric_rel_tol`."""
 
     numeric_rel_tol: float = 1e-6
@@ -412,7 +412,7 @@ def score_answer(
     prediction: str,
     answers: Sequence[str],
     options: Mapping[str, str] | None = None,
-    config: ScoringConfig = ScoringConfig(),
+    config: ScoringSettings = ScoringSettings(),
     tolerance: float | None = None,
 ) -> Score:
     """Score one response with a rule-based metric; no accepted answer -> Score(None)."""

@@ -5,7 +5,16 @@ in this order, as special tokens (docs/prompts.md#special-tokens); their ids dep
 them up by string (`tokenizer.convert_tokens_to_ids(IMG_CONTEXT)`) and never hard-codes ids.
 `<image>` and `<video>` are plain-text placeholders, not tokens: the processor replaces them before
 tokenisation.
+
+`load_tokenizer` reads a checkpoint's tokenizer (with these tokens) through transformers.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from internvl.errors import CheckpointError
 
 IMG_START = "<img>"
 IMG_END = "</img>"
@@ -37,3 +46,21 @@ VIDEO_PLACEHOLDER = "<video>"  # replaced by one "Frame{i}: <image>\n" line per 
 def image_block(num_tiles: int, num_image_token: int) -> str:
     """The text that stands for one image of `num_tiles` tiles (docs/prompts.md#image-expansion): no spaces, no newlines."""
     return IMG_START + IMG_CONTEXT * (num_image_token * num_tiles) + IMG_END
+
+
+def load_tokenizer(folder: str | Path) -> Any:
+    """The checkpoint's tokenizer through transformers, never running code from the folder."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # it warns that `internvl_chat` is not a transformers model type
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False, use_fast=True)
+    except Exception as exc:  # transformers raises many types for unusable tokenizer folders
+        raise CheckpointError(
+            f"{folder}: cannot load its tokenizer without running code from the folder ({type(exc).__name__}: {exc}); "
+            "a tokenizer.json (or vocab.json + merges.txt) is needed"
+        ) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)

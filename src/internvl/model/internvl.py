@@ -10,7 +10,6 @@ Data flow (docs/architecture.md#data-flow), for a batch whose images' tiles are 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -32,22 +31,6 @@ class InternVL(nn.Module):
         self.language = LanguageModel(config.text)
         # Set from the tokenizer (`<IMG_CONTEXT>`) by whoever loads one; the hf layout stores it in config.
         self.image_token_id: int | None = config.image_token_id
-
-    # -- checkpoints ----------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(
-        cls, folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
-    ) -> "InternVL":
-        """Load either checkpoint layout (original `InternVLChatModel` or `-hf`); never runs code from the folder."""
-        from internvl.weights import load_model
-
-        return load_model(folder, dtype=dtype, device=device)
-
-    def save_pretrained(self, folder: str | Path, layout: str = "original", max_shard_bytes: int = 5 * 2**30) -> None:
-        """Write config.json + safetensors in the `original` or `hf` layout, atomically."""
-        from internvl.weights import save_model
-
-        save_model(self, folder, layout=layout, max_shard_bytes=max_shard_bytes)
 
     # -- forward --------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 from internvl.config import TextConfig
 from internvl.model.cache import Cache
 from internvl.model.linear import Linear
-from internvl.model.vit import RMSNorm
+from internvl.model.norm import RMSNorm
 
 # ----------------------------------------------------------------------------------------------
 # Rotary position embeddings
@@ -86,8 +86,7 @@ class Attention(nn.Module):
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.split_sizes = [q_size, kv_size, kv_size]
         self.qkv = Linear(config.hidden_size, q_size + 2 * kv_size, bias=config.attention_bias)
-        output_bias = config.attention_bias and config.family != "qwen2"
-        self.o = Linear(q_size, config.hidden_size, bias=output_bias)
+        self.o = Linear(q_size, config.hidden_size, bias=config.output_bias)
         self.qk_norm = config.qk_norm
         if config.qk_norm:  # per head, before RoPE (Qwen3)
             self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)

@@ -8,22 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from internvl.config import VisionConfig
+from internvl.model.norm import RMSNorm
 from internvl.model.linear import Linear
-
-
-class RMSNorm(nn.Module):
-    """RMS normalisation computed in float32, weight applied after casting back (Llama/InternViT recipe)."""
-
-    def __init__(self, size: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
 
 
 def make_norm(config: VisionConfig, size: int) -> nn.Module:

@@ -22,6 +22,7 @@ from internvl.model.internvl import InternVL
 from internvl.nano.tokenizer import save_tokenizer, train_tokenizer
 from internvl.nano.vision_pretrain import load_encoder
 from internvl.presets import nano
+from internvl.weights import save_model
 
 
 def world_texts(data: Path) -> Iterator[str]:
@@ -45,7 +46,7 @@ def init_nano(data: Path, out: Path, vocab_size: int = 2048, seed: int = 0, visi
     if encoder is not None:
         model.vision.load_state_dict(encoder[1])
     model.image_token_id = tokenizer.token_to_id("<IMG_CONTEXT>")
-    model.save_pretrained(out, layout="original")
+    save_model(model, out, layout="original")
     return out
 
 

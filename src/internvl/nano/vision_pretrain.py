@@ -50,7 +50,7 @@ from internvl.presets import nano_vision
 from internvl.train import checkpoint, optim
 from internvl.train.distributed import Distributed
 from internvl.train.metrics import MetricsLog, read_metrics
-from internvl.train.settings import dump_yaml, load_settings
+from internvl.settings import dump_yaml, load_settings
 
 OBJECT_FAMILIES = ("recognition", "counting", "grounding", "spatial")
 SCENE_FAMILIES = (*OBJECT_FAMILIES, "reading", "detail", "charts")
@@ -312,7 +312,7 @@ def patch_loss(vision: InternViT, heads: PatchHeads, batch: Scenes) -> tuple[tor
 
 
 @dataclass
-class VisionPretrainConfig:
+class VisionPretrainSettings:
     output_dir: str = "runs/nano/vision"  # RUN: checkpoints/, metrics.jsonl, curve.png, vision.safetensors
     seed: int = 0  # initial weights and the batch stream
     encoder: VisionConfig = field(default_factory=lambda: nano_vision())  # the encoder's shape
@@ -334,7 +334,7 @@ class VisionPretrainConfig:
     progress_bar: bool = True
 
 
-def validate(config: VisionPretrainConfig) -> None:
+def validate(config: VisionPretrainSettings) -> None:
     if config.steps < 1 or config.batch_size < 1:
         raise ConfigError(f"steps and batch_size must be at least 1, got {config.steps} and {config.batch_size}")
     if config.encoder.image_size % config.encoder.patch_size:
@@ -362,7 +362,7 @@ def evaluate(vision: InternViT, heads: PatchHeads, batches: Sequence[Scenes]) ->
     return {f"val_{h}": hits[h] / counts[h] for h in HEADS if counts[h]}
 
 
-def val_batches(config: VisionPretrainConfig) -> list[Scenes]:
+def val_batches(config: VisionPretrainSettings) -> list[Scenes]:
     rng = np.random.default_rng([config.seed, 2**31 - 1])  # never a training step's stream
     out, tiles = [], 0
     while tiles < config.eval_tiles:
@@ -371,7 +371,7 @@ def val_batches(config: VisionPretrainConfig) -> list[Scenes]:
     return out
 
 
-def pretrain_vision(config: VisionPretrainConfig) -> Path:
+def pretrain_vision(config: VisionPretrainSettings) -> Path:
     """Run (or resume) the stage; returns the path of the exported encoder weights."""
     validate(config)
     run_dir = Path(config.output_dir)
@@ -508,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted key=value settings, e.g. steps=100")
     args = parser.parse_args(argv)
     try:
-        config = load_settings(VisionPretrainConfig, args.recipe, args.overrides)
+        config = load_settings(VisionPretrainSettings, args.recipe, args.overrides)
         path = pretrain_vision(config)
     except InternVLError as exc:
         parser.exit(2, f"vision_pretrain: error: {exc}\n")

@@ -7,10 +7,10 @@
     distributed.py  torchrun process groups, DDP / FSDP2 wrapping, collective helpers
     data.py         the batch-source contract, resumable batch streams, a synthetic packed source
     metrics.py      metrics.jsonl and the loss / learning-rate plot
-    settings.py     YAML recipes into dataclasses, dotted `key=value` overrides
     sft.py          supervised fine-tuning: `run(config)`
     cli.py          `internvl train sft | merge-lora`, `internvl plot`
 
+Recipes are read by `internvl.settings` (YAML into dataclasses, dotted `key=value` overrides).
 Importing this package is cheap: torch and peft load with the modules that need them.
 """
 

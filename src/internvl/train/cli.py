@@ -18,7 +18,7 @@ from internvl.errors import InternVLError
 
 
 def _sft(args: argparse.Namespace) -> int:
-    from internvl.train.settings import dump_yaml
+    from internvl.settings import dump_yaml
     from internvl.train.sft import load_config, run
 
     config = load_config(args.recipe, args.overrides)
@@ -32,10 +32,10 @@ def _sft(args: argparse.Namespace) -> int:
 
 
 def _merge_lora(args: argparse.Namespace) -> int:
-    from internvl.cli import parse_dtype
+    from internvl.config import dtype_by_name
     from internvl.train.sft import export_model
 
-    out = export_model(args.checkpoint, args.out, layout=args.layout, dtype=parse_dtype(args.dtype))
+    out = export_model(args.checkpoint, args.out, layout=args.layout, dtype=dtype_by_name(args.dtype))
     print(f"wrote a merged {args.layout} checkpoint to {out}", file=sys.stderr)
     return 0
 
@@ -66,7 +66,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     merge = recipes.add_parser(
         "merge-lora", help="merge a run's LoRA adapters into a plain checkpoint folder",
         description="Rebuild the model of a training checkpoint, merge its LoRA adapters (if any) into the base "
-                    "weights and save a plain checkpoint that InternVL.from_pretrained (and transformers, for "
+                    "weights and save a plain checkpoint that internvl.weights.load_model (and transformers, for "
                     "--layout hf) loads.",
     )
     merge.add_argument("checkpoint", help="a checkpoint folder (RUN/checkpoints/step-N) or a run folder (its latest)")

@@ -41,7 +41,8 @@ from internvl.model.llm import MoEMLP
 from internvl.train import TrainingError, checkpoint, data, distributed, lora, optim
 from internvl.train.loss import load_balancing_loss, shift_targets, weighted_cross_entropy_sum
 from internvl.train.metrics import MetricsLog, plot_metrics
-from internvl.train.settings import dump_yaml, load_settings
+from internvl.settings import dump_yaml, load_settings
+from internvl.weights import load_model, save_model
 
 PARTS = optim.PARTS
 
@@ -79,7 +80,7 @@ class LoraSettings:
 @dataclass
 class DataSettings:
     source: str = "synthetic"  # `synthetic` or `package.module:function` building this rank's batch source (data.py)
-    options: dict = field(default_factory=dict)  # handed to the source as is (e.g. meta_path, max_packed_tokens)
+    options: dict = field(default_factory=dict)  # the source types them (packed_batches: data.loader.PackedDataOptions)
 
 
 @dataclass
@@ -136,7 +137,7 @@ class DistributedSettings:
 
 
 @dataclass
-class SFTConfig:
+class SFTSettings:
     output_dir: str = "runs/sft"  # RUN: metrics.jsonl, metrics.png, config.yaml, checkpoints/
     seed: int = 42
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -150,11 +151,11 @@ class SFTConfig:
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SFTConfig:
-    return load_settings(SFTConfig, path, overrides)
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SFTSettings:
+    return load_settings(SFTSettings, path, overrides)
 
 
-def validate(config: SFTConfig) -> None:
+def validate(config: SFTSettings) -> None:
     if bool(config.model.path) == bool(config.model.preset):
         raise ConfigError("set exactly one of model.path (a checkpoint folder) and model.preset (random weights)")
     if config.model.path and not Path(config.model.path).is_dir():
@@ -184,7 +185,7 @@ def build_model(settings: ModelSettings) -> InternVL:
 
     dtype = getattr(torch, settings.dtype)
     if settings.path:
-        model = InternVL.from_pretrained(settings.path, dtype=dtype)
+        model = load_model(settings.path, dtype=dtype)
         if model.image_token_id is None:
             model.image_token_id = image_token_id_from_tokenizer(Path(settings.path))
     else:
@@ -278,7 +279,7 @@ def seed_everything(seed: int) -> None:
 # The recipe
 
 
-def run(config: SFTConfig) -> dict[str, Any]:
+def run(config: SFTSettings) -> dict[str, Any]:
     """Train as `config` says; returns {"step", "loss", "run_dir", "checkpoint"} of the last step."""
     validate(config)
     state = distributed.setup(config.train.device, config.distributed.backend, config.distributed.init_method)
@@ -288,7 +289,7 @@ def run(config: SFTConfig) -> dict[str, Any]:
         distributed.teardown(state)
 
 
-def _train(config: SFTConfig, state: distributed.Distributed) -> dict[str, Any]:
+def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any]:
     config = dataclasses.replace(config)
     if config.model.path:
         config.model = dataclasses.replace(config.model, path=str(Path(config.model.path).resolve()))
@@ -460,7 +461,7 @@ def _train(config: SFTConfig, state: distributed.Distributed) -> dict[str, Any]:
             "checkpoint": str(last_checkpoint) if last_checkpoint else None}
 
 
-def nonfinite_message(what: str, value: float, step: int, config: SFTConfig, last: Path | None) -> str:
+def nonfinite_message(what: str, value: float, step: int, config: SFTSettings, last: Path | None) -> str:
     return (
         f"step {step}: the {what} is {value} (not finite); training stopped before the optimiser step, so no weight "
         f"was changed by it. The last checkpoint is {last if last else 'none (no checkpoint written yet)'}. "
@@ -476,7 +477,7 @@ def nonfinite_message(what: str, value: float, step: int, config: SFTConfig, las
 # Checkpoints of this recipe
 
 
-def find_resume(config: SFTConfig, run_dir: Path) -> Path | None:
+def find_resume(config: SFTSettings, run_dir: Path) -> Path | None:
     choice = config.checkpoint.resume
     if choice == "never":
         return None
@@ -489,7 +490,7 @@ def trainable_names(model: nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save(config: SFTConfig, run_dir: Path, step: int, wrapped: nn.Module, model: InternVL,
+def save(config: SFTSettings, run_dir: Path, step: int, wrapped: nn.Module, model: InternVL,
          optimizer: torch.optim.Optimizer, progress: dict[str, Any], state: distributed.Distributed) -> Path:
     """Gather full weights and optimiser state (collective), then write the checkpoint atomically."""
     full = distributed.model_state(wrapped, state)  # "model.<our name>" -> tensor, on rank 0
@@ -524,7 +525,7 @@ def load_weights(wrapped: nn.Module, model: InternVL, weights: dict[str, torch.T
 def export_model(checkpoint_path: str | Path, out: str | Path, layout: str = "original",
                  dtype: torch.dtype | None = None) -> Path:
     """A run's checkpoint as a plain model folder: LoRA merged into the base weights, loadable by
-    `InternVL.from_pretrained` (and the official / transformers code for the layout)."""
+    `internvl.weights.load_model` (and the official / transformers code for the layout)."""
     from safetensors.torch import load_file
 
     from internvl.weights import TOKENIZER_FILES
@@ -545,7 +546,7 @@ def export_model(checkpoint_path: str | Path, out: str | Path, layout: str = "or
     if dtype is not None:
         model.to(dtype)
     out = Path(out)
-    model.save_pretrained(out, layout=layout)
+    save_model(model, out, layout=layout)
     if config.model.path:
         for name in TOKENIZER_FILES:
             if (Path(config.model.path) / name).is_file():

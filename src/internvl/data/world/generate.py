@@ -150,7 +150,7 @@ def _make(chunk: list[Job]) -> list[Sample]:
     return [generate_sample(family, split, k, seed) for family, split, k, seed in chunk]
 
 
-def generate(n: int, split: str = "train", seed: int = 0, families: Sequence[str] | None = None,
+def generate_samples(n: int, split: str = "train", seed: int = 0, families: Sequence[str] | None = None,
              workers: int = 1, progress: bool = False) -> list[Sample]:
     """``n`` samples in memory (PIL images included), identical for any ``workers``.
 

@@ -5,8 +5,12 @@ Rules (one place, so the YAML, the overrides and the defaults can never disagree
   names the dotted key and lists the known ones.
 * An override `optim.lr=1e-4` is parsed as YAML (`true`, `3`, `null`, `[0.9, 0.95]`) and then converted
   to the field's declared type, so `1e-4` (a string to YAML 1.1) still becomes a float.
-* Fields typed `dict` are free-form (options handed to a plugin, e.g. `data.options`): their keys are
-  not checked, `data.options.seq_len=512` sets one entry.
+* Fields typed `dict` hold a plugin's options (e.g. `data.options`): `data.options.seq_len=512` sets one
+  entry, and the plugin types them with `from_dict` into its own dataclass
+  (`internvl.data.loader.PackedDataOptions`), so their keys are checked too.
+
+It lives at the top of the package because recipes of every layer use it: training, the nano stages
+and the data sources.
 """
 
 from __future__ import annotations

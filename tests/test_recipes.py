@@ -1,0 +1,47 @@
+"""Every shipped recipe loads, and says what data it trains on: no SFT recipe trains on the synthetic
+source (which is noise for a real checkpoint), and the general recipes refuse to start without a meta file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from internvl.data.loader import PackedDataOptions, packed_batches
+from internvl.errors import ConfigError
+from internvl.nano.vision_pretrain import VisionPretrainSettings
+from internvl.presets import nano
+from internvl.settings import from_dict, load_settings
+from internvl.train.sft import SFTSettings
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+SFT_RECIPES = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "nano_vision.yaml")
+DATA_OF_NANO_RECIPES = {"nano_sft.yaml": "runs/nano/world-train/meta.json",
+                        "nano_finetune_shapes.yaml": "runs/shapes/meta.json"}
+
+
+def test_the_vision_stage_recipe_loads():
+    assert load_settings(VisionPretrainSettings, CONFIGS / "nano_vision.yaml").steps > 0
+
+
+@pytest.mark.parametrize("name", SFT_RECIPES)
+def test_every_sft_recipe_reads_official_format_data(name):
+    recipe = load_settings(SFTSettings, CONFIGS / name)
+    assert recipe.data.source == "internvl.data.loader:packed_batches"
+    options = from_dict(PackedDataOptions, recipe.data.options, source=name)  # typed: unknown keys fail here
+    assert options.meta_path == DATA_OF_NANO_RECIPES.get(name, "")
+
+
+@pytest.mark.parametrize("name", sorted(set(SFT_RECIPES) - set(DATA_OF_NANO_RECIPES)))
+def test_general_recipes_refuse_to_start_without_a_meta_file(name):
+    recipe = load_settings(SFTSettings, CONFIGS / name)
+    with pytest.raises(ConfigError, match=r"data.options.meta_path is required .*meta JSON"):
+        packed_batches(recipe.data.options, nano(vocab_size=64), rank=0, world_size=1, seed=0)
+
+
+def test_data_options_are_typed_and_named_when_wrong():
+    with pytest.raises(ConfigError, match="unknown setting 'max_packed_token'"):
+        from_dict(PackedDataOptions, {"max_packed_token": 10}, source="data.options")
+    with pytest.raises(ConfigError, match="loss_reduction"):
+        from_dict(PackedDataOptions, {"loss_reduction": "mean"}, source="data.options")
+    assert PackedDataOptions().max_packed_tokens == 16384  # one default, the official packing scripts'

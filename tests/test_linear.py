@@ -1,5 +1,5 @@
-"""The model's matrix-product paths: `Linear` (bf16 weights, fp32 products on CPUs without native bf16)
-and the weight-only int8 mode, checked against fp32 references."""
+"""The model's matrix-product paths, chosen at load time: `EmulatedBf16Linear` (bf16 weights, fp32
+products on CPUs without native bf16) and the weight-only int8 mode, checked against fp32 references."""
 
 from __future__ import annotations
 
@@ -10,30 +10,34 @@ from torch import nn
 
 from internvl.model import linear as linear_module
 from internvl.model.internvl import InternVL
-from internvl.model.linear import Int8Linear, Linear, quantize_int8
+from internvl.model.linear import EmulatedBf16Linear, Int8Linear, choose_cpu_kernels, quantize_int8
 from internvl.weights import save_model
 from tests.test_train_support import tiny_config
 
 
-def test_linear_bf16_big_products_round_like_an_fp32_product_of_bf16_weights():
+def test_emulated_bf16_linear_computes_big_products_in_fp32_and_small_ones_in_bf16():
     torch.manual_seed(0)
-    layer = Linear(64, 32).to(torch.bfloat16)
-    x = torch.randn(64, 64, dtype=torch.bfloat16)
-    reference = F.linear(x.float(), layer.weight.float(), layer.bias.float())  # exact products of the stored numbers
-    out = layer(x)
-    assert out.dtype == torch.bfloat16
-    # one rounding of the fp32 result to bf16: relative error <= 2^-8
-    assert torch.allclose(out.float(), reference, rtol=2**-8, atol=1e-6)
-    if not linear_module.CPU_HAS_NATIVE_BF16:  # the fp32 branch really ran: it equals the reference rounded once
-        assert torch.equal(out, reference.to(torch.bfloat16))
+    dense = nn.Linear(64, 32).to(torch.bfloat16)
+    layer = EmulatedBf16Linear.from_linear(dense)
+    assert layer.weight is dense.weight and isinstance(layer, nn.Linear)  # shared, so saving is unchanged
+    big = torch.randn(64, 64, dtype=torch.bfloat16)
+    reference = F.linear(big.float(), dense.weight.float(), dense.bias.float())  # exact products of the stored numbers
+    assert torch.equal(layer(big), reference.to(torch.bfloat16))  # one rounding of the fp32 result
+    small = big[:2]
+    assert torch.equal(layer(small), F.linear(small, dense.weight, dense.bias))  # the bf16 kernel, as nn.Linear
 
 
-def test_linear_is_nn_linear_for_fp32_weights():
-    torch.manual_seed(0)
-    layer = Linear(8, 4)
-    x = torch.randn(3, 5, 8)
-    assert isinstance(layer, nn.Linear)
-    assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+def test_choose_cpu_kernels_swaps_only_where_bf16_is_emulated(monkeypatch):
+    for native in (False, True):
+        monkeypatch.setattr(linear_module, "CPU_HAS_NATIVE_BF16", native)
+        model = InternVL(tiny_config("qwen2")).to(torch.bfloat16)
+        choose_cpu_kernels(model)
+        swapped = type(model.language.layers[0].attn.qkv) is EmulatedBf16Linear
+        assert swapped == (not native)
+        assert model.vision.embed.patch.weight.dtype == (torch.bfloat16 if native else torch.float32)
+    fp32 = InternVL(tiny_config("qwen2"))
+    choose_cpu_kernels(fp32)
+    assert type(fp32.language.layers[0].attn.qkv) is nn.Linear
 
 
 @pytest.mark.parametrize("rows", [1, 8, 100])
@@ -63,7 +67,7 @@ def test_quantize_int8_swaps_every_language_projection_but_the_router():
     assert dense and all(name.endswith("router") for name in dense)
     assert "lm_head" in int8 and any(name.endswith("attn.qkv") for name in int8)
     assert any(name.endswith("experts.0.gate_up") for name in int8)
-    assert all(isinstance(m, Linear) for m in model.vision.modules() if isinstance(m, nn.Linear))
+    assert not any(isinstance(m, Int8Linear) for m in model.vision.modules())  # the encoder keeps its dtype
 
 
 def test_int8_model_logits_stay_close_to_fp32():

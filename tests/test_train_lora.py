@@ -7,7 +7,6 @@ import torch
 from safetensors.torch import load_file
 
 from internvl.model.internvl import InternVL
-from internvl.model.linear import Linear
 from internvl.train import checkpoint, lora, sft
 from internvl.train.data import SyntheticPackedBatches
 from internvl.weights import load_model
@@ -66,5 +65,5 @@ def test_merge_lora_replaces_adapted_layers_with_plain_linears():
     names = lora.apply_lora(model, language_rank=2)
     assert len(names) == 2 * 4 and all(n.startswith("language.layers.") for n in names)
     lora.merge_lora(model)
-    assert type(model.language.layers[0].attn.qkv) is Linear  # the model's own layer again, no LoRA wrapper
+    assert type(model.language.layers[0].attn.qkv) is torch.nn.Linear  # the model's own layer again, no LoRA wrapper
     assert lora.adapted_modules(model) == []

@@ -42,7 +42,7 @@ from internvl.model.linear import (
     can_pack,
     pack_linear_weights,
     quantize_int8,
-    use_fp32_vision_if_bf16_is_emulated,
+    choose_cpu_kernels,
 )
 from internvl.presets import internvl3_1b, nano
 from internvl.weights import load_model, save_model
@@ -116,7 +116,7 @@ def _checkpoint_pair(config: InternVLConfig, dtype: torch.dtype, seed: int = 0) 
         save_model(model, folder, layout="hf")
         del model
         ours = load_model(folder, dtype=dtype).eval()
-        use_fp32_vision_if_bf16_is_emulated(ours)  # as `internvl.load` does
+        choose_cpu_kernels(ours)  # as `internvl.load` does
         theirs = InternVLForConditionalGeneration.from_pretrained(folder, dtype=dtype).eval()
     yield ours, theirs
 

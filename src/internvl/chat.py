@@ -26,7 +26,7 @@ from internvl.inputs.image import ImageSource
 from internvl.inputs.processor import Message, ProcessedInputs, Processor, VideoSource
 from internvl.inputs.tokens import IMG_CONTEXT, load_tokenizer
 from internvl.model.internvl import InternVL
-from internvl.model.linear import can_pack, pack_linear_weights, quantize_int8, use_fp32_vision_if_bf16_is_emulated
+from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights, quantize_int8
 from internvl.weights import load_model
 
 log = logging.getLogger("internvl")
@@ -271,7 +271,7 @@ def load(
     if dtype is None and device == "cpu":
         dtype = torch.float32  # a CPU without bf16 matrix units runs bf16 matmuls far slower than fp32
     model = load_model(folder, dtype=dtype, device=device)
-    use_fp32_vision_if_bf16_is_emulated(model)
+    choose_cpu_kernels(model)
     if quantize == "int8":
         quantize_int8(model.language)
     elif device == "cpu" and can_pack():

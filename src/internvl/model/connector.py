@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from internvl.model.linear import Linear
 
 
 def pixel_shuffle(x: torch.Tensor, ratio: float = 0.5, version: str = "v2") -> torch.Tensor:
@@ -32,8 +31,8 @@ class Projector(nn.Module):
         super().__init__()
         d_in = vision_hidden * int(1 / downsample_ratio) ** 2
         self.norm = nn.LayerNorm(d_in, eps=1e-5)
-        self.fc1 = Linear(d_in, text_hidden)
-        self.fc2 = Linear(text_hidden, text_hidden)
+        self.fc1 = nn.Linear(d_in, text_hidden)
+        self.fc2 = nn.Linear(text_hidden, text_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(self.norm(x))))

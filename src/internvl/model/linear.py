@@ -1,17 +1,22 @@
-"""How the model's matrix products run: one `Linear` for every projection, and a weight-only int8 mode.
+"""How the model's matrix products run on this machine, chosen once when a model is prepared.
 
-Why not plain `nn.Linear`: on a CPU without native bf16 instructions (no AVX512-BF16 / AMX), PyTorch
-emulates bf16 arithmetic. A bf16 matrix-vector product is still about twice as fast as fp32, because
-decoding one token is bound by reading the weights and bf16 weights are half the bytes; but a bf16
-matrix-matrix product (a prefill, the vision encoder, a large decode batch) runs at about 20 GFLOP/s
-against about 150 in fp32 on the 2-core development machine (BENCHMARKS.md).
-`Linear` therefore keeps bf16 weights in memory and computes products with more than
-`BF16_MAX_EMULATED_ROWS` rows in fp32 on such CPUs. Everywhere else (CUDA, CPUs with AMX or
-AVX512-BF16, fp32 weights) it is exactly `nn.Linear`. Checkpoint keys are unchanged.
+The model code uses plain `nn.Linear`. `choose_cpu_kernels(model)`, called by `internvl.load` (and the
+benchmarks), looks at the weights' dtype and this CPU once and swaps modules where another kernel is
+faster (as gpt-fast swaps modules at load time), so the layers read the same on every machine:
+
+* bf16 weights on a CPU without native bf16 (no AVX512-BF16, no AMX): PyTorch emulates bf16 there. A
+  bf16 matrix-vector product is still about twice as fast as fp32 (decoding is bound by reading the
+  weights, and bf16 weights are half the bytes), but a bf16 matrix-matrix product (a prefill, the
+  vision encoder, a large decode batch) is several times slower than fp32 (BENCHMARKS.md). The
+  decoder's layers become `EmulatedBf16Linear` (bf16 weights, products with more than
+  `BF16_MAX_EMULATED_ROWS` rows in fp32), and the vision encoder and projector move to fp32.
+* Everywhere else (CUDA, native bf16, fp32 weights) nothing changes.
 
 `Int8Linear` stores each output row as int8 with one bf16 scale (symmetric, per channel) and multiplies
 with PyTorch's weight-only int8 kernel (`aten._weight_int8pack_mm`, bf16 activations), reading a
-quarter of fp32's bytes per token. `quantize_int8(module)` swaps every `Linear` below `module` for one.
+quarter of fp32's bytes per token. `quantize_int8(module)` swaps every `nn.Linear` below `module` for
+one. `PackedLinear` (`pack_linear_weights`) pre-packs fp32 weights for oneDNN. Checkpoint keys are
+unchanged by all of them; none of them can be saved back except through the original layers.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Up to 16 rows the emulated bf16 product beats converting the weights to fp32 and multiplying there; at
-# 32 rows it no longer does (InternVL3-1B's layers on the 2-core development CPU, 2026-11-22).
+# Up to this many rows an emulated bf16 product beats converting the weights to fp32 and multiplying
+# there (InternVL3-1B's layers; `benchmarks/bench_matmul.py` measures it on the machine at hand).
 BF16_MAX_EMULATED_ROWS = 16
 
 
@@ -35,16 +40,21 @@ def cpu_has_native_bf16() -> bool:
 CPU_HAS_NATIVE_BF16 = cpu_has_native_bf16()
 
 
-class Linear(nn.Linear):
-    """`nn.Linear`, except that big bf16 products on a CPU without native bf16 are computed in fp32."""
+class EmulatedBf16Linear(nn.Linear):
+    """bf16 weights on a CPU that emulates bf16: big products are computed in fp32 (exact products of the
+    stored bf16 numbers, rounded once), small ones (decoding) stay in bf16, which is faster there."""
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear) -> "EmulatedBf16Linear":
+        """The same parameters (shared, not copied) behind this forward."""
+        swapped = cls.__new__(cls)
+        nn.Module.__init__(swapped)
+        swapped.in_features, swapped.out_features = layer.in_features, layer.out_features
+        swapped.weight, swapped.bias = layer.weight, layer.bias
+        return swapped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            self.weight.dtype == torch.bfloat16
-            and x.device.type == "cpu"
-            and not CPU_HAS_NATIVE_BF16
-            and x.numel() > BF16_MAX_EMULATED_ROWS * x.shape[-1]
-        ):
+        if x.numel() > BF16_MAX_EMULATED_ROWS * x.shape[-1]:
             bias = None if self.bias is None else self.bias.float()
             return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
         return F.linear(x, self.weight, self.bias)
@@ -106,9 +116,9 @@ def quantize_int8(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.
 class PackedLinear(nn.Module):
     """fp32 linear layer with its weight pre-packed for oneDNN (inference only).
 
-    Why: PyTorch multiplies fp32 `nn.Linear` with MKL's sgemm, which on the development CPU (AMD EPYC)
-    runs the 1-16 row products of decoding 2-3x slower than oneDNN with a pre-packed weight, and a
-    one-row product at about half the memory bandwidth (`benchmarks/bench_matmul.py`). The packed
+    Why: PyTorch multiplies fp32 `nn.Linear` with MKL's sgemm, which on AMD CPUs has run the 1-16 row
+    products of decoding 2-3x slower than oneDNN with a pre-packed weight (`benchmarks/bench_matmul.py`,
+    BENCHMARKS.md). The packed
     weight replaces the plain one (no extra memory); it cannot be trained or saved.
     """
 
@@ -144,10 +154,16 @@ def pack_linear_weights(module: nn.Module, keep: tuple[str, ...] = ("router",)) 
     return replace_linears(module, pack, keep)
 
 
-def use_fp32_vision_if_bf16_is_emulated(model: nn.Module) -> None:
-    """With a bf16 decoder on a CPU without native bf16, move the vision encoder and projector (in place)
-    to fp32: they are all large matrix products, which such a CPU runs several times faster in fp32."""
+def choose_cpu_kernels(model: nn.Module) -> None:
+    """Adapt a loaded InternVL to this machine, in place (see the module docstring); a no-op unless its
+    decoder has bf16 weights on a CPU without native bf16."""
     weight = model.language.embed.weight
-    if weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and not CPU_HAS_NATIVE_BF16:
-        model.vision.float()
-        model.projector.float()
+    if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or CPU_HAS_NATIVE_BF16:
+        return
+
+    def swap(layer: nn.Linear) -> nn.Module:
+        return EmulatedBf16Linear.from_linear(layer) if layer.weight.dtype == torch.bfloat16 else layer
+
+    replace_linears(model.language, swap)
+    model.vision.float()
+    model.projector.float()

@@ -17,7 +17,6 @@ from torch import nn
 
 from internvl.config import TextConfig
 from internvl.model.cache import Cache
-from internvl.model.linear import Linear
 from internvl.model.norm import RMSNorm
 
 # ----------------------------------------------------------------------------------------------
@@ -85,8 +84,8 @@ class Attention(nn.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.split_sizes = [q_size, kv_size, kv_size]
-        self.qkv = Linear(config.hidden_size, q_size + 2 * kv_size, bias=config.attention_bias)
-        self.o = Linear(q_size, config.hidden_size, bias=config.output_bias)
+        self.qkv = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=config.attention_bias)
+        self.o = nn.Linear(q_size, config.hidden_size, bias=config.output_bias)
         self.qk_norm = config.qk_norm
         if config.qk_norm:  # per head, before RoPE (Qwen3)
             self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
@@ -124,8 +123,8 @@ class GatedMLP(nn.Module):
 
     def __init__(self, hidden: int, intermediate: int) -> None:
         super().__init__()
-        self.gate_up = Linear(hidden, 2 * intermediate, bias=False)
-        self.down = Linear(intermediate, hidden, bias=False)
+        self.gate_up = nn.Linear(hidden, 2 * intermediate, bias=False)
+        self.down = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
@@ -138,7 +137,7 @@ class MoEMLP(nn.Module):
     def __init__(self, config: TextConfig) -> None:
         super().__init__()
         self.top_k, self.normalize = config.num_experts_per_tok, config.norm_topk_prob
-        self.router = Linear(config.hidden_size, config.num_experts, bias=False)
+        self.router = nn.Linear(config.hidden_size, config.num_experts, bias=False)
         self.experts = nn.ModuleList(
             GatedMLP(config.hidden_size, config.moe_intermediate_size) for _ in range(config.num_experts)
         )
@@ -195,7 +194,7 @@ class LanguageModel(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size, _weight=weight)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
         self.gradient_checkpointing = False

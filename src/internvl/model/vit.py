@@ -9,7 +9,6 @@ from torch import nn
 
 from internvl.config import VisionConfig
 from internvl.model.norm import RMSNorm
-from internvl.model.linear import Linear
 
 
 def make_norm(config: VisionConfig, size: int) -> nn.Module:
@@ -54,12 +53,12 @@ class VisionAttention(nn.Module):
         super().__init__()
         d = config.hidden_size
         self.num_heads = config.num_heads
-        self.qkv = Linear(d, 3 * d, bias=config.qkv_bias)
+        self.qkv = nn.Linear(d, 3 * d, bias=config.qkv_bias)
         self.qk_norm = config.qk_norm
         if config.qk_norm:  # over the whole d = heads*head_dim vector, not per head (docs/architecture.md#internvit)
             self.q_norm = RMSNorm(d, config.norm_eps)
             self.k_norm = RMSNorm(d, config.norm_eps)
-        self.proj = Linear(d, d)
+        self.proj = nn.Linear(d, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tiles, n, d = x.shape
@@ -74,8 +73,8 @@ class VisionAttention(nn.Module):
 class VisionMLP(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
-        self.fc1 = Linear(config.hidden_size, config.intermediate_size)
-        self.fc2 = Linear(config.intermediate_size, config.hidden_size)
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x)))

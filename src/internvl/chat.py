@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from internvl.errors import CheckpointError, ConfigError, InputError
-from internvl.generate import GenerationConfig, TextStream, generate, stream
+from internvl.answer import AnswerPolicy
+from internvl.generate import GenerationConfig, generate, stream
 from internvl.inputs.image import ImageSource
 from internvl.inputs.processor import Message, ProcessedInputs, Processor, VideoSource
 from internvl.inputs.tokens import IMG_CONTEXT, load_tokenizer
@@ -72,8 +73,8 @@ class Chat:
     ) -> str:
         inputs, config = self._prepare(messages, images, videos, max_tiles, generation)
         tokens = generate(self.model, inputs.input_ids[None], None, inputs.pixel_values, config,
-                          decode=self._decode_raw)[0]
-        return self.decode_answer(tokens, config.stop_strings)
+                          decode=self.answers.decode_raw)[0]
+        return self.answers.answer(tokens, config)
 
     def stream(
         self,
@@ -86,22 +87,18 @@ class Chat:
     ) -> Iterator[str]:
         """Like `ask`, yielding the answer in text pieces as they are generated."""
         inputs, config = self._prepare(_messages(question, history), images, videos, max_tiles, generation)
-        stops = (self.processor.template.stop_token, *config.stop_strings)
-        text = TextStream(self._decode_text, stops)
-        started = False
+        text = self.answers.stream(config)
         for step in stream(self.model, inputs.input_ids[None], None, inputs.pixel_values, config,
-                           decode=self._decode_raw):
+                           decode=self.answers.decode_raw):
             token = step[0]
             if token is None or token in config.stop_token_ids:
                 continue
             piece = text.push(token)
-            if not started:
-                piece, started = piece.lstrip(), bool(piece.strip())
             if piece:
                 yield piece
         rest = text.finish()
         if rest:
-            yield rest.rstrip() if started else rest.strip()
+            yield rest
 
     def session(self, system_message: str | None = None) -> "Session":
         """A multi-turn conversation that keeps its history (and the images of each turn)."""
@@ -136,16 +133,22 @@ class Chat:
         budgets = list(max_tiles) if isinstance(max_tiles, Sequence) else [max_tiles] * len(conversations)
         inputs = [self.processor(c, images=imgs, max_tiles=budget)
                   for c, imgs, budget in zip(conversations, images, budgets)]
-        config = self._config(generation)
+        config = self.answers.settings(self.generation, **generation)
         for item in inputs:
             self._check_context(item, config)
         ids, mask = left_pad([item.input_ids for item in inputs], self.pad_token_id)
         tiles = [item.pixel_values for item in inputs if item.pixel_values is not None]
         pixels = torch.cat(tiles) if tiles else None  # the ViT casts to its dtype
-        rows = generate(self.model, ids, mask, pixels, config, decode=self._decode_raw)
-        return [self.decode_answer(tokens, config.stop_strings) for tokens in rows]
+        rows = generate(self.model, ids, mask, pixels, config, decode=self.answers.decode_raw)
+        return [self.answers.answer(tokens, config) for tokens in rows]
 
     # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def answers(self) -> AnswerPolicy:
+        """How generated tokens become answers (stop rules, decoding, shaping) for this chat."""
+        template = self.processor.template
+        return AnswerPolicy(self.tokenizer, template.stop_token, self.processor.stop_token_id, template.stop_str)
+
     @property
     def pad_token_id(self) -> int:
         pad = self.tokenizer.pad_token_id
@@ -161,17 +164,9 @@ class Chat:
     ) -> tuple[ProcessedInputs, GenerationConfig]:
         """Model inputs and generation settings of one conversation, refused early if too long."""
         inputs = self.processor(messages, images=images, videos=videos, max_tiles=max_tiles)
-        config = self._config(generation)
+        config = self.answers.settings(self.generation, **generation)
         self._check_context(inputs, config)
         return inputs, config
-
-    def _config(self, overrides: dict[str, Any]) -> GenerationConfig:
-        config = replace(self.generation, **overrides)
-        stop_ids = tuple(dict.fromkeys((*config.stop_token_ids, self.processor.stop_token_id)))
-        stop_strings = tuple(config.stop_strings)
-        if self.processor.template.stop_str and self.processor.template.stop_str not in stop_strings:
-            stop_strings += (self.processor.template.stop_str,)
-        return replace(config, stop_token_ids=stop_ids, stop_strings=stop_strings)
 
     def _check_context(self, inputs: ProcessedInputs, config: GenerationConfig) -> None:
         """Refuse a prompt that does not fit the model's context before any model work is done."""
@@ -185,23 +180,6 @@ class Chat:
         if length + config.max_new_tokens > limit:
             log.warning("prompt (%d) + max_new_tokens (%d) exceed the context (%d); the answer may be cut",
                         length, config.max_new_tokens, limit)
-
-    def _decode_raw(self, tokens: list[int]) -> str:
-        """For stop strings, which may be special tokens (Hermes-2 stops at <|endoftext|>)."""
-        return self.tokenizer.decode(tokens, skip_special_tokens=False)
-
-    def _decode_text(self, tokens: list[int]) -> str:
-        """Answer text as the official chat() decodes it (special tokens skipped)."""
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
-    def decode_answer(self, tokens: list[int], stop_strings: Sequence[str] = ()) -> str:
-        """Official post-processing: special tokens skipped, text cut at the template's stop string and
-        at the call's `stop_strings` (as `stream` does), stripped."""
-        tokens = [t for t in tokens if t != self.processor.stop_token_id]
-        text = self._decode_text(tokens)
-        for stop in (self.processor.template.stop_token, *self._config({}).stop_strings, *stop_strings):
-            text = text.split(stop)[0]
-        return text.strip()
 
 
 @dataclass

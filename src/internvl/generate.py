@@ -324,13 +324,7 @@ def _steps(
     present = None
     if config.repetition_penalty != 1.0:
         present = present_tokens(input_ids, attention_mask, model.config.text.vocab_size)
-    generator = None
-    if not config.greedy:
-        generator = torch.Generator(device=device)
-        if config.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(config.seed)
+    generator = sampling_generator(config, device)
     stop_ids = set(config.stop_token_ids)
     texts = None  # per row, for stop strings
     if config.stop_strings and decode is not None:
@@ -383,6 +377,20 @@ def _steps(
         )[:, -1]
         next_positions += 1
 
+
+
+def sampling_generator(config: GenerationConfig, device: str | torch.device, choice: int = 0) -> torch.Generator | None:
+    """The random generator one answer samples with (None when greedy): seeded with `config.seed + choice`
+    (the n choices of one request differ), or freshly when `config.seed` is None. The global RNG state
+    is never touched."""
+    if config.greedy:
+        return None
+    generator = torch.Generator(device=device)
+    if config.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed((config.seed + choice) % 2**64)
+    return generator
 
 def generate(
     model: torch.nn.Module,

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from internvl.answer import AnswerText
 from internvl.chat import Chat
 from internvl.errors import InputError
-from internvl.generate import GenerationConfig, TextStream, pick_tokens, present_tokens
+from internvl.generate import GenerationConfig, pick_tokens, present_tokens, sampling_generator
 from internvl.inputs.processor import ProcessedInputs
 from internvl.model.cache import KVCache
 from internvl.serve.slots import SlotCache
@@ -92,38 +93,6 @@ class Job:
     @property
     def prompt_tokens(self) -> int:
         return int(self.inputs.input_ids.shape[0])
-
-
-class AnswerText:
-    """The text of one answer in pieces, shaped as `Chat.ask` shapes the answer: cut before the first
-    stop string, leading and trailing whitespace removed (trailing whitespace is held back until
-    more text follows it), so the pieces joined equal the non-streamed answer."""
-
-    def __init__(self, decode: Callable[[list[int]], str], stop_strings: tuple[str, ...]) -> None:
-        self._stream = TextStream(decode, stop_strings)
-        self._started = False
-        self._pending = ""  # trailing whitespace not yet released
-
-    @property
-    def stopped(self) -> bool:
-        return self._stream.stopped
-
-    def push(self, token: int) -> str:
-        return self._shape(self._stream.push(token))
-
-    def finish(self) -> str:
-        return self._shape(self._stream.finish())  # the whitespace still held back is dropped
-
-    def _shape(self, piece: str) -> str:
-        if not self._started:
-            piece = piece.lstrip()
-            if not piece:
-                return ""
-            self._started = True
-        piece = self._pending + piece
-        body = piece.rstrip()
-        self._pending = piece[len(body) :]
-        return body
 
 
 @dataclass
@@ -280,29 +249,12 @@ class Engine:
 
     def _new_row(self, job: Job, choice: int) -> _Row:
         config = job.config
-        generator = None
-        if not config.greedy:
-            generator = torch.Generator(device=self._device)
-            if config.seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed((config.seed + choice) % 2**64)  # n choices with one seed still differ
+        generator = sampling_generator(config, self._device, choice)  # n choices with one seed still differ
         present = None
         if config.repetition_penalty != 1.0:
             present = present_tokens(job.inputs.input_ids[None].to(self._device), None, self.model.config.text.vocab_size)
-        stops = (self.chat.processor.template.stop_token, *config.stop_strings)
-        return _Row(job, choice, AnswerText(self.chat._decode_text, stops), self._stop_ids(config), generator, present)
-
-    def _stop_ids(self, config: GenerationConfig) -> frozenset[int]:
-        """The stop token ids, plus stop strings that are one special token: those vanish from the
-        answer text, so the text could never show them (Hermes-2 stops at <|endoftext|>)."""
-        tokenizer = self.chat.tokenizer
-        ids = set(config.stop_token_ids)
-        for text in config.stop_strings:
-            token = tokenizer.convert_tokens_to_ids(text)
-            if token is not None and token != tokenizer.unk_token_id and self.chat._decode_text([token]) == "":
-                ids.add(int(token))
-        return frozenset(ids)
+        answers = self.chat.answers
+        return _Row(job, choice, answers.stream(config), answers.stop_ids(config), generator, present)
 
     def _decode(self) -> None:
         """One step for all rows: (rows, 1) next tokens -> (rows, vocab) logits -> the tokens after."""

@@ -136,6 +136,6 @@ class Preparer:
             if getattr(request, name) is not None:
                 overrides[name] = getattr(request, name)
         try:
-            return self.chat._config(overrides)
+            return self.chat.answers.settings(self.chat.generation, **overrides)
         except ConfigError as exc:
             raise APIError(400, str(exc), code="invalid_value") from exc

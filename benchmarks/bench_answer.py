@@ -16,14 +16,13 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.tiny import build_chat_model_folder  # noqa: E402
-
 from internvl.chat import Chat, load  # noqa: E402
 from internvl.generate import GenerationConfig, stream  # noqa: E402
 from internvl.model.internvl import InternVL  # noqa: E402
 from internvl.nano.tokenizer import save_tokenizer, train_tokenizer  # noqa: E402
 from internvl.presets import internvl3_1b  # noqa: E402
 from internvl.weights import save_model
+from tests.tiny import build_chat_model_folder  # noqa: E402
 
 
 def measure(chat: Chat, label: str, new_tokens: int = 32) -> None:

@@ -62,11 +62,11 @@ def main() -> None:
         for rows in (1, 8, 16, 32, 64, 256):
             x = torch.randn(rows, IN)
             xb = x.bfloat16()
-            fp32 = best_ms(lambda: F.linear(x, weight))
-            fp32_packed = best_ms(lambda: packed(x))
-            bf16 = best_ms(lambda: F.linear(xb, weight_bf16))
-            upcast = best_ms(lambda: F.linear(xb.float(), weight_bf16.float()).bfloat16())
-            q = best_ms(lambda: int8(xb))
+            fp32 = best_ms(lambda x=x: F.linear(x, weight))
+            fp32_packed = best_ms(lambda x=x: packed(x))
+            bf16 = best_ms(lambda xb=xb: F.linear(xb, weight_bf16))
+            upcast = best_ms(lambda xb=xb: F.linear(xb.float(), weight_bf16.float()).bfloat16())
+            q = best_ms(lambda xb=xb: int8(xb))
             flop = 2 * rows * OUT * IN
             lines.append(
                 f"| {rows} | {fp32:.2f} | {fp32_packed:.2f} | {bf16:.2f} | {upcast:.2f} | {q:.2f} | "

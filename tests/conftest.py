@@ -15,3 +15,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def qwen2_tokenizer():
+    """Qwen2's real BPE tokenizer with InternVL's special tokens, built offline (tests/inputs_fixtures.py)."""
+    from tests.inputs_fixtures import build_qwen2_tokenizer
+
+    return build_qwen2_tokenizer()

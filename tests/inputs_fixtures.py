@@ -54,11 +54,6 @@ def build_qwen2_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
-@pytest.fixture(scope="session")
-def qwen2_tokenizer():
-    return build_qwen2_tokenizer()
-
-
 # ---------------------------------------------------------------------- reference tiling (official dynamic_preprocess)
 
 

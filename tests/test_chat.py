@@ -13,6 +13,7 @@ from internvl.chat import Chat, load
 from internvl.cli import main as cli_main
 from tests.tiny import build_chat_model_folder
 
+
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
     return build_chat_model_folder(tmp_path_factory.mktemp("tiny-chat"))

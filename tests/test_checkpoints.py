@@ -11,10 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from internvl import CheckpointError, ConfigError
+from internvl import CheckpointError, ConfigError, weights
 from internvl.cli import main as cli_main
 from internvl.model.internvl import InternVL
-from internvl import weights
 from internvl.weights import load_model, save_model
 from tests.tiny import build_hf_model, two_sample_batch
 

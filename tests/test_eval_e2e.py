@@ -75,7 +75,7 @@ def test_answers_equal_the_chat_api(model_folder, data_file, tmp_path):
 
     out = tmp_path / "run"
     assert run(model_folder, data_file, out) == 0
-    predictions = {json.loads(l)["id"]: json.loads(l)["prediction"] for l in (out / "predictions.jsonl").read_text().splitlines()}
+    predictions = {json.loads(line)["id"]: json.loads(line)["prediction"] for line in (out / "predictions.jsonl").read_text().splitlines()}
     chat = load(model_folder, max_tiles=2)
     item = load_items(data_file)[1]
     assert predictions[item.id] == chat.ask(item.prompt, images=item.load_images(), max_new_tokens=6)

@@ -6,7 +6,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from internvl.eval.judge import JUDGE_PROMPT, Judge, JudgeCache, JudgeSettings, JudgeError, build_judge_prompt, parse_judge_reply
+from internvl.eval.judge import (
+    JUDGE_PROMPT,
+    Judge,
+    JudgeCache,
+    JudgeError,
+    JudgeSettings,
+    build_judge_prompt,
+    parse_judge_reply,
+)
 
 
 class FakeChat(BaseHTTPRequestHandler):

@@ -28,7 +28,7 @@ from internvl.generate import (
 from internvl.model.internvl import InternVL
 from internvl.weights import load_model
 from tests.test_hf_parity import write_internlm2_original
-from tests.tiny import IMAGE_TOKEN_ID, IMG_END, IMG_START, TOKENS_PER_TILE, VOCAB, build_generation_model
+from tests.tiny import IMAGE_TOKEN_ID, IMG_END, IMG_START, TOKENS_PER_TILE, build_generation_model
 
 NEW_TOKENS = 64
 

@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from internvl.data.collate import Collator, len2weight, loss_weights, position_ids_from_documents
-from internvl.data.packing import Packer, PackedDataset, PackingSettings, concat, split_buffer
-from internvl.data.sft import IGNORE_INDEX, ImageTokenIds, EncodedSample, SampleSettings, build_datasets
+from internvl.data.packing import PackedDataset, Packer, PackingSettings, concat, split_buffer
+from internvl.data.sft import IGNORE_INDEX, EncodedSample, ImageTokenIds, SampleSettings, build_datasets
 from internvl.errors import ConfigError
-from tests.inputs_fixtures import make_image, qwen2_tokenizer  # noqa: F401 (fixture)
+from tests.inputs_fixtures import make_image
 
 IDS = ImageTokenIds(start=151665, context=151667, end=151666)
 T = 4  # tokens per tile in these tests

@@ -12,7 +12,6 @@ from tests.inputs_fixtures import (
     OFFICIAL_IMAGES,
     hf_got_ocr2_processor,
     make_image,
-    qwen2_tokenizer,  # noqa: F401 (fixture)
     reference_grid,
     reference_pixel_values,
     write_clip,

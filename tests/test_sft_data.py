@@ -29,7 +29,6 @@ from internvl.inputs.image import count_tiles, dummy_tile
 from tests.inputs_fixtures import (
     decoded_frame_ids,
     make_image,
-    qwen2_tokenizer,  # noqa: F401 (fixture)
     write_clip,
 )
 

@@ -4,8 +4,8 @@ import pytest
 
 from internvl.errors import ConfigError, InputError
 from internvl.inputs import tokens
-from internvl.inputs.template import THINKING_SYSTEM_PROMPT, TEMPLATES, get_template
-from tests.inputs_fixtures import INTERNVL_ADDED_TOKENS, qwen2_tokenizer  # noqa: F401 (fixture)
+from internvl.inputs.template import TEMPLATES, THINKING_SYSTEM_PROMPT, get_template
+from tests.inputs_fixtures import INTERNVL_ADDED_TOKENS
 
 # The official default system message (conversation.py), written here, not imported from our module.
 SYS_2_5 = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"

@@ -12,8 +12,11 @@ from safetensors.torch import load_file
 
 from internvl.train import checkpoint, sft
 from internvl.train.metrics import read_metrics
-from tests.test_train_support import tiny_model_folder, tiny_recipe
-from tests.test_train_support import single_thread  # noqa: F401 (fixture: one intra-op thread)
+from tests.test_train_support import (
+    single_thread,  # noqa: F401 (fixture: one intra-op thread)
+    tiny_model_folder,
+    tiny_recipe,
+)
 
 COMMON = ("data.options.rows=1", "checkpoint.every_steps=0", "checkpoint.weights=full", "log.every_steps=1")
 RUNS = {

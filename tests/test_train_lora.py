@@ -10,8 +10,13 @@ from internvl.model.internvl import InternVL
 from internvl.train import checkpoint, lora, sft
 from internvl.train.data import SyntheticPackedBatches
 from internvl.weights import load_model
-from tests.test_train_support import IMAGE_TOKEN_ID, tiny_config, tiny_model_folder, tiny_recipe
-from tests.test_train_support import single_thread  # noqa: F401 (fixture: one intra-op thread)
+from tests.test_train_support import (
+    IMAGE_TOKEN_ID,
+    single_thread,  # noqa: F401 (fixture: one intra-op thread)
+    tiny_config,
+    tiny_model_folder,
+    tiny_recipe,
+)
 
 
 @pytest.fixture(scope="module")

@@ -80,8 +80,8 @@ def test_load_balancing_loss_matches_transformers(masked):
 
 
 def test_parameter_groups_per_part_and_no_decay_on_norms_and_biases():
-    from tests.test_train_support import tiny_config
     from internvl.model.internvl import InternVL
+    from tests.test_train_support import tiny_config
 
     model = InternVL(tiny_config())
     for p in model.projector.parameters():

@@ -16,8 +16,12 @@ import torch
 from safetensors.torch import load_file
 
 from internvl.train import checkpoint, sft
-from tests.test_train_support import losses, tiny_model_folder, tiny_recipe
-from tests.test_train_support import single_thread  # noqa: F401 (fixture: one intra-op thread)
+from tests.test_train_support import (
+    losses,
+    single_thread,  # noqa: F401 (fixture: one intra-op thread)
+    tiny_model_folder,
+    tiny_recipe,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 

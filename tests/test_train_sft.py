@@ -11,8 +11,11 @@ from safetensors.torch import load_file
 from internvl.train import TrainingError, sft
 from internvl.train.metrics import read_metrics
 from internvl.weights import load_model, save_model
-from tests.test_train_support import tiny_model_folder, tiny_recipe
-from tests.test_train_support import single_thread  # noqa: F401 (fixture: one intra-op thread)
+from tests.test_train_support import (
+    single_thread,  # noqa: F401 (fixture: one intra-op thread)
+    tiny_model_folder,
+    tiny_recipe,
+)
 
 
 @pytest.fixture(scope="module")

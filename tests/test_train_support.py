@@ -48,7 +48,7 @@ def tiny_model_folder(folder: Path, family: str = "qwen2", seed: int = 0, tie: b
     torch.manual_seed(seed)
     model = InternVL(tiny_config(family, tie))
     with torch.no_grad():  # larger, non-trivial weights so that training moves the loss visibly
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.dim() >= 2:
                 param.normal_(0, 0.08)
     model.image_token_id = IMAGE_TOKEN_ID

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from safetensors.torch import load_file
 
 from internvl.config import VisionConfig
@@ -22,8 +21,18 @@ from internvl.data.world.splits import split_of
 from internvl.data.world.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES, size_name
 from internvl.model.vit import InternViT
 from internvl.nano import vision_pretrain
-from internvl.nano.vision_pretrain import (HEADS, IGNORE, SCENE_FAMILIES, PatchHeads, batch_at, draw_scene,
-                                           label_scene, load_encoder, patch_loss, tile_scene)
+from internvl.nano.vision_pretrain import (
+    HEADS,
+    IGNORE,
+    SCENE_FAMILIES,
+    PatchHeads,
+    batch_at,
+    draw_scene,
+    label_scene,
+    load_encoder,
+    patch_loss,
+    tile_scene,
+)
 from internvl.weights import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from internvl.data.world import FAMILIES, FAMILY_NAMES, SPLITS, generate_samples, generate_sample
+from internvl.data.world import FAMILIES, FAMILY_NAMES, SPLITS, generate_sample, generate_samples
 from internvl.data.world.generate import sample_rng
 from internvl.data.world.png import encode_png
 from internvl.data.world.sample import ANSWER_TYPES, LETTERS

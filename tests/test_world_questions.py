@@ -18,7 +18,6 @@ from internvl.data.world.media import save_media
 from internvl.data.world.sample import media_prefix
 from internvl.data.world.vocab import OOD_PAIRS
 from internvl.errors import InputError
-from tests.inputs_fixtures import qwen2_tokenizer  # noqa: F401 (fixture)
 
 N = len(FAMILY_NAMES)  # one line per family
 

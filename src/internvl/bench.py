@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -40,9 +41,9 @@ from internvl.model.internvl import InternVL
 from internvl.model.linear import (
     CPU_HAS_NATIVE_BF16,
     can_pack,
+    choose_cpu_kernels,
     pack_linear_weights,
     quantize_int8,
-    choose_cpu_kernels,
 )
 from internvl.presets import internvl3_1b, nano
 from internvl.weights import load_model, save_model
@@ -102,7 +103,7 @@ def _best(work: Callable[[], object], repeats: int) -> float:
 
 
 @contextlib.contextmanager
-def _checkpoint_pair(config: InternVLConfig, dtype: torch.dtype, seed: int = 0) -> Iterator[tuple[InternVL, object]]:
+def _checkpoint_pair(config: InternVLConfig, dtype: torch.dtype, seed: int = 0) -> Iterator[tuple[InternVL, Any]]:
     """Our model and transformers' InternVLForConditionalGeneration with the same random weights."""
     from transformers import InternVLForConditionalGeneration
 
@@ -123,6 +124,7 @@ def _checkpoint_pair(config: InternVLConfig, dtype: torch.dtype, seed: int = 0) 
 
 def _prompt(config: InternVLConfig, batch: int, tiles: int, generator: torch.Generator) -> torch.Tensor:
     text = torch.randint(10, config.text.vocab_size - 100, (batch, PROMPT_TOKENS), generator=generator)
+    assert config.image_token_id is not None, "the benchmark's config sets image_token_id"
     image = torch.full((batch, tiles * config.num_image_token), config.image_token_id)
     return torch.cat([image, text], dim=1)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from internvl.errors import CheckpointError, ConfigError, InputError
 from internvl.answer import AnswerPolicy
+from internvl.errors import CheckpointError, ConfigError, InputError
 from internvl.generate import GenerationConfig, generate, stream
 from internvl.inputs.image import ImageSource
 from internvl.inputs.processor import Message, ProcessedInputs, Processor, VideoSource

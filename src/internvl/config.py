@@ -85,6 +85,11 @@ class TextConfig:
             self.head_dim = self.hidden_size // self.num_heads
 
     @property
+    def head_size(self) -> int:
+        """`head_dim` as an int for the type checker (`__post_init__` fills a missing one)."""
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
     def output_bias(self) -> bool:
         """Whether the attention output projection has a bias: `attention_bias` covers it too in Llama and
         InternLM2 configs, while Qwen2's q/k/v bias stops before `o_proj`."""

@@ -23,11 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from internvl.errors import ConfigError, InputError
 from internvl.model.cache import KVCache
+
+if TYPE_CHECKING:
+    from internvl.model.internvl import InternVL
 
 Decode = Callable[[list[int]], str]  # a tokenizer's decode: token ids -> text
 REPLACEMENT_CHARACTER = "\ufffd"  # what a bytes decoder writes for an incomplete UTF-8 sequence
@@ -254,7 +258,7 @@ def stream_text(
 
 
 def stream(
-    model: torch.nn.Module,
+    model: InternVL,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     pixel_values: torch.Tensor | None = None,
@@ -292,7 +296,7 @@ def stream(
 
 @torch.no_grad()
 def _steps(
-    model: torch.nn.Module,
+    model: InternVL,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
     pixel_values: torch.Tensor | None,
@@ -393,7 +397,7 @@ def sampling_generator(config: GenerationConfig, device: str | torch.device, cho
     return generator
 
 def generate(
-    model: torch.nn.Module,
+    model: InternVL,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     pixel_values: torch.Tensor | None = None,

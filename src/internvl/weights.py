@@ -281,7 +281,7 @@ class SafetensorsReader:
         view = buffer.reshape(-1).view(torch.uint8).numpy()
         with open(self.path, "rb") as f:
             f.seek(entry.start)
-            if f.readinto(view) != entry.end - entry.start:
+            if f.readinto(view.data) != entry.end - entry.start:
                 raise CheckpointError(f"{self.path}: could not read tensor {name!r} (file shrank while reading?)")
         if buffer is not out:
             out.copy_(buffer.reshape(out.shape))

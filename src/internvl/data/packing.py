@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from internvl.data.sft import IGNORE_INDEX, ImageTokenIds, EncodedSample, SupervisedDataset
+from internvl.data.sft import IGNORE_INDEX, EncodedSample, ImageTokenIds, SupervisedDataset
 from internvl.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -576,7 +576,7 @@ def _announce(turns: list[tuple[str, str]], human: list[int], placeholder: str, 
     elif found != count:
         kind = "image(s)" if placeholder == IMAGE_PLACEHOLDER else "video(s)"
         raise InputError(f"the user turns hold {found} {placeholder} placeholder(s) for {count} {kind}")
-    if placeholder == VIDEO_PLACEHOLDER and sum(turns[k][1].count(IMAGE_PLACEHOLDER) for k in human):
+    if placeholder == VIDEO_PLACEHOLDER and any(IMAGE_PLACEHOLDER in turns[k][1] for k in human):
         raise InputError(f"a video sample must not hold {IMAGE_PLACEHOLDER} placeholders: its frames are the images")
 
 

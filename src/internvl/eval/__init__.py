@@ -10,7 +10,7 @@
 """
 
 from internvl.eval.formats import EvalItem, load_items, read_jsonl, read_tsv
-from internvl.eval.judge import JUDGE_PROMPT, Judge, JudgeSettings, JudgeError
+from internvl.eval.judge import JUDGE_PROMPT, Judge, JudgeError, JudgeSettings
 from internvl.eval.report import compare, format_compare_table, format_table, summarize
 from internvl.eval.runner import Answerer, RunError, RunSettings, rescore, run_eval
 from internvl.eval.scoring import METRICS, Score, ScoringSettings, score_answer

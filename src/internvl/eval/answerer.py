@@ -33,7 +33,8 @@ def chat_answerer(chat: Chat, settings: RunSettings) -> Answerer:
     overrides = generation_overrides(settings)
 
     def answer(items: Sequence[EvalItem]) -> list[str]:
-        conversations, images = [], []
+        conversations: list[list[dict[str, Any]]] = []
+        images: list[list[Any]] = []
         for item in items:
             pictures = item.load_images()
             if item.meta.get("media") == "video":

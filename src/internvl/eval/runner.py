@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from internvl.errors import InternVLError
 from internvl.eval.formats import EvalItem
-from internvl.eval.judge import Judge, JudgeCache
 from internvl.eval.jsonl import append_records, read_records
+from internvl.eval.judge import Judge, JudgeCache
 from internvl.eval.prompts import build_cot_prompt
 from internvl.eval.report import ScoredItem, format_table, summarize, try_write_chart
 from internvl.eval.scoring import Score, ScoringSettings, score_answer

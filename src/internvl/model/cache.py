@@ -6,9 +6,12 @@ new positions in place and attends over the filled prefix.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from internvl.model.internvl import InternVL
 
 
 class Cache(Protocol):
@@ -29,12 +32,12 @@ class Cache(Protocol):
         ...
 
 
-def empty_keys_values(model: torch.nn.Module, rows: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def empty_keys_values(model: InternVL, rows: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Zeroed keys and values (layers, rows, kv_heads, max_length, head_dim) in the decoder's dtype and
     device (the vision side may differ)."""
     text = model.config.text
     weight = model.language.embed.weight
-    shape = (text.num_layers, rows, text.num_kv_heads, max_length, text.head_dim)
+    shape = (text.num_layers, rows, text.num_kv_heads, max_length, text.head_size)
     return (torch.zeros(shape, dtype=weight.dtype, device=weight.device),
             torch.zeros(shape, dtype=weight.dtype, device=weight.device))
 
@@ -51,7 +54,7 @@ class KVCache:
         self.length = 0
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, batch: int, max_length: int) -> KVCache:
+    def for_model(cls, model: InternVL, batch: int, max_length: int) -> KVCache:
         return cls(*empty_keys_values(model, batch, max_length))
 
     @property

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 def pixel_shuffle(x: torch.Tensor, ratio: float = 0.5, version: str = "v2") -> torch.Tensor:
     """Merge neighbouring patch tokens into channels.
 

@@ -22,10 +22,14 @@ unchanged by all of them; none of them can be saved back except through the orig
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from internvl.model.internvl import InternVL
 
 # Up to this many rows an emulated bf16 product beats converting the weights to fp32 and multiplying
 # there (InternVL3-1B's layers; `benchmarks/bench_matmul.py` measures it on the machine at hand).
@@ -62,6 +66,10 @@ class EmulatedBf16Linear(nn.Linear):
 
 class Int8Linear(nn.Module):
     """Weight-only int8 linear layer: y = (x @ int8_weight.T) * scale + bias, activations in bf16."""
+
+    weight_int8: torch.Tensor
+    scale: torch.Tensor
+    bias: torch.Tensor | None
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -122,6 +130,9 @@ class PackedLinear(nn.Module):
     weight replaces the plain one (no extra memory); it cannot be trained or saved.
     """
 
+    weight_packed: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
@@ -154,7 +165,7 @@ def pack_linear_weights(module: nn.Module, keep: tuple[str, ...] = ("router",)) 
     return replace_linears(module, pack, keep)
 
 
-def choose_cpu_kernels(model: nn.Module) -> None:
+def choose_cpu_kernels(model: InternVL) -> None:
     """Adapt a loaded InternVL to this machine, in place (see the module docstring); a no-op unless its
     decoder has bf16 weights on a CPU without native bf16."""
     weight = model.language.embed.weight

@@ -29,7 +29,7 @@ def rope_inverse_frequencies(config: TextConfig, seq_len: int) -> torch.Tensor:
     `seq_len` is the longest position + 1 of the current forward; only dynamic NTK scaling uses it
     (it raises the base once the sequence outgrows `max_position_embeddings`, as transformers does).
     """
-    dim = config.head_dim
+    dim = config.head_size
     base = config.rope_theta
     scaling = config.rope_scaling or {}
     kind = scaling.get("rope_type", "default")
@@ -81,7 +81,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class Attention(nn.Module):
     def __init__(self, config: TextConfig) -> None:
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.num_heads, self.num_kv_heads = config.num_heads, config.num_kv_heads
+        self.head_dim = config.head_size
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.split_sizes = [q_size, kv_size, kv_size]
         self.qkv = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=config.attention_bias)

@@ -47,10 +47,10 @@ from internvl.errors import ConfigError, InternVLError
 from internvl.inputs.image import DEFAULT_TILE_SIZE, choose_grid, split_into_tiles, tiles_to_tensor
 from internvl.model.vit import InternViT
 from internvl.presets import nano_vision
+from internvl.settings import dump_yaml, load_settings
 from internvl.train import checkpoint, optim
 from internvl.train.distributed import Distributed
 from internvl.train.metrics import MetricsLog, read_metrics
-from internvl.settings import dump_yaml, load_settings
 
 OBJECT_FAMILIES = ("recognition", "counting", "grounding", "spatial")
 SCENE_FAMILIES = (*OBJECT_FAMILIES, "reading", "detail", "charts")
@@ -110,7 +110,7 @@ def text_things(draw: ImageDraw.ImageDraw, text: str, x: float, y: float, size: 
     """Fill the ink box of each letter or digit of ``text`` (where the family draws it) with its own id;
     their classes. Boxes, not ink: a 15 px glyph's thin strokes cover too little of a patch to label it."""
     face = font(size)
-    things = []
+    things: list[dict[str, int]] = []
     for k, char in enumerate(text):
         if char.lower() not in CHARACTERS:
             continue  # spaces and punctuation carry no label

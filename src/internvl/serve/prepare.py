@@ -96,7 +96,7 @@ class Preparer:
 
     def _messages(self, request: ChatCompletionRequest, scratch: Path) -> list[dict[str, Any]]:
         """OpenAI messages -> the processor's messages (images as RGB images, videos as files in `scratch`)."""
-        messages = []
+        messages: list[dict[str, Any]] = []
         for i, message in enumerate(request.messages):
             role = "system" if message.role == "developer" else message.role
             if isinstance(message.content, str):

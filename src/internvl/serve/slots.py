@@ -15,9 +15,14 @@ positions [0, lengths[r]]. `length` is the longest row, so the layers build thei
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from internvl.model.cache import empty_keys_values
+
+if TYPE_CHECKING:
+    from internvl.model.internvl import InternVL
 
 
 class SlotCache:
@@ -31,7 +36,7 @@ class SlotCache:
         self._row_index = torch.zeros(0, dtype=torch.long, device=device)
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, slots: int, max_length: int) -> SlotCache:
+    def for_model(cls, model: InternVL, slots: int, max_length: int) -> SlotCache:
         return cls(*empty_keys_values(model, slots, max_length))
 
     @property

@@ -16,5 +16,4 @@ Importing this package is cheap: torch and peft load with the modules that need 
 
 from internvl.errors import TrainingError
 
-
 __all__ = ["TrainingError"]

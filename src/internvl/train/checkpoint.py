@@ -22,7 +22,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -86,7 +86,7 @@ def remove_partial(run_dir: str | Path) -> None:
 
 def rng_state() -> dict[str, Any]:
     """This process's RNG states as plain tensors / lists (loadable with weights_only=True)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    name, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state: dict[str, Any] = {
         "python": list(random.getstate()[1]),
         "python_version": random.getstate()[0],

@@ -171,7 +171,7 @@ class SyntheticPackedBatches:
         text_high = self.config.image_token_id if self.config.image_token_id is not None else self.config.text.vocab_size
         text_high = min(text_high, self.config.text.vocab_size)
         rows = [self._row(g, text_high) for _ in range(self.rows)]
-        batch = {key: torch.stack([r[key] for r in rows]) for key in ("input_ids", "labels", "loss_weight",
+        batch: dict[str, Any] = {key: torch.stack([r[key] for r in rows]) for key in ("input_ids", "labels", "loss_weight",
                                                                       "attention_mask", "position_ids", "document_ids")}
         tiles = self.rows * self.tiles_per_row
         size = self.config.vision.image_size

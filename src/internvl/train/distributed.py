@@ -17,11 +17,14 @@ import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+if TYPE_CHECKING:
+    from internvl.model.internvl import InternVL
 
 
 @dataclass
@@ -85,7 +88,7 @@ def teardown(state: Distributed) -> None:
 
 
 def wrap(
-    objective: nn.Module, model: nn.Module, strategy: str, state: Distributed, find_unused_parameters: bool = False
+    objective: nn.Module, model: InternVL, strategy: str, state: Distributed, find_unused_parameters: bool = False
 ) -> nn.Module:
     """The module the training loop calls: `objective` itself, a DDP wrapper, or `objective` sharded in place."""
     if not state.active or strategy == "none":
@@ -120,12 +123,13 @@ def gradient_sync(module: nn.Module, enabled: bool) -> Iterator[None]:
         with module.no_sync():
             yield
         return
-    if hasattr(module, "set_requires_gradient_sync"):  # FSDP2
-        module.set_requires_gradient_sync(False)
+    set_sync = getattr(module, "set_requires_gradient_sync", None)  # FSDP2
+    if set_sync is not None:
+        set_sync(False)
         try:
             yield
         finally:
-            module.set_requires_gradient_sync(True)
+            set_sync(True)
         return
     yield
 
@@ -157,14 +161,14 @@ def model_state(module: nn.Module, state: Distributed) -> dict[str, torch.Tensor
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     full = get_model_state_dict(unwrap(module), options=_options(state))
-    return {k: v.detach().cpu() for k, v in full.items()}
+    return {k: v.detach().cpu() for k, v in full.items() if isinstance(v, torch.Tensor)}
 
 
 def load_model_state(module: nn.Module, tensors: dict[str, torch.Tensor], state: Distributed) -> None:
     """Copy full tensors (every rank passes the same dict) into the possibly sharded module; keys may be a subset."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-    set_model_state_dict(unwrap(module), tensors, options=_options(state, strict=False))
+    set_model_state_dict(unwrap(module), dict[str, Any](tensors), options=_options(state, strict=False))
 
 
 def optimizer_state(module: nn.Module, optimizer: torch.optim.Optimizer, state: Distributed) -> dict:

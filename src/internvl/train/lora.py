@@ -45,7 +45,7 @@ def apply_lora(
         alpha_pattern[r"vision\.layers\..*"] = alpha_multiplier * vision_rank
     config = LoraConfig(
         r=main_rank,
-        lora_alpha=alpha_multiplier * main_rank,
+        lora_alpha=alpha_multiplier * main_rank,  # type: ignore[arg-type]  # peft takes any number (alpha / r)
         lora_dropout=dropout,
         target_modules="|".join(f"(?:{t})" for t in targets),
         rank_pattern=rank_pattern,

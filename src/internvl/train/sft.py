@@ -38,10 +38,10 @@ from torch import nn
 from internvl.errors import CheckpointError, ConfigError
 from internvl.model.internvl import InternVL
 from internvl.model.llm import MoEMLP
+from internvl.settings import dump_yaml, load_settings
 from internvl.train import TrainingError, checkpoint, data, distributed, lora, optim
 from internvl.train.loss import load_balancing_loss, shift_targets, weighted_cross_entropy_sum
 from internvl.train.metrics import MetricsLog, plot_metrics
-from internvl.settings import dump_yaml, load_settings
 from internvl.weights import load_model, save_model
 
 PARTS = optim.PARTS
@@ -295,7 +295,8 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
         config.model = dataclasses.replace(config.model, path=str(Path(config.model.path).resolve()))
     run_dir = Path(config.output_dir)
     accum = config.train.gradient_accumulation_steps
-    autocast = dict(device_type=state.device.type, dtype=torch.bfloat16, enabled=config.train.precision == "bf16")
+    autocast: dict[str, Any] = dict(device_type=state.device.type, dtype=torch.bfloat16,
+                                    enabled=config.train.precision == "bf16")
 
     # 1. The model: weights, adapters, what trains, modes, checkpointing flags.
     seed_everything(config.seed)

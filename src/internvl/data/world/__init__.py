@@ -12,7 +12,7 @@ combinations; scorers per family; exports to the official SFT and MPO formats an
 
 from internvl.data.world.export import export_pairs, export_sft, export_tsv, load_conversations, load_samples
 from internvl.data.world.families import FAMILIES, FAMILY_NAMES
-from internvl.data.world.generate import generate_samples, generate_conversation, generate_sample
+from internvl.data.world.generate import generate_conversation, generate_sample, generate_samples
 from internvl.data.world.media import read_video_frames
 from internvl.data.world.pairs import make_pair, rejected_response
 from internvl.data.world.sample import SPLITS, Sample

@@ -33,7 +33,7 @@ def encode_png(image: Image.Image, level: int = 3) -> bytes:
     filtered[1:, 0] = 2  # filter 2 (Up): the byte minus the byte above, modulo 256
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
     packer = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    data = packer.compress(filtered) + packer.flush()  # the array's buffer, not a copy
+    data = packer.compress(filtered.data) + packer.flush()  # the array's buffer, not a copy
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit, truecolour, no interlace
     return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
 

@@ -74,7 +74,7 @@ def background(style: dict, width: int, height: int) -> Image.Image:
     noise = rng.integers(-style["noise"], style["noise"] + 1, size=(rows, cols, 1))  # grey noise
     cells = np.asarray(style["base"], dtype=np.float32) + (field[:, :, None] if field.ndim == 2 else field) + noise
     small = Image.fromarray(np.clip(cells, 0, 255).astype(np.uint8), "RGB")  # (rows, cols, 3)
-    return small.resize((cols * b, rows * b), Image.NEAREST).crop((0, 0, width, height))
+    return small.resize((cols * b, rows * b), Image.Resampling.NEAREST).crop((0, 0, width, height))
 
 
 def shape_points(shape: str, x: float, y: float, r: float) -> list[tuple[float, float]]:
@@ -144,7 +144,8 @@ def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 def text_box(text: str, size: int) -> tuple[int, int, int, int]:
     """Ink box of ``text`` drawn at the origin, as (x1, y1, x2, y2)."""
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
-    return probe.textbbox((0, 0), text, font=font(size))
+    x1, y1, x2, y2 = probe.textbbox((0, 0), text, font=font(size))
+    return int(x1), int(y1), int(x2), int(y2)
 
 
 def grid_positions(rng: np.random.Generator, n: int, width: int, height: int, cols: int, rows: int,

@@ -37,9 +37,11 @@ def measure(chat: Chat, label: str, new_tokens: int = 32) -> None:
         first = time.perf_counter()
         decoded = sum(1 for _ in steps)
         end = time.perf_counter()
-    print(f"{label}: prompt {ids.shape[1]} tokens (1 tile); prefill {first - start:.3f} s "
-          f"({ids.shape[1] / (first - start):.0f} tok/s); decode {decoded} tokens in {end - first:.3f} s "
-          f"({decoded / (end - first):.1f} tok/s)")
+    print(
+        f"{label}: prompt {ids.shape[1]} tokens (1 tile); prefill {first - start:.3f} s "
+        f"({ids.shape[1] / (first - start):.0f} tok/s); decode {decoded} tokens in {end - first:.3f} s "
+        f"({decoded / (end - first):.1f} tok/s)"
+    )
 
 
 def main() -> None:

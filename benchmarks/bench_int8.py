@@ -25,8 +25,24 @@ from internvl.cli import main as internvl  # noqa: E402
 
 def run_eval(data: Path, out: Path, limit: int, extra: list[str]) -> tuple[float, dict, dict]:
     start = time.perf_counter()
-    code = internvl(["eval", "run", "--data", str(data), "--out", str(out), "--limit", str(limit),
-                     "--batch-size", "8", "--no-progress", "--dtype", "bfloat16", *extra])
+    code = internvl(
+        [
+            "eval",
+            "run",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--limit",
+            str(limit),
+            "--batch-size",
+            "8",
+            "--no-progress",
+            "--dtype",
+            "bfloat16",
+            *extra,
+        ]
+    )
     if code != 0:
         raise SystemExit(f"eval run failed with exit code {code}")
     seconds = time.perf_counter() - start

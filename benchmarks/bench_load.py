@@ -75,7 +75,11 @@ def main() -> None:
         del model
         size = folder_bytes(original)
         rows = []
-        for who, folder in (("internvl (original layout)", original), ("internvl (hf layout)", hf), ("transformers (hf layout)", hf)):
+        for who, folder in (
+            ("internvl (original layout)", original),
+            ("internvl (hf layout)", hf),
+            ("transformers (hf layout)", hf),
+        ):
             r = measure(folder, "transformers" if who.startswith("transformers") else "internvl")
             grown = (r["peak_kib"] - r["base_kib"]) * 1024
             rows.append((who, r["seconds"], r["usable"], r["peak_kib"] * 1024 / 2**30, grown / 2**30, grown / size))

@@ -64,9 +64,24 @@ def free_port() -> int:
 
 
 def start_server(model: Path | None, port: int, args: argparse.Namespace) -> subprocess.Popen:
-    command = [sys.executable, "-m", "internvl.cli", "serve", "--port", str(port), "--served-model-name", "bench",
-               "--max-batch", str(max(args.clients)), "--max-seq-len", str(args.max_seq_len), "--max-tiles", "1",
-               "--dtype", "float32"]
+    command = [
+        sys.executable,
+        "-m",
+        "internvl.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--served-model-name",
+        "bench",
+        "--max-batch",
+        str(max(args.clients)),
+        "--max-seq-len",
+        str(args.max_seq_len),
+        "--max-tiles",
+        "1",
+        "--dtype",
+        "float32",
+    ]
     if model is not None:
         command += ["--model", str(model)]
     if args.threads:
@@ -124,8 +139,14 @@ def measure(label: str, model: Path | None, args: argparse.Namespace) -> list[st
     url = f"http://127.0.0.1:{port}"
     content = [] if args.text_only else [{"type": "image_url", "image_url": {"url": image_url()}}]
     content.append({"type": "text", "text": "Describe the picture in detail."})
-    body = {"model": "bench", "max_tokens": args.max_tokens, "temperature": 0, "ignore_eos": True, "max_tiles": 1,
-            "messages": [{"role": "user", "content": content}]}
+    body = {
+        "model": "bench",
+        "max_tokens": args.max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "max_tiles": 1,
+        "messages": [{"role": "user", "content": content}],
+    }
     rows = []
     try:
         asyncio.run(run_clients(url, 1, 1, body))  # warm-up
@@ -134,8 +155,10 @@ def measure(label: str, model: Path | None, args: argparse.Namespace) -> list[st
             wall, tokens, latencies, failures = asyncio.run(run_clients(url, clients, args.requests, body))
             rate = tokens / wall
             base = base or rate
-            rows.append(f"| {label} | {clients} | {clients * args.requests} | {failures} | {rate:.1f} | "
-                        f"{rate / base:.2f}x | {percentile(latencies, 0.5):.2f} | {percentile(latencies, 0.99):.2f} |")
+            rows.append(
+                f"| {label} | {clients} | {clients * args.requests} | {failures} | {rate:.1f} | "
+                f"{rate / base:.2f}x | {percentile(latencies, 0.5):.2f} | {percentile(latencies, 0.99):.2f} |"
+            )
             print(rows[-1], file=sys.stderr)
     finally:
         server.terminate()
@@ -169,12 +192,15 @@ def main() -> None:
     lines = [
         "### `internvl serve`: continuous batching throughput (`python benchmarks/bench_serve.py`)",
         "",
-        machine_line() + f"; server threads: {args.threads or 'torch default'} of {os.cpu_count()} cores"
+        machine_line()
+        + f"; server threads: {args.threads or 'torch default'} of {os.cpu_count()} cores"
         + (f"; language model {args.quantize}." if args.quantize else "."),
-        (f"Each client sends {args.requests} requests in a row: "
-         f"{'a question (no image)' if args.text_only else 'one 448 px image (1 tile) + a question'}, greedy, "
-         f"{args.max_tokens} completion tokens each (`ignore_eos`); the server decodes up to {max(args.clients)} "
-         "answers together. Tokens/s = all completion tokens / wall time."),
+        (
+            f"Each client sends {args.requests} requests in a row: "
+            f"{'a question (no image)' if args.text_only else 'one 448 px image (1 tile) + a question'}, greedy, "
+            f"{args.max_tokens} completion tokens each (`ignore_eos`); the server decodes up to {max(args.clients)} "
+            "answers together. Tokens/s = all completion tokens / wall time."
+        ),
         "",
         "| model | clients | requests | failures | completion tok/s | vs 1 client | p50 latency s | p99 latency s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

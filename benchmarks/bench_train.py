@@ -87,7 +87,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed optimiser steps per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
-    parser.add_argument("--freeze", default="vision", choices=["vision", "none"], help="parts frozen (default: the ViT)")
+    parser.add_argument(
+        "--freeze", default="vision", choices=["vision", "none"], help="parts frozen (default: the ViT)"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
     args = parser.parse_args()
@@ -101,16 +103,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs.split(","):
             overrides = [
-                f"output_dir={tmp}/{name}", "model.preset=internvl3-1b", "data.source=synthetic",
+                f"output_dir={tmp}/{name}",
+                "model.preset=internvl3-1b",
+                "data.source=synthetic",
                 f"data.options={{rows: 1, seq_len: {args.seq_len}, samples_per_row: {args.samples}, "
                 f"tiles_per_row: {args.tiles}, batches: {args.warmup + args.steps}}}",
-                f"train.max_steps={args.warmup + args.steps}", f"train.device={device}", "optim.warmup_steps=1",
-                "checkpoint.enabled=false", "log.progress_bar=false", "log.plot=false",
-                f"freeze.vision={'true' if args.freeze == 'vision' else 'false'}", *CONFIGS[name],
+                f"train.max_steps={args.warmup + args.steps}",
+                f"train.device={device}",
+                "optim.warmup_steps=1",
+                "checkpoint.enabled=false",
+                "log.progress_bar=false",
+                "log.plot=false",
+                f"freeze.vision={'true' if args.freeze == 'vision' else 'false'}",
+                *CONFIGS[name],
             ]
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            done = subprocess.run([sys.executable, "-c", WORKER, json.dumps(overrides)], capture_output=True, text=True,
-                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            done = subprocess.run(
+                [sys.executable, "-c", WORKER, json.dumps(overrides)],
+                capture_output=True,
+                text=True,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
             if done.returncode != 0:
                 print(done.stderr[-3000:], file=sys.stderr)
                 rows.append((name, None, None, None, None))
@@ -118,8 +131,8 @@ def main() -> None:
             result = json.loads(done.stdout.strip().splitlines()[-1])
             records = result["records"]
             step_seconds = [r["elapsed_s"] - (records[i - 1]["elapsed_s"] if i else 0.0) for i, r in enumerate(records)]
-            timed = records[args.warmup:]
-            seconds = statistics.median(step_seconds[args.warmup:])
+            timed = records[args.warmup :]
+            seconds = statistics.median(step_seconds[args.warmup :])
             tokens_per_s = statistics.median(r["tokens_per_s"] for r in timed)
             rows.append((name, tokens_per_s, seconds, result["peak_gib"], timed[-1]["loss"]))
             print(f"  {name}: {tokens_per_s:,.1f} tokens/s", file=sys.stderr, flush=True)

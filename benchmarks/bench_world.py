@@ -59,9 +59,11 @@ def main() -> None:
     parser.add_argument("--split", default="train")
     args = parser.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# world generation, {args.n} {args.split} samples, all families; {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, PyAV {'yes (mp4)' if has_pyav() else 'no (PNG frames)'}, "
-          f"load average before: {load:.2f}\n")
+    print(
+        f"# world generation, {args.n} {args.split} samples, all families; {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, PyAV {'yes (mp4)' if has_pyav() else 'no (PNG frames)'}, "
+        f"load average before: {load:.2f}\n"
+    )
     print("| what | workers | wall s | samples/s | CPU s | output |")
     print("|---|---:|---:|---:|---:|---|")
     for what in ("generate", "generate + write"):

@@ -23,8 +23,10 @@ def machine_line() -> str:
     except OSError:
         pass
     today = datetime.date.today().isoformat()
-    return (f"Machine: {cpu}, {os.cpu_count()} cores; date {today}; python {platform.python_version()}, "
-            f"torch {torch.__version__}, transformers {transformers.__version__}")
+    return (
+        f"Machine: {cpu}, {os.cpu_count()} cores; date {today}; python {platform.python_version()}, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}"
+    )
 
 
 def append_report(report: str) -> None:

@@ -25,8 +25,14 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-COLOURS = {"crimson": (200, 20, 60), "navy": (20, 30, 120), "lime": (120, 220, 40), "gold": (230, 180, 20),
-           "teal": (0, 128, 128), "magenta": (220, 0, 160)}
+COLOURS = {
+    "crimson": (200, 20, 60),
+    "navy": (20, 30, 120),
+    "lime": (120, 220, 40),
+    "gold": (230, 180, 20),
+    "teal": (0, 128, 128),
+    "magenta": (220, 0, 160),
+}
 SHAPES = ("oval", "rectangle", "pentagon", "cross", "ring", "arrow")
 SUFFIX = "\nAnswer with one word."
 QUESTIONS = {
@@ -43,16 +49,34 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: float, y: float, r: flo
     elif shape == "rectangle":
         draw.rectangle([x - r, y - 0.5 * r, x + r, y + 0.5 * r], fill=fill)
     elif shape == "pentagon":
-        draw.polygon([(x + r * math.cos(-math.pi / 2 + 2 * math.pi * k / 5), y + r * math.sin(-math.pi / 2 + 2 * math.pi * k / 5))
-                      for k in range(5)], fill=fill)
+        draw.polygon(
+            [
+                (
+                    x + r * math.cos(-math.pi / 2 + 2 * math.pi * k / 5),
+                    y + r * math.sin(-math.pi / 2 + 2 * math.pi * k / 5),
+                )
+                for k in range(5)
+            ],
+            fill=fill,
+        )
     elif shape == "cross":
         draw.rectangle([x - r, y - 0.3 * r, x + r, y + 0.3 * r], fill=fill)
         draw.rectangle([x - 0.3 * r, y - r, x + 0.3 * r, y + r], fill=fill)
     elif shape == "ring":
         draw.ellipse([x - r, y - r, x + r, y + r], outline=fill, width=max(4, int(r / 3)))
     else:  # arrow, pointing right
-        draw.polygon([(x - r, y - 0.25 * r), (x + 0.2 * r, y - 0.25 * r), (x + 0.2 * r, y - 0.6 * r), (x + r, y),
-                      (x + 0.2 * r, y + 0.6 * r), (x + 0.2 * r, y + 0.25 * r), (x - r, y + 0.25 * r)], fill=fill)
+        draw.polygon(
+            [
+                (x - r, y - 0.25 * r),
+                (x + 0.2 * r, y - 0.25 * r),
+                (x + 0.2 * r, y - 0.6 * r),
+                (x + r, y),
+                (x + 0.2 * r, y + 0.6 * r),
+                (x + 0.2 * r, y + 0.25 * r),
+                (x - r, y + 0.25 * r),
+            ],
+            fill=fill,
+        )
 
 
 def make_picture(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[str, str]]]:
@@ -93,8 +117,10 @@ def write_split(out: Path, name: str, n: int, seed: int) -> list[dict]:
         image.save(out / "images" / path)
         turns = []
         for k, (question, answer) in enumerate(questions(rng, figures)):
-            turns += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + question + SUFFIX},
-                      {"from": "gpt", "value": answer}]
+            turns += [
+                {"from": "human", "value": ("<image>\n" if k == 0 else "") + question + SUFFIX},
+                {"from": "gpt", "value": answer},
+            ]
         records.append({"id": f"{name}-{i}", "image": path, "conversations": turns})
     (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return records
@@ -131,28 +157,49 @@ def main() -> None:
     start = time.perf_counter()
     write_split(args.out, "train", args.train, seed=1)
     test = write_split(args.out, "test", args.test, seed=2)
-    meta = {"shapes_train": {"root": str((args.out / "images").resolve()) + "/",
-                             "annotation": str((args.out / "train.jsonl").resolve()), "repeat_time": 1,
-                             "length": args.train, "max_dynamic_patch": 1}}
+    meta = {
+        "shapes_train": {
+            "root": str((args.out / "images").resolve()) + "/",
+            "annotation": str((args.out / "train.jsonl").resolve()),
+            "repeat_time": 1,
+            "length": args.train,
+            "max_dynamic_patch": 1,
+        }
+    }
     (args.out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     made = time.perf_counter() - start
 
     before = score(load(), args.out, test)
-    config = load_config(Path(__file__).parents[1] / "configs" / "nano_finetune_shapes.yaml", [
-        f"model.path={nano_model_folder()}", f"data.options.tokenizer={nano_model_folder()}",
-        f"data.options.meta_path={args.out / 'meta.json'}", f"output_dir={args.out / 'run'}",
-        f"train.max_steps={args.steps}"])
+    config = load_config(
+        Path(__file__).parents[1] / "configs" / "nano_finetune_shapes.yaml",
+        [
+            f"model.path={nano_model_folder()}",
+            f"data.options.tokenizer={nano_model_folder()}",
+            f"data.options.meta_path={args.out / 'meta.json'}",
+            f"output_dir={args.out / 'run'}",
+            f"train.max_steps={args.steps}",
+        ],
+    )
     tuned_at = time.perf_counter()
     result = run(config)
     minutes = (time.perf_counter() - tuned_at) / 60
     model = export_model(result["checkpoint"], args.out / "model")
     after = score(load(str(model)), args.out, test)
-    publish(["## Fine-tuning the nano model on a PIL shapes set (benchmarks/finetune_shapes.py)", "",
-             machine_line(), "",
-             f"Its own words; {args.train} training pictures, {args.test} held out; data made in {made:.0f} s.", "",
-             "| model | held-out exact match % | fine-tune minutes |", "|---|---:|---:|",
-             f"| shipped nano, no fine-tune | {100 * before:.1f} | - |",
-             f"| fine-tuned, {args.steps} steps | {100 * after:.1f} | {minutes:.1f} |"], append=args.append)
+    publish(
+        [
+            "## Fine-tuning the nano model on a PIL shapes set (benchmarks/finetune_shapes.py)",
+            "",
+            machine_line(),
+            "",
+            f"Its own words; {args.train} training pictures, {args.test} held out; data made in {made:.0f} s.",
+            "",
+            "| model | held-out exact match % | fine-tune minutes |",
+            "|---|---:|---:|",
+            f"| shipped nano, no fine-tune | {100 * before:.1f} | - |",
+            f"| fine-tuned, {args.steps} steps | {100 * after:.1f} | {minutes:.1f} |",
+        ],
+        append=args.append,
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,12 @@ def main() -> None:
     for head in heads:
         points = [(r["pictures"], r[f"val_{head}"]) for r in records if f"val_{head}" in r]
         left.plot(*zip(*points), marker=".", label=head)
-    left.set(xlabel="pictures seen", ylabel="accuracy on labelled val patches", ylim=(0, 1),
-             title="stage 1: vision pre-training")
+    left.set(
+        xlabel="pictures seen",
+        ylabel="accuracy on labelled val patches",
+        ylim=(0, 1),
+        title="stage 1: vision pre-training",
+    )
     left.grid(alpha=0.3)
     left.legend(fontsize=8)
 
@@ -52,14 +56,19 @@ def main() -> None:
     if rows:
         right.plot([r[0] for r in rows], [r[1] for r in rows], marker="o")
         for minutes, score, label in rows:
-            right.annotate(f"{label}: {score:.1f}", (minutes, score), textcoords="offset points", xytext=(4, -12),
-                           fontsize=8)
+            right.annotate(
+                f"{label}: {score:.1f}", (minutes, score), textcoords="offset points", xytext=(4, -12), fontsize=8
+            )
     if args.prior:
         prior = 100 * json.loads((args.prior / "summary.json").read_text())["overall"]
         right.axhline(prior, linestyle="--", color="grey", label=f"answer prior {prior:.1f}")
         right.legend(fontsize=8)
-    right.set(xlabel="training minutes, all stages (2-core CPU)", ylabel="world test accuracy %", ylim=(0, 100),
-              title="the model on the world's test split")
+    right.set(
+        xlabel="training minutes, all stages (2-core CPU)",
+        ylabel="world test accuracy %",
+        ylim=(0, 100),
+        title="the model on the world's test split",
+    )
     right.grid(alpha=0.3)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -40,10 +40,19 @@ def test_ask_returns_the_decoded_greedy_answer(chat, images):
     inputs = chat.processor([{"role": "user", "content": "What colour is the circle?"}], images=[images[0]])
     from internvl.generate import GenerationConfig, generate
 
-    tokens = generate(chat.model, inputs.input_ids[None], None, inputs.pixel_values,
-                      GenerationConfig(max_new_tokens=12, stop_token_ids=(chat.processor.stop_token_id,)))[0]
-    assert answer == chat.tokenizer.decode([t for t in tokens if t != chat.processor.stop_token_id],
-                                           skip_special_tokens=True).strip()
+    tokens = generate(
+        chat.model,
+        inputs.input_ids[None],
+        None,
+        inputs.pixel_values,
+        GenerationConfig(max_new_tokens=12, stop_token_ids=(chat.processor.stop_token_id,)),
+    )[0]
+    assert (
+        answer
+        == chat.tokenizer.decode(
+            [t for t in tokens if t != chat.processor.stop_token_id], skip_special_tokens=True
+        ).strip()
+    )
     assert isinstance(answer, str) and answer
 
 
@@ -51,8 +60,10 @@ def test_prompt_follows_the_official_chat_recipe(chat, images):
     inputs = chat.processor([{"role": "user", "content": "How many?"}], images=[images[1]])
     system = chat.processor.template.system_message
     block = "<img>" + "<IMG_CONTEXT>" * (chat.model.config.num_image_token * inputs.tiles_per_image[0]) + "</img>"
-    expected = (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{block}\nHow many?<|im_end|>\n"
-                "<|im_start|>assistant\n")
+    expected = (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{block}\nHow many?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
     assert inputs.prompt == expected
 
 
@@ -98,8 +109,20 @@ def test_prompt_longer_than_the_context_is_refused_before_the_model_runs(chat, i
 
 
 def test_cli_prints_only_the_answer(model_folder, images, capsys):
-    code = cli_main(["chat", "--model", str(model_folder), "--image", str(images[0]), "--max-new-tokens", "8",
-                     "--max-tiles", "4", "What colour is the circle?"])
+    code = cli_main(
+        [
+            "chat",
+            "--model",
+            str(model_folder),
+            "--image",
+            str(images[0]),
+            "--max-new-tokens",
+            "8",
+            "--max-tiles",
+            "4",
+            "What colour is the circle?",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0
     expected = load(model_folder, max_tiles=4).ask("What colour is the circle?", images=[images[0]], max_new_tokens=8)
@@ -155,6 +178,7 @@ def test_ask_cuts_the_answer_at_a_stop_string_as_stream_does(chat, images):
     assert len(words) >= 2, free
     stop = " " + words[1]
     cut = chat.ask("What colour is the circle?", images=[images[0]], max_new_tokens=12, stop_strings=[stop])
-    streamed = "".join(chat.stream("What colour is the circle?", images=[images[0]], max_new_tokens=12,
-                                   stop_strings=[stop]))
+    streamed = "".join(
+        chat.stream("What colour is the circle?", images=[images[0]], max_new_tokens=12, stop_strings=[stop])
+    )
     assert stop not in cut and free.startswith(cut) and cut == streamed

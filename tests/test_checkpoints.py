@@ -65,7 +65,10 @@ def test_unexpected_tensor_is_named_with_its_file(checkpoint):
 def test_misshaped_tensor_is_named_with_its_file(checkpoint):
     key = "language_model.model.layers.0.self_attn.k_proj.weight"
     rewrite_tensors(checkpoint, lambda t: t.update({key: torch.zeros(32, 128)}))
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor '.*k_proj\.weight' has shape \[32, 128\], expected \[64, 128\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.safetensors: tensor '.*k_proj\.weight' has shape \[32, 128\], expected \[64, 128\]",
+    ):
         load_model(checkpoint)
 
 
@@ -193,14 +196,28 @@ def test_saved_original_config_has_official_fields(checkpoint, tmp_path):
     save_model(load_model(checkpoint), tmp_path / "out", layout="original")
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     official = json.loads((checkpoint / "config.json").read_text())
-    for key in ("architectures", "model_type", "ps_version", "downsample_ratio", "select_layer", "template",
-                "force_image_size", "dynamic_image_size", "use_thumbnail", "min_dynamic_patch", "max_dynamic_patch"):
+    for key in (
+        "architectures",
+        "model_type",
+        "ps_version",
+        "downsample_ratio",
+        "select_layer",
+        "template",
+        "force_image_size",
+        "dynamic_image_size",
+        "use_thumbnail",
+        "min_dynamic_patch",
+        "max_dynamic_patch",
+    ):
         assert saved[key] == official[key], key
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "qkv_bias", "norm_type", "model_type"):
         assert saved["vision_config"][key] == official["vision_config"][key], key
     for key in ("architectures", "model_type", "hidden_size", "num_key_value_heads", "vocab_size", "rope_theta"):
         assert saved["llm_config"][key] == official["llm_config"][key], key
-    assert load_file(str(tmp_path / "out" / "model.safetensors")).keys() == load_file(str(checkpoint / "model.safetensors")).keys()
+    assert (
+        load_file(str(tmp_path / "out" / "model.safetensors")).keys()
+        == load_file(str(checkpoint / "model.safetensors")).keys()
+    )
 
 
 def test_convert_command_both_ways(checkpoint, tmp_path):
@@ -226,10 +243,14 @@ def test_hf_checkpoint_in_module_tree_spelling_loads(tmp_path):
     tensors = load_file(str(tmp_path / "a" / "model.safetensors"))
     renamed = {}
     for key, t in tensors.items():
-        for saved, tree in (("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector."),
-                            ("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head.")):
+        for saved, tree in (
+            ("vision_tower.", "model.vision_tower."),
+            ("multi_modal_projector.", "model.multi_modal_projector."),
+            ("language_model.model.", "model.language_model."),
+            ("language_model.lm_head.", "lm_head."),
+        ):
             if key.startswith(saved):
-                key = tree + key[len(saved):]
+                key = tree + key[len(saved) :]
                 break
         renamed[key] = t
     save_file(renamed, str(tmp_path / "a" / "model.safetensors"))

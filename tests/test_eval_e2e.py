@@ -26,19 +26,53 @@ def data_file(tmp_path_factory) -> Path:
         image = folder / f"{i}.png"
         Image.new("RGB", (120 + 40 * i, 100), ("red", "blue", "green")[i % 3]).save(image)
         if i % 2:
-            lines.append({"id": f"q{i}", "question": "What colour is the image?", "answer": ("red", "blue", "green")[i % 3],
-                          "image": str(image), "category": "colour", "metric": "exact"})
+            lines.append(
+                {
+                    "id": f"q{i}",
+                    "question": "What colour is the image?",
+                    "answer": ("red", "blue", "green")[i % 3],
+                    "image": str(image),
+                    "category": "colour",
+                    "metric": "exact",
+                }
+            )
         else:
-            lines.append({"id": f"q{i}", "question": "Which colour?", "answer": "A", "image": str(image),
-                          "options": {"A": "red", "B": "blue"}, "category": "choice", "metric": "mcq"})
+            lines.append(
+                {
+                    "id": f"q{i}",
+                    "question": "Which colour?",
+                    "answer": "A",
+                    "image": str(image),
+                    "options": {"A": "red", "B": "blue"},
+                    "category": "choice",
+                    "metric": "mcq",
+                }
+            )
     path = folder / "data.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
 
 
 def run(model_folder: Path, data_file: Path, out: Path) -> int:
-    return cli_main(["eval", "run", "--data", str(data_file), "--out", str(out), "--model", str(model_folder),
-                     "--batch-size", "3", "--max-tiles", "2", "--max-new-tokens", "6", "--no-progress"])
+    return cli_main(
+        [
+            "eval",
+            "run",
+            "--data",
+            str(data_file),
+            "--out",
+            str(out),
+            "--model",
+            str(model_folder),
+            "--batch-size",
+            "3",
+            "--max-tiles",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--no-progress",
+        ]
+    )
 
 
 def test_eval_run_end_to_end_and_restart(model_folder, data_file, tmp_path, monkeypatch):
@@ -75,7 +109,10 @@ def test_answers_equal_the_chat_api(model_folder, data_file, tmp_path):
 
     out = tmp_path / "run"
     assert run(model_folder, data_file, out) == 0
-    predictions = {json.loads(line)["id"]: json.loads(line)["prediction"] for line in (out / "predictions.jsonl").read_text().splitlines()}
+    predictions = {
+        json.loads(line)["id"]: json.loads(line)["prediction"]
+        for line in (out / "predictions.jsonl").read_text().splitlines()
+    }
     chat = load(model_folder, max_tiles=2)
     item = load_items(data_file)[1]
     assert predictions[item.id] == chat.ask(item.prompt, images=item.load_images(), max_new_tokens=6)
@@ -87,8 +124,13 @@ def test_eval_over_a_world_split(model_folder, tmp_path):
     from internvl.data.world import export_tsv
     from internvl.eval.formats import load_items
 
-    data = export_tsv(tmp_path / "world.tsv", 20, split="test", families=["recognition", "grounding", "video", "charts"],
-                      progress=False)
+    data = export_tsv(
+        tmp_path / "world.tsv",
+        20,
+        split="test",
+        families=["recognition", "grounding", "video", "charts"],
+        progress=False,
+    )
     items = load_items(data)
     by_family = {item.category: item for item in items}
     grounding = by_family["grounding"]
@@ -97,8 +139,28 @@ def test_eval_over_a_world_split(model_folder, tmp_path):
     assert by_family["charts"].metric in ("numeric", "mcq", "exact")
     assert by_family["video"].meta["media"] == "video" and len(by_family["video"].images) >= 8
     out = tmp_path / "run"
-    assert cli_main(["eval", "run", "--data", str(data), "--out", str(out), "--model", str(model_folder),
-                     "--batch-size", "4", "--max-tiles", "2", "--max-new-tokens", "4", "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "eval",
+                "run",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--model",
+                str(model_folder),
+                "--batch-size",
+                "4",
+                "--max-tiles",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["categories"]) == {"recognition", "grounding", "video", "charts"}
     assert summary["n"] == 20

@@ -125,7 +125,9 @@ def test_tsv_infers_yes_no_and_vqa_and_reads_answerless_splits(tmp_path):
 
 
 def test_tsv_kind_and_metric_force_the_metric(tmp_path):
-    path = write_tsv(tmp_path / "d.tsv", ["index", "question", "answer"], [["1", "Is it red?", "yes"], ["2", "How many?", "3"]])
+    path = write_tsv(
+        tmp_path / "d.tsv", ["index", "question", "answer"], [["1", "Is it red?", "yes"], ["2", "How many?", "3"]]
+    )
     assert [i.metric for i in load_items(path, kind="vqa")] == ["exact", "exact"]
     assert [i.metric for i in load_items(path, kind="vqa", metric="anls")] == ["anls", "anls"]
     with pytest.raises(InputError, match="yes/no"):
@@ -157,7 +159,9 @@ def test_tsv_multi_image_list_and_image_path(tmp_path):
 
 def test_tsv_quoted_fields_with_tabs_and_newlines(tmp_path):
     path = tmp_path / "q.tsv"
-    path.write_text('index\tquestion\tanswer\n1\t"Line one\nline ""two""\twith tab"\tx\n2\tplain\ty\n', encoding="utf-8")
+    path.write_text(
+        'index\tquestion\tanswer\n1\t"Line one\nline ""two""\twith tab"\tx\n2\tplain\ty\n', encoding="utf-8"
+    )
     items = read_tsv(path)
     assert items[0].question == 'Line one\nline "two"\twith tab'
     assert items[1].id == "2"
@@ -179,12 +183,36 @@ def test_tsv_big_base64_field(tmp_path):
         (["question", "answer"], [["Q", "a"]], r"line 1: the header has no 'index' column"),
         (["index", "question", "answer"], [["1", "Q", "a"], ["2", "Q"]], r"line 3: 2 fields, the header has 3"),
         (["index", "question", "answer"], [["1", "Q", "a"], ["1", "Q", "b"]], r"line 3 \(index '1'\): duplicate index"),
-        (["index", "question", "A", "B", "answer"], [["1", "Q", "x", "y", "C"]], r"line 2 \(index '1'\): .*neither an option letter"),
-        (["index", "question", "answer", "image"], [["1", "Q", "a", "not base64!"]], r"line 2 \(index '1'\): image is not valid base64"),
-        (["index", "question", "answer", "image"], [["1", "Q", "a", base64.b64encode(b"text").decode()]], r"line 2 .*not a readable image"),
-        (["index", "question", "answer", "image"], [["1", "Q", "a", "7"]], r"refers to row index '7', which is not in the file"),
-        (["index", "question", "answer", "image"], [["1", "Q", "a", "2"], ["2", "Q", "a", "1"]], r"line 2 .*holds no image of its own"),
-        (["index", "question", "answer", "image_path"], [["1", "Q", "a", "missing.png"]], r"missing.png' does not exist"),
+        (
+            ["index", "question", "A", "B", "answer"],
+            [["1", "Q", "x", "y", "C"]],
+            r"line 2 \(index '1'\): .*neither an option letter",
+        ),
+        (
+            ["index", "question", "answer", "image"],
+            [["1", "Q", "a", "not base64!"]],
+            r"line 2 \(index '1'\): image is not valid base64",
+        ),
+        (
+            ["index", "question", "answer", "image"],
+            [["1", "Q", "a", base64.b64encode(b"text").decode()]],
+            r"line 2 .*not a readable image",
+        ),
+        (
+            ["index", "question", "answer", "image"],
+            [["1", "Q", "a", "7"]],
+            r"refers to row index '7', which is not in the file",
+        ),
+        (
+            ["index", "question", "answer", "image"],
+            [["1", "Q", "a", "2"], ["2", "Q", "a", "1"]],
+            r"line 2 .*holds no image of its own",
+        ),
+        (
+            ["index", "question", "answer", "image_path"],
+            [["1", "Q", "a", "missing.png"]],
+            r"missing.png' does not exist",
+        ),
         (["index", "question", "answer", "image"], [["1", "Q", "a", "[1, 2"]], r"not a list literal"),
     ],
 )
@@ -215,10 +243,31 @@ def test_jsonl_every_field(tmp_path):
     path = write_jsonl(
         tmp_path / "d.jsonl",
         [
-            {"id": 1, "question": "Which?", "answer": "dog", "image": "a.png", "category": "animals", "options": ["cat", "dog"]},
-            {"id": "q2", "question": "How tall?", "answer": 12.5, "images": ["a.png", data_uri], "metric": "numeric", "tolerance": 0.05},
+            {
+                "id": 1,
+                "question": "Which?",
+                "answer": "dog",
+                "image": "a.png",
+                "category": "animals",
+                "options": ["cat", "dog"],
+            },
+            {
+                "id": "q2",
+                "question": "How tall?",
+                "answer": 12.5,
+                "images": ["a.png", data_uri],
+                "metric": "numeric",
+                "tolerance": 0.05,
+            },
             {"id": "q3", "question": "Where?", "answer": [[1, 2, 3, 4]], "metric": "iou"},
-            {"id": "q4", "question": "Title?", "answer": ["Foo", "Foo Bar"], "metric": "anls", "prompt": "Read the title.", "meta": {"src": "x"}},
+            {
+                "id": "q4",
+                "question": "Title?",
+                "answer": ["Foo", "Foo Bar"],
+                "metric": "anls",
+                "prompt": "Read the title.",
+                "meta": {"src": "x"},
+            },
             {"id": "q5", "question": "Explain.", "metric": "judge", "hint": "a meme"},
             {"id": "q6", "question": "Is it red?", "answer": "no"},
         ],
@@ -228,7 +277,11 @@ def test_jsonl_every_field(tmp_path):
     assert items[0].options == {"A": "cat", "B": "dog"} and items[0].images == (tmp_path / "a.png",)
     assert items[1].answers == ("12.5",) and items[1].tolerance == 0.05 and len(items[1].load_images()) == 2
     assert items[2].answers == ("[[1, 2, 3, 4]]",)
-    assert items[3].answers == ("Foo", "Foo Bar") and items[3].prompt == "Read the title." and items[3].meta == {"src": "x"}
+    assert (
+        items[3].answers == ("Foo", "Foo Bar")
+        and items[3].prompt == "Read the title."
+        and items[3].meta == {"src": "x"}
+    )
     assert items[4].answers == () and items[4].prompt == "a meme\nExplain."
     assert items[5].metric == "yorn"
 
@@ -271,7 +324,9 @@ def test_jsonl_skips_blank_lines_and_load_items_dispatches(tmp_path):
 def test_byte_order_marks_and_line_separators_inside_json(tmp_path):
     (tmp_path / "bom.tsv").write_text("\ufeffindex\tquestion\tanswer\n1\tQ\ta\n", encoding="utf-8")
     assert read_tsv(tmp_path / "bom.tsv")[0].id == "1"
-    (tmp_path / "bom.jsonl").write_text('\ufeff{"id": 1, "question": "a\u2028b"}\n{"id": 2, "question": "c"}\n', encoding="utf-8")
+    (tmp_path / "bom.jsonl").write_text(
+        '\ufeff{"id": 1, "question": "a\u2028b"}\n{"id": 2, "question": "c"}\n', encoding="utf-8"
+    )
     assert [i.question for i in read_jsonl(tmp_path / "bom.jsonl")] == ["a\u2028b", "c"]
 
 

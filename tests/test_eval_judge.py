@@ -27,11 +27,17 @@ class FakeChat(BaseHTTPRequestHandler):
             self._send(self.server.status, {"error": {"message": "boom", "type": "server_error"}})
             return
         reply = self.server.replies.pop(0) if self.server.replies else "0.0"
-        self._send(200, {
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        })
+        self._send(
+            200,
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
 
     def _send(self, status, payload):
         data = json.dumps(payload).encode()
@@ -65,8 +71,21 @@ def make_judge(server, **kwargs):
 
 @pytest.mark.parametrize(
     "reply, expected",
-    [("0.7", 0.7), ("1.0", 1.0), ("1", 1.0), ("0", 0.0), (" 0.5.", 0.5), ("| 0.3 |", 0.3), ("0.4 because ...", 0.4),
-     (".9", 0.9), ("1.5", None), ("-0.2", None), ("The score is 0.6", None), ("", None), ("abc", None)],
+    [
+        ("0.7", 0.7),
+        ("1.0", 1.0),
+        ("1", 1.0),
+        ("0", 0.0),
+        (" 0.5.", 0.5),
+        ("| 0.3 |", 0.3),
+        ("0.4 because ...", 0.4),
+        (".9", 0.9),
+        ("1.5", None),
+        ("-0.2", None),
+        ("The score is 0.6", None),
+        ("", None),
+        ("abc", None),
+    ],
 )
 def test_parse_judge_reply(reply, expected):
     assert parse_judge_reply(reply) == expected
@@ -134,7 +153,10 @@ def test_judged_items_in_a_run_are_cached_and_unscored_without_a_judge(fake_serv
     from internvl.eval.formats import EvalItem
     from internvl.eval.runner import rescore, run_eval
 
-    items = [EvalItem(id=str(i), question=f"Explain {i}.", answers=("because",), metric="judge", category="gen") for i in range(3)]
+    items = [
+        EvalItem(id=str(i), question=f"Explain {i}.", answers=("because",), metric="judge", category="gen")
+        for i in range(3)
+    ]
     answerer = lambda batch: [f"answer {item.id}" for item in batch]  # noqa: E731
     summary = run_eval(items, answerer, tmp_path / "run", progress=False)
     assert (summary["n"], summary["n_scored"], summary["overall"]) == (3, 0, None)

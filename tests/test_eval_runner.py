@@ -34,13 +34,31 @@ def data_file(tmp_path) -> Path:
     (tmp_path / "img.png").write_bytes(png_bytes())
     records = []
     for i in range(4):
-        records.append({"id": f"q{i}", "question": f"Animal {i}?", "options": ["cat", "dog", "cow"], "answer": "ABC"[i % 3],
-                        "image": "img.png", "category": "animals"})
+        records.append(
+            {
+                "id": f"q{i}",
+                "question": f"Animal {i}?",
+                "options": ["cat", "dog", "cow"],
+                "answer": "ABC"[i % 3],
+                "image": "img.png",
+                "category": "animals",
+            }
+        )
     for i in range(4, 8):
-        records.append({"id": f"q{i}", "question": f"How many {i}?", "answer": str(i), "metric": "numeric",
-                        "image": "img.png", "category": "counting"})
+        records.append(
+            {
+                "id": f"q{i}",
+                "question": f"How many {i}?",
+                "answer": str(i),
+                "metric": "numeric",
+                "image": "img.png",
+                "category": "counting",
+            }
+        )
     for i in range(8, 12):
-        records.append({"id": f"q{i}", "question": f"Red {i}?", "answer": "yes" if i % 2 else "no", "category": "colours"})
+        records.append(
+            {"id": f"q{i}", "question": f"Red {i}?", "answer": "yes" if i % 2 else "no", "category": "colours"}
+        )
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
@@ -97,7 +115,11 @@ def test_run_writes_predictions_settings_summary_chart_and_table(data_file, tmp_
 
     assert answerer.batches == [["q0", "q1", "q2", "q3", "q4"], ["q5", "q6", "q7", "q8", "q9"], ["q10", "q11"]]
     assert summary["overall"] == round(100 * 7 / 12, 2) == 58.33
-    assert {k: v["score"] for k, v in summary["categories"].items()} == {"animals": 100.0, "colours": 25.0, "counting": 50.0}
+    assert {k: v["score"] for k, v in summary["categories"].items()} == {
+        "animals": 100.0,
+        "colours": 25.0,
+        "counting": 50.0,
+    }
     assert summary["metrics"]["numeric"] == {"n": 4, "n_scored": 4, "score": 50.0}
     run_dir = tmp_path / "run"
     saved = json.loads((run_dir / "settings.json").read_text())
@@ -127,7 +149,9 @@ def test_run_over_a_vlmevalkit_tsv(tmp_path):
     rows = "".join(f"{i}\tQ{i}?\tcat\tdog\t{'AB'[i % 2]}\tc{i % 2}\t{image if i == 0 else '0'}\n" for i in range(4))
     (tmp_path / "split.tsv").write_text(header + rows, encoding="utf-8")
     items = read_tsv(tmp_path / "split.tsv")
-    summary = run_eval(items, lambda batch: ["B. dog"] * len(batch), tmp_path / "run", progress=False, print_table=False)
+    summary = run_eval(
+        items, lambda batch: ["B. dog"] * len(batch), tmp_path / "run", progress=False, print_table=False
+    )
     assert summary["overall"] == 50.0 and summary["categories"]["c1"]["score"] == 100.0
 
 
@@ -181,7 +205,12 @@ def test_a_run_with_other_settings_or_data_is_refused(data_file, tmp_path):
     out = tmp_path / "run"
     run(data_file, out, Recorder(), limit=3, print_table=False)
     with pytest.raises(RunError, match=r"chain_of_thought: False -> True.*generation.max_new_tokens: 1024 -> 64"):
-        run(data_file, out, Recorder(), settings=RunSettings(chain_of_thought=True, generation={**RunSettings().generation, "max_new_tokens": 64}))
+        run(
+            data_file,
+            out,
+            Recorder(),
+            settings=RunSettings(chain_of_thought=True, generation={**RunSettings().generation, "max_new_tokens": 64}),
+        )
     items = read_jsonl(data_file)[:5]
     with pytest.raises(RunError, match="data: .*other items or prompts"):
         run_eval(items, Recorder(), out, progress=False)
@@ -235,7 +264,12 @@ def test_rescore_with_other_tolerance_and_corrected_answers(data_file, tmp_path)
     from internvl.eval.scoring import ScoringSettings
 
     out = tmp_path / "run"
-    run(data_file, out, lambda items: ["There are 5 items." if i.metric == "numeric" else right(i) for i in items], print_table=False)
+    run(
+        data_file,
+        out,
+        lambda items: ["There are 5 items." if i.metric == "numeric" else right(i) for i in items],
+        print_table=False,
+    )
     assert json.loads((out / "summary.json").read_text())["categories"]["counting"]["score"] == 25.0  # only q5 (gold 5)
     tolerant = rescore(out / "predictions.jsonl", scoring=ScoringSettings(numeric_rel_tol=0.25), print_table=False)
     assert tolerant["categories"]["counting"]["score"] == 75.0  # 5 is within 25 % of gold 4, 5 and 6, not of gold 7
@@ -281,7 +315,19 @@ def test_cli_score_and_compare(data_file, tmp_path, capsys):
     assert main(["score", str(tmp_path / "one"), "--tolerance", "0.2"]) == 0
     assert "overall" in capsys.readouterr().out
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["scoring"]["numeric_rel_tol"] == 0.2
-    assert main(["score", str(tmp_path / "two" / "predictions.jsonl"), "--data", str(data_file), "--out", str(tmp_path / "s")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "two" / "predictions.jsonl"),
+                "--data",
+                str(data_file),
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "s" / "summary.json").exists()
 
     assert main(["compare", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "cmp")]) == 0
@@ -303,8 +349,23 @@ def test_cli_run_with_a_factory_is_restartable(data_file, tmp_path, capsys):
         made.append(settings)
         return Recorder(fail_after=1 if len(made) == 1 else None)
 
-    argv = ["run", "--data", str(data_file), "--out", str(tmp_path / "r"), "--model", "m", "--batch-size", "4",
-            "--max-tiles", "2", "--cot", "--max-new-tokens", "64", "--no-progress"]
+    argv = [
+        "run",
+        "--data",
+        str(data_file),
+        "--out",
+        str(tmp_path / "r"),
+        "--model",
+        "m",
+        "--batch-size",
+        "4",
+        "--max-tiles",
+        "2",
+        "--cot",
+        "--max-new-tokens",
+        "64",
+        "--no-progress",
+    ]
     assert main(argv, answerer_factory=factory) == 130  # the fake model is interrupted after one batch
     assert len(read_predictions(tmp_path / "r" / "predictions.jsonl")) == 4
     assert main(argv, answerer_factory=factory) == 0
@@ -316,14 +377,22 @@ def test_cli_run_with_a_factory_is_restartable(data_file, tmp_path, capsys):
 
 def test_cli_reports_bad_data_with_its_line(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\n', encoding="utf-8")
-    assert main(["run", "--data", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "r")], answerer_factory=lambda s: None) == 1
+    assert (
+        main(
+            ["run", "--data", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "r")],
+            answerer_factory=lambda s: None,
+        )
+        == 1
+    )
     assert "bad.jsonl: line 1: 'question' must be a string" in capsys.readouterr().err
 
 
 def test_python_dash_m_entry_point():
     src = str(Path(internvl.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run([sys.executable, "-m", "internvl.eval", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "internvl.eval", "--help"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 0 and "run" in result.stdout and "compare" in result.stdout
 
 
@@ -333,7 +402,9 @@ def test_add_eval_commands_plugs_into_a_top_level_cli(data_file, tmp_path):
     from internvl.eval.cli import add_eval_commands
 
     parser = argparse.ArgumentParser(prog="internvl")
-    add_eval_commands(parser.add_subparsers(dest="command", required=True), answerer_factory=lambda settings: Recorder())
+    add_eval_commands(
+        parser.add_subparsers(dest="command", required=True), answerer_factory=lambda settings: Recorder()
+    )
     args = parser.parse_args(["eval", "run", "--data", str(data_file), "--out", str(tmp_path / "r"), "--no-progress"])
     assert args.command == "eval" and args.eval_command == "run"
     assert args.func(args) == 0

@@ -90,8 +90,13 @@ def qwen2(tmp_path_factory):
 def transformers_greedy(hf_model, ids, mask, pixels, **kwargs) -> list[list[int]]:
     with torch.no_grad():
         out = hf_model.generate(
-            input_ids=ids, attention_mask=mask, pixel_values=pixels, do_sample=False,
-            max_new_tokens=NEW_TOKENS, pad_token_id=0, **kwargs,
+            input_ids=ids,
+            attention_mask=mask,
+            pixel_values=pixels,
+            do_sample=False,
+            max_new_tokens=NEW_TOKENS,
+            pad_token_id=0,
+            **kwargs,
         )
     assert out.shape[1] == ids.shape[1] + NEW_TOKENS
     return out[:, ids.shape[1] :].tolist()
@@ -273,8 +278,15 @@ def test_max_new_tokens_zero_and_bad_inputs(qwen2, batch):
     right_padded = torch.flip(mask, dims=[1])
     with pytest.raises(InputError, match="LEFT-padded"):
         generate(model, ids, right_padded, pixels)
-    for bad in (dict(temperature=-1), dict(top_k=-1), dict(top_p=0), dict(top_p=1.5),
-                dict(repetition_penalty=0), dict(max_new_tokens=-1), dict(stop_strings=[""])):
+    for bad in (
+        dict(temperature=-1),
+        dict(top_k=-1),
+        dict(top_p=0),
+        dict(top_p=1.5),
+        dict(repetition_penalty=0),
+        dict(max_new_tokens=-1),
+        dict(stop_strings=[""]),
+    ):
         with pytest.raises(ConfigError):
             GenerationConfig(**bad)
 

@@ -47,8 +47,19 @@ CASES = [
     # tied embeddings, and the rope scalings released configs use (dynamic NTK engaged: 800 > 256 positions)
     ("qwen2", "300m", {"tie": True}),
     ("qwen2", "300m", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}, "max_position_embeddings": 256}),
-    ("llama", "300m", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
+    (
+        "llama",
+        "300m",
+        {
+            "rope_scaling": {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            }
+        },
+    ),
 ]
 
 
@@ -81,9 +92,17 @@ def write_internlm2_original(hf_folder, out_folder) -> None:
     cfg = json.loads((hf_folder / "config.json").read_text())
     text, vision = cfg["text_config"], cfg["vision_config"]
     out: dict[str, torch.Tensor] = {}
-    vit_names = [("layernorm_before", "norm1"), ("layernorm_after", "norm2"), ("lambda_1", "ls1"),
-                 ("lambda_2", "ls2"), ("attention.projection_layer", "attn.proj"), ("attention.q_norm", "attn.q_norm"),
-                 ("attention.k_norm", "attn.k_norm"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")]
+    vit_names = [
+        ("layernorm_before", "norm1"),
+        ("layernorm_after", "norm2"),
+        ("lambda_1", "ls1"),
+        ("lambda_2", "ls2"),
+        ("attention.projection_layer", "attn.proj"),
+        ("attention.q_norm", "attn.q_norm"),
+        ("attention.k_norm", "attn.k_norm"),
+        ("mlp.fc1", "mlp.fc1"),
+        ("mlp.fc2", "mlp.fc2"),
+    ]
     for key, t in hf.items():
         if key.startswith("vision_tower.encoder.layer."):
             i, rest = key.removeprefix("vision_tower.encoder.layer.").split(".", 1)
@@ -91,12 +110,14 @@ def write_internlm2_original(hf_folder, out_folder) -> None:
                 continue
             for theirs, ours in vit_names:
                 if rest.startswith(theirs + ".") or rest == theirs:
-                    out[f"vision_model.encoder.layers.{i}.{ours}{rest[len(theirs):]}"] = t
+                    out[f"vision_model.encoder.layers.{i}.{ours}{rest[len(theirs) :]}"] = t
     for i in range(vision["num_hidden_layers"]):
         p = f"vision_tower.encoder.layer.{i}.attention."
         for s in ("weight", "bias"):
             if p + f"q_proj.{s}" in hf:
-                out[f"vision_model.encoder.layers.{i}.attn.qkv.{s}"] = torch.cat([hf[p + f"{x}_proj.{s}"] for x in "qkv"])
+                out[f"vision_model.encoder.layers.{i}.attn.qkv.{s}"] = torch.cat(
+                    [hf[p + f"{x}_proj.{s}"] for x in "qkv"]
+                )
     e = "vision_tower.embeddings."
     out["vision_model.embeddings.class_embedding"] = hf[e + "cls_token"]
     out["vision_model.embeddings.position_embedding"] = hf[e + "position_embeddings"]
@@ -112,7 +133,9 @@ def write_internlm2_original(hf_folder, out_folder) -> None:
     for i in range(text["num_hidden_layers"]):
         a, b = f"{lm}layers.{i}.", f"language_model.model.layers.{i}."
         out[b + "attention.wqkv.weight"] = fuse_internlm2_wqkv(
-            hf[a + "self_attn.q_proj.weight"], hf[a + "self_attn.k_proj.weight"], hf[a + "self_attn.v_proj.weight"],
+            hf[a + "self_attn.q_proj.weight"],
+            hf[a + "self_attn.k_proj.weight"],
+            hf[a + "self_attn.v_proj.weight"],
             text["num_key_value_heads"],
         )
         out[b + "attention.wo.weight"] = hf[a + "self_attn.o_proj.weight"]
@@ -124,20 +147,38 @@ def write_internlm2_original(hf_folder, out_folder) -> None:
     out_folder.mkdir()
     save_file({k: v.contiguous() for k, v in out.items()}, str(out_folder / "model.safetensors"))
     config = {
-        "architectures": ["InternVLChatModel"], "model_type": "internvl_chat", "ps_version": "v2",
-        "downsample_ratio": 0.5, "select_layer": -1, "template": "internlm2-chat", "force_image_size": 448,
+        "architectures": ["InternVLChatModel"],
+        "model_type": "internvl_chat",
+        "ps_version": "v2",
+        "downsample_ratio": 0.5,
+        "select_layer": -1,
+        "template": "internlm2-chat",
+        "force_image_size": 448,
         "vision_config": {
-            "hidden_size": vision["hidden_size"], "num_hidden_layers": vision["num_hidden_layers"],
-            "num_attention_heads": vision["num_attention_heads"], "intermediate_size": vision["intermediate_size"],
-            "image_size": 448, "patch_size": 14, "qkv_bias": vision["attention_bias"],
-            "qk_normalization": vision["use_qk_norm"], "norm_type": vision["norm_type"], "layer_norm_eps": 1e-6,
+            "hidden_size": vision["hidden_size"],
+            "num_hidden_layers": vision["num_hidden_layers"],
+            "num_attention_heads": vision["num_attention_heads"],
+            "intermediate_size": vision["intermediate_size"],
+            "image_size": 448,
+            "patch_size": 14,
+            "qkv_bias": vision["attention_bias"],
+            "qk_normalization": vision["use_qk_norm"],
+            "norm_type": vision["norm_type"],
+            "layer_norm_eps": 1e-6,
         },
         "llm_config": {
-            "architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2", "bias": False,
-            "vocab_size": text["vocab_size"], "hidden_size": text["hidden_size"],
-            "intermediate_size": text["intermediate_size"], "num_hidden_layers": text["num_hidden_layers"],
-            "num_attention_heads": text["num_attention_heads"], "num_key_value_heads": text["num_key_value_heads"],
-            "rms_norm_eps": text["rms_norm_eps"], "rope_theta": 10000.0, "max_position_embeddings": 4096,
+            "architectures": ["InternLM2ForCausalLM"],
+            "model_type": "internlm2",
+            "bias": False,
+            "vocab_size": text["vocab_size"],
+            "hidden_size": text["hidden_size"],
+            "intermediate_size": text["intermediate_size"],
+            "num_hidden_layers": text["num_hidden_layers"],
+            "num_attention_heads": text["num_attention_heads"],
+            "num_key_value_heads": text["num_key_value_heads"],
+            "rms_norm_eps": text["rms_norm_eps"],
+            "rope_theta": 10000.0,
+            "max_position_embeddings": 4096,
             "rope_scaling": None,
         },
     }
@@ -183,9 +224,7 @@ def test_our_hf_save_loads_in_transformers(tmp_path):
     save_model(model, tmp_path / "ours-hf", layout="hf")
     reloaded = InternVLForConditionalGeneration.from_pretrained(tmp_path / "ours-hf").eval()
     ids, mask, pixels = two_sample_batch(seed=6)
-    diff = max_diff_on_tokens(
-        reference_logits(reloaded, ids, mask, pixels), our_logits(model, ids, mask, pixels), mask
-    )
+    diff = max_diff_on_tokens(reference_logits(reloaded, ids, mask, pixels), our_logits(model, ids, mask, pixels), mask)
     assert diff <= TOLERANCE
 
 

@@ -173,7 +173,11 @@ def test_tile_budget_and_options():
 def test_normalisations():
     grey = Image.new("RGB", (448, 448), (128, 128, 128))
     siglip = (0.5, 0.5, 0.5)
-    for name, mean, std in [("imagenet", IMAGENET_MEAN, IMAGENET_STD), ("clip", CLIP_MEAN, CLIP_STD), ("siglip", siglip, siglip)]:
+    for name, mean, std in [
+        ("imagenet", IMAGENET_MEAN, IMAGENET_STD),
+        ("clip", CLIP_MEAN, CLIP_STD),
+        ("siglip", siglip, siglip),
+    ]:
         x = tiles_to_tensor([grey], name)
         expected = torch.tensor([(128 / 255 - m) / s for m, s in zip(mean, std)])
         assert torch.allclose(x[0, :, 7, 9], expected, atol=1e-6)

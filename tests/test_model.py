@@ -21,7 +21,9 @@ def test_pixel_shuffle_index_mapping(version):
     half = rows // 2
     for i in range(half):
         for j in range(half):
-            expected = torch.cat([x[0, 2 * i, 2 * j], x[0, 2 * i, 2 * j + 1], x[0, 2 * i + 1, 2 * j], x[0, 2 * i + 1, 2 * j + 1]])
+            expected = torch.cat(
+                [x[0, 2 * i, 2 * j], x[0, 2 * i, 2 * j + 1], x[0, 2 * i + 1, 2 * j], x[0, 2 * i + 1, 2 * j + 1]]
+            )
             token = half * i + j if version == "v2" else half * j + i
             assert torch.equal(out[0, token], expected), (i, j)
 
@@ -58,7 +60,9 @@ def test_image_token_count_mismatch_is_a_clear_error(tmp_path):
     hf_model.save_pretrained(tmp_path)
     model = load_model(tmp_path)
     ids, mask, pixels = two_sample_batch()
-    with pytest.raises(InputError, match=r"1024 <IMG_CONTEXT> tokens but the images give 768 features \(3 tiles x 256\)"):
+    with pytest.raises(
+        InputError, match=r"1024 <IMG_CONTEXT> tokens but the images give 768 features \(3 tiles x 256\)"
+    ):
         model(ids, pixels[:3], attention_mask=mask)
 
 

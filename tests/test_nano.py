@@ -28,11 +28,21 @@ def test_nano_init_and_two_recipe_steps(world, tmp_path):
 
     init = init_nano(world, tmp_path / "init", vocab_size=400)
     assert (init / "tokenizer.json").exists() and (init / "model.safetensors").exists()
-    config = load_config(Path(__file__).parents[1] / "configs" / "nano_sft.yaml", [
-        f"model.path={init}", f"data.options.meta_path={world / 'meta.json'}", f"data.options.tokenizer={init}",
-        f"output_dir={tmp_path / 'run'}", "train.max_steps=2", "data.options.num_workers=0",
-        "checkpoint.enabled=false", "log.progress_bar=false", "log.plot=false", "optim.warmup_steps=1",
-    ])
+    config = load_config(
+        Path(__file__).parents[1] / "configs" / "nano_sft.yaml",
+        [
+            f"model.path={init}",
+            f"data.options.meta_path={world / 'meta.json'}",
+            f"data.options.tokenizer={init}",
+            f"output_dir={tmp_path / 'run'}",
+            "train.max_steps=2",
+            "data.options.num_workers=0",
+            "checkpoint.enabled=false",
+            "log.progress_bar=false",
+            "log.plot=false",
+            "optim.warmup_steps=1",
+        ],
+    )
     result = run(config)
     assert result["step"] == 2
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -98,8 +108,7 @@ def test_fast_paths_keep_the_nano_models_greedy_answers():
     families = ["recognition", "counting", "spatial", "reading", "charts", "grounding", "reasoning"]
     for i, family in enumerate(families):
         sample = generate_sample(family, "test", i)
-        answers = [chat.ask(sample.prompt, images=sample.images, max_new_tokens=24)
-                  for chat in (fast, plain)]
+        answers = [chat.ask(sample.prompt, images=sample.images, max_new_tokens=24) for chat in (fast, plain)]
         assert answers[0] == answers[1], family
 
 
@@ -132,8 +141,20 @@ def test_nano_scripts_end_in_one_line_on_bad_input(monkeypatch, capsys, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("nano.init: error: ") and "missing" in err and err.count("\n") == 1
 
-    monkeypatch.setattr(sys, "argv", ["baselines", "prior", "--train", str(tmp_path), "--data",
-                                      str(tmp_path / "none.tsv"), "--out", str(tmp_path / "eval")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "baselines",
+            "prior",
+            "--train",
+            str(tmp_path),
+            "--data",
+            str(tmp_path / "none.tsv"),
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    )
     with pytest.raises(SystemExit) as exit_info:
         baselines.main()
     assert exit_info.value.code == 2

@@ -36,8 +36,12 @@ def test_world_texts_make_the_system_message_a_few_tokens(tmp_path):
     from internvl.inputs.template import get_template
     from internvl.nano.init import world_texts
 
-    line = {"conversations": [{"from": "human", "value": "<image>\nWhat colour is the circle?"},
-                              {"from": "gpt", "value": "red"}]}
+    line = {
+        "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour is the circle?"},
+            {"from": "gpt", "value": "red"},
+        ]
+    }
     (tmp_path / "train.jsonl").write_text((json.dumps(line) + "\n") * 50)
     tokenizer = train_tokenizer(world_texts(tmp_path), vocab_size=600)
     assert len(tokenizer.encode(get_template("internvl2_5").system_message).ids) <= 12

@@ -146,7 +146,9 @@ def test_a_pack_of_exactly_max_tokens_is_emitted_at_once():
 
 def test_too_many_open_buffers_emit_by_tiles_or_fullness():
     def run(evict):
-        packer = Packer(PackingSettings(num_images_expected=20, max_packed_tokens=100, max_buffer_size=2, evict=evict), IDS)
+        packer = Packer(
+            PackingSettings(num_images_expected=20, max_packed_tokens=100, max_buffer_size=2, evict=evict), IDS
+        )
         out = []
         samples = make_sample(0, [3], 10, 34), make_sample(1, [1], 10, 78), make_sample(2, [2], 10, 40)
         assert [s.num_tokens for s in samples] == [60, 96, 62]  # no two fit together
@@ -164,9 +166,13 @@ def test_too_many_open_buffers_emit_by_tiles_or_fullness():
 
 def test_allow_overflow_merges_past_the_token_budget_then_cuts():
     def run(allow_overflow):
-        settings = PackingSettings(num_images_expected=10, max_packed_tokens=100, max_buffer_size=2, allow_overflow=allow_overflow)
+        settings = PackingSettings(
+            num_images_expected=10, max_packed_tokens=100, max_buffer_size=2, allow_overflow=allow_overflow
+        )
         packer = Packer(settings, IDS)
-        out = packer.add(make_sample(0, [1], prompt=2, answer=50)) + packer.add(make_sample(1, [1], prompt=2, answer=50))
+        out = packer.add(make_sample(0, [1], prompt=2, answer=50)) + packer.add(
+            make_sample(1, [1], prompt=2, answer=50)
+        )
         return out, packer
 
     out, packer = run(False)
@@ -364,7 +370,10 @@ def datasets(tmp_path_factory, qwen2_tokenizer):
     folder = tmp_path_factory.mktemp("packed")
     make_image(60, 30, seed=1).save(folder / "a.png")
     make_image(30, 30, seed=2).save(folder / "b.png")
-    text = [{"conversations": [{"from": "human", "value": f"Question {k}?"}, {"from": "gpt", "value": f"Answer {k}."}]} for k in range(40)]
+    text = [
+        {"conversations": [{"from": "human", "value": f"Question {k}?"}, {"from": "gpt", "value": f"Answer {k}."}]}
+        for k in range(40)
+    ]
     images = [
         {"image": ["a.png", "b.png"][k % 2], "conversations": [{"from": "human", "value": f"<image>\nWhat is {k}?"}, {"from": "gpt", "value": f"It is {k}."}]}
         for k in range(20)
@@ -372,7 +381,12 @@ def datasets(tmp_path_factory, qwen2_tokenizer):
     meta = {}
     for name, records in (("text", text), ("images", images)):
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-        meta[name] = {"root": str(folder), "annotation": str(folder / f"{name}.jsonl"), "repeat_time": 1, "data_augment": False}
+        meta[name] = {
+            "root": str(folder),
+            "annotation": str(folder / f"{name}.jsonl"),
+            "repeat_time": 1,
+            "data_augment": False,
+        }
     (folder / "meta.json").write_text(json.dumps(meta))
     settings = SampleSettings(num_image_token=4, tile_size=28, max_tiles=4)
     return build_datasets(folder / "meta.json", qwen2_tokenizer, settings)

@@ -16,8 +16,10 @@ from internvl.train.sft import SFTSettings
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 SFT_RECIPES = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "nano_vision.yaml")
-DATA_OF_NANO_RECIPES = {"nano_sft.yaml": "runs/nano/world-train/meta.json",
-                        "nano_finetune_shapes.yaml": "runs/shapes/meta.json"}
+DATA_OF_NANO_RECIPES = {
+    "nano_sft.yaml": "runs/nano/world-train/meta.json",
+    "nano_finetune_shapes.yaml": "runs/shapes/meta.json",
+}
 
 
 def test_the_vision_stage_recipe_loads():

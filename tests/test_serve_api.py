@@ -60,8 +60,16 @@ def media_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(chat, media_dir):
-    settings = ServeSettings(model_name=MODEL, api_key=KEY, allowed_media_dir=media_dir, max_images=3,
-                             max_image_pixels=400 * 400, max_tokens=800, max_n=4, max_request_bytes=200_000)
+    settings = ServeSettings(
+        model_name=MODEL,
+        api_key=KEY,
+        allowed_media_dir=media_dir,
+        max_images=3,
+        max_image_pixels=400 * 400,
+        max_tokens=800,
+        max_n=4,
+        max_request_bytes=200_000,
+    )
     engine = CrashingEngine(chat, EngineSettings(max_batch=MAX_BATCH, max_queue=256, max_seq_len=1024))
     with BackgroundServer(chat, settings, engine=engine) as running:
         yield running
@@ -128,28 +136,47 @@ def test_text_answer_and_usage(client, chat):
 def test_one_image_in_each_format(client, chat, fmt):
     data = encode(RED, fmt)
     content = [image_part(data_url(data, f"image/{fmt.lower()}")), {"type": "text", "text": "what colour is it?"}]
-    response = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": content}],
-                                              max_tokens=10, extra_body={"max_tiles": 2})
-    expected = chat.ask_messages([{"role": "user", "content": [{"type": "image", "image": data}, "what colour is it?"]}],
-                                 max_tiles=2, max_new_tokens=10)
+    response = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": content}], max_tokens=10, extra_body={"max_tiles": 2}
+    )
+    expected = chat.ask_messages(
+        [{"role": "user", "content": [{"type": "image", "image": data}, "what colour is it?"]}],
+        max_tiles=2,
+        max_new_tokens=10,
+    )
     assert response.choices[0].message.content == expected
     assert response.usage.prompt_tokens > 2 * 16  # two tiles or more of image tokens
 
 
 def test_several_images_across_turns_and_a_local_file(client, chat, media_dir):
     messages = [
-        {"role": "user", "content": [image_part(data_url(encode(RED))), image_part(data_url(encode(BLUE))),
-                                     {"type": "text", "text": "which is red?"}]},
+        {
+            "role": "user",
+            "content": [
+                image_part(data_url(encode(RED))),
+                image_part(data_url(encode(BLUE))),
+                {"type": "text", "text": "which is red?"},
+            ],
+        },
         {"role": "assistant", "content": "the first"},
-        {"role": "user", "content": [image_part((media_dir / "green.png").as_uri()), {"type": "text", "text": "and this?"}]},
+        {
+            "role": "user",
+            "content": [image_part((media_dir / "green.png").as_uri()), {"type": "text", "text": "and this?"}],
+        },
     ]
     response = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=10)
     green = Image.open(media_dir / "green.png")
-    expected = chat.ask_messages([
-        {"role": "user", "content": [{"type": "image", "image": RED}, {"type": "image", "image": BLUE}, "which is red?"]},
-        {"role": "assistant", "content": "the first"},
-        {"role": "user", "content": [{"type": "image", "image": green}, "and this?"]},
-    ], max_new_tokens=10)
+    expected = chat.ask_messages(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": RED}, {"type": "image", "image": BLUE}, "which is red?"],
+            },
+            {"role": "assistant", "content": "the first"},
+            {"role": "user", "content": [{"type": "image", "image": green}, "and this?"]},
+        ],
+        max_new_tokens=10,
+    )
     assert response.choices[0].message.content == expected
 
 
@@ -160,17 +187,27 @@ def test_video_frames(client, chat, tmp_path):
     clip = write_clip(tmp_path / "clip.mp4", n_frames=12, codec="mpeg4", pix_fmt="yuv420p")
     part = {"type": "video_url", "video_url": {"url": data_url(clip.read_bytes(), "video/mp4"), "num_frames": 4}}
     response = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": [part, {"type": "text", "text": "what happens?"}]}], max_tokens=8)
-    expected = chat.ask_messages([{"role": "user", "content": [{"type": "video", "video": clip, "num_frames": 4},
-                                                              "what happens?"]}], max_new_tokens=8)
+        model=MODEL,
+        messages=[{"role": "user", "content": [part, {"type": "text", "text": "what happens?"}]}],
+        max_tokens=8,
+    )
+    expected = chat.ask_messages(
+        [{"role": "user", "content": [{"type": "video", "video": clip, "num_frames": 4}, "what happens?"]}],
+        max_new_tokens=8,
+    )
     assert response.choices[0].message.content == expected
 
 
 def test_streaming_joins_to_the_answer(client):
-    messages = [{"role": "user", "content": [image_part(data_url(encode(BLUE))), {"type": "text", "text": "how many?"}]}]
+    messages = [
+        {"role": "user", "content": [image_part(data_url(encode(BLUE))), {"type": "text", "text": "how many?"}]}
+    ]
     whole = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16)
-    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=16, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
@@ -180,14 +217,16 @@ def test_streaming_joins_to_the_answer(client):
 
 def test_n_seeded_choices(client, chat):
     messages = [{"role": "user", "content": "is there a square?"}]
-    response = client.chat.completions.create(model=MODEL, messages=messages, n=3, temperature=1.0, seed=7,
-                                              max_tokens=10)
+    response = client.chat.completions.create(
+        model=MODEL, messages=messages, n=3, temperature=1.0, seed=7, max_tokens=10
+    )
     assert [c.index for c in response.choices] == [0, 1, 2]
     for i, choice in enumerate(response.choices):
         assert choice.message.content == chat.ask_messages(messages, temperature=1.0, seed=7 + i, max_new_tokens=10)
     streamed = ["", ""]
-    for chunk in client.chat.completions.create(model=MODEL, messages=messages, n=2, temperature=1.0, seed=7,
-                                                max_tokens=10, stream=True):
+    for chunk in client.chat.completions.create(
+        model=MODEL, messages=messages, n=2, temperature=1.0, seed=7, max_tokens=10, stream=True
+    ):
         for choice in chunk.choices:
             streamed[choice.index] += choice.delta.content or ""
     assert streamed == [c.message.content for c in response.choices[:2]]
@@ -200,8 +239,9 @@ def test_stop_strings_and_length(client):
     cut = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=20, stop=[stop, "zzz"])
     assert cut.choices[0].message.content == full[: full.index(stop)].strip()
     assert cut.choices[0].finish_reason == "stop"
-    limited = client.chat.completions.create(model=MODEL, messages=messages, max_completion_tokens=3,
-                                             extra_body={"ignore_eos": True})
+    limited = client.chat.completions.create(
+        model=MODEL, messages=messages, max_completion_tokens=3, extra_body={"ignore_eos": True}
+    )
     assert limited.choices[0].finish_reason == "length" and limited.usage.completion_tokens == 3
 
 
@@ -223,35 +263,69 @@ def many_pixels() -> bytes:
 
 ERRORS = {  # name: (request body, status, code)
     "malformed JSON": (b'{"model": "tiny", "messages": [', 400, "invalid_json"),
-    "not an object": (b'[1, 2]', 400, "invalid_value"),
+    "not an object": (b"[1, 2]", 400, "invalid_value"),
     "no messages": ({"model": MODEL, "messages": []}, 400, "invalid_value"),
     "bad role": ({"model": MODEL, "messages": [{"role": "robot", "content": "hi"}]}, 400, "invalid_value"),
     "bad temperature": ({"model": MODEL, "messages": TEXT, "temperature": 3}, 400, "invalid_value"),
     "seed out of range": ({"model": MODEL, "messages": TEXT, "seed": 2**70}, 400, "invalid_value"),
     "unknown model": ({"model": "gpt-9", "messages": TEXT}, 404, "model_not_found"),
-    "not an image": ({"model": MODEL, "messages": [{"role": "user", "content": [
-        image_part(data_url(b"this is not a picture at all"))]}]}, 400, "invalid_image"),
-    "truncated image": ({"model": MODEL, "messages": [{"role": "user", "content": [
-        image_part(data_url(encode(RED)[:60]))]}]}, 400, "invalid_image"),
-    "bad base64": ({"model": MODEL, "messages": [{"role": "user", "content": [
-        image_part("data:image/png;base64,@@@")]}]}, 400, "invalid_image"),
-    "too many pixels": ({"model": MODEL, "messages": [{"role": "user", "content": [
-        image_part(data_url(many_pixels()))]}]}, 400, "invalid_image"),
-    "too many images": ({"model": MODEL, "messages": [{"role": "user", "content": [
-        image_part(data_url(encode(BLUE)))] * 4}]}, 400, "too_many_images"),
-    "image in a system message": ({"model": MODEL, "messages": [{"role": "system", "content": [
-        image_part(data_url(encode(BLUE)))]}, *TEXT]}, 400, "invalid_input"),
-    "context overflow": ({"model": MODEL, "messages": [{"role": "user", "content": "the red circle " * 400}],
-                          "max_tokens": 8}, 400, "context_length_exceeded"),
+    "not an image": (
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": [image_part(data_url(b"this is not a picture at all"))]}],
+        },
+        400,
+        "invalid_image",
+    ),
+    "truncated image": (
+        {"model": MODEL, "messages": [{"role": "user", "content": [image_part(data_url(encode(RED)[:60]))]}]},
+        400,
+        "invalid_image",
+    ),
+    "bad base64": (
+        {"model": MODEL, "messages": [{"role": "user", "content": [image_part("data:image/png;base64,@@@")]}]},
+        400,
+        "invalid_image",
+    ),
+    "too many pixels": (
+        {"model": MODEL, "messages": [{"role": "user", "content": [image_part(data_url(many_pixels()))]}]},
+        400,
+        "invalid_image",
+    ),
+    "too many images": (
+        {"model": MODEL, "messages": [{"role": "user", "content": [image_part(data_url(encode(BLUE)))] * 4}]},
+        400,
+        "too_many_images",
+    ),
+    "image in a system message": (
+        {"model": MODEL, "messages": [{"role": "system", "content": [image_part(data_url(encode(BLUE)))]}, *TEXT]},
+        400,
+        "invalid_input",
+    ),
+    "context overflow": (
+        {"model": MODEL, "messages": [{"role": "user", "content": "the red circle " * 400}], "max_tokens": 8},
+        400,
+        "context_length_exceeded",
+    ),
     "max_tokens over the cap": ({"model": MODEL, "messages": TEXT, "max_tokens": 801}, 400, "max_tokens_exceeded"),
     "n over the cap": ({"model": MODEL, "messages": TEXT, "n": 5}, 400, "n_exceeded"),
     "max_tiles over the cap": ({"model": MODEL, "messages": TEXT, "max_tiles": 40}, 400, "max_tiles_exceeded"),
     "logprobs": ({"model": MODEL, "messages": TEXT, "logprobs": True}, 400, "unsupported_parameter"),
-    "body too large": (b'{"model": "tiny", "messages": [], "pad": "' + b"x" * 250_000 + b'"}', 413, "request_too_large"),
-    "URL fetching off": ({"model": MODEL, "messages": [{"role": "user", "content": [
-        image_part("http://127.0.0.1:9/a.png")]}]}, 403, "url_fetch_disabled"),
-    "file outside the media folder": ({"model": MODEL, "messages": [{"role": "user", "content": [
-        image_part("file:///etc/passwd")]}]}, 403, "media_not_allowed"),
+    "body too large": (
+        b'{"model": "tiny", "messages": [], "pad": "' + b"x" * 250_000 + b'"}',
+        413,
+        "request_too_large",
+    ),
+    "URL fetching off": (
+        {"model": MODEL, "messages": [{"role": "user", "content": [image_part("http://127.0.0.1:9/a.png")]}]},
+        403,
+        "url_fetch_disabled",
+    ),
+    "file outside the media folder": (
+        {"model": MODEL, "messages": [{"role": "user", "content": [image_part("file:///etc/passwd")]}]},
+        403,
+        "media_not_allowed",
+    ),
 }
 
 
@@ -262,8 +336,15 @@ def test_errors_have_the_openai_shape_and_status(server, name):
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code and error["message"]
-    assert error["type"] == {400: "invalid_request_error", 403: "permission_error", 404: "not_found_error",
-                             413: "invalid_request_error"}[status]
+    assert (
+        error["type"]
+        == {
+            400: "invalid_request_error",
+            403: "permission_error",
+            404: "not_found_error",
+            413: "invalid_request_error",
+        }[status]
+    )
 
 
 def test_the_openai_client_raises_the_matching_errors(client):
@@ -298,8 +379,9 @@ def test_a_crash_in_one_request_is_reported_to_it_alone(client, server):
         client.chat.completions.create(model=MODEL, messages=crash, max_tokens=20, extra_body={"ignore_eos": True})
     assert "injected failure" in caught.value.message
     with pytest.raises(openai.APIError, match="injected failure"):
-        for _ in client.chat.completions.create(model=MODEL, messages=crash, max_tokens=20, stream=True,
-                                                extra_body={"ignore_eos": True}):
+        for _ in client.chat.completions.create(
+            model=MODEL, messages=crash, max_tokens=20, stream=True, extra_body={"ignore_eos": True}
+        ):
             pass
     thread.join()
     assert results["neighbour"].choices[0].message.content == expected
@@ -310,8 +392,9 @@ def test_a_client_that_leaves_frees_its_row(client, server):
     """800 tokens are asked for; the rows are freed by cancellation (counted), not by finishing."""
     messages = [{"role": "user", "content": "tell me everything"}]
     cancelled = health(server)["cancelled_requests"]
-    stream = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=800, stream=True,
-                                            extra_body={"ignore_eos": True})
+    stream = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=800, stream=True, extra_body={"ignore_eos": True}
+    )
     for i, _ in enumerate(stream):
         if i == 3:
             break
@@ -333,10 +416,14 @@ def test_load_32_clients_4_requests_each(server, chat):
     first piece, two choices. No failure, every finished answer complete and correct, no row leaked."""
     images = [RED, BLUE, Image.new("RGB", (64, 160), "white"), Image.new("RGB", (200, 200), "black")]
     questions = ["what colour is it?", "how many?", "is it left or right?", "which shape?"]
-    conversations = [[{"role": "user", "content": [image_part(data_url(encode(img))), {"type": "text", "text": q}]}]
-                     for img, q in zip(images, questions)]
-    expected = [chat.ask_messages([{"role": "user", "content": [{"type": "image", "image": img}, q]}], max_new_tokens=8)
-                for img, q in zip(images, questions)]
+    conversations = [
+        [{"role": "user", "content": [image_part(data_url(encode(img))), {"type": "text", "text": q}]}]
+        for img, q in zip(images, questions)
+    ]
+    expected = [
+        chat.ask_messages([{"role": "user", "content": [{"type": "image", "image": img}, q]}], max_new_tokens=8)
+        for img, q in zip(images, questions)
+    ]
     outcomes: list[str] = []
 
     async def one_client(api: openai.AsyncOpenAI, i: int) -> None:

@@ -30,8 +30,11 @@ def conversations(images: list[Image.Image]) -> list[list[dict]]:
         [{"role": "user", "content": "what colour is it?"}],
         [{"role": "user", "content": [image(0), "how many circles are there in the picture?"]}],
         [{"role": "user", "content": [image(1), image(0), {"type": "text", "text": "which is red?"}]}],
-        [{"role": "user", "content": [image(1), "what is it?"]}, {"role": "assistant", "content": "a blue square"},
-         {"role": "user", "content": "and the colour?"}],
+        [
+            {"role": "user", "content": [image(1), "what is it?"]},
+            {"role": "assistant", "content": "a blue square"},
+            {"role": "user", "content": "and the colour?"},
+        ],
     ]
 
 
@@ -49,8 +52,10 @@ class Recorder:
         return ["".join(e.text for e in self.events if e.choice == c) for c in range(self.n)]
 
     def reasons(self) -> list[str | None]:
-        return [next((e.finish_reason for e in self.events if e.choice == c and e.finish_reason), None)
-                for c in range(self.n)]
+        return [
+            next((e.finish_reason for e in self.events if e.choice == c and e.finish_reason), None)
+            for c in range(self.n)
+        ]
 
     @property
     def error(self) -> str | None:
@@ -74,8 +79,11 @@ def run(engine: Engine, schedule: list[tuple[int, Job]], max_steps: int = 200) -
             if at == step:
                 engine.submit(job)
         engine.step()
-        if step >= max(at for at, _ in schedule) and engine.stats()["running_rows"] == 0 \
-                and engine.stats()["waiting"] == 0:
+        if (
+            step >= max(at for at, _ in schedule)
+            and engine.stats()["running_rows"] == 0
+            and engine.stats()["waiting"] == 0
+        ):
             return
     raise AssertionError("the engine did not finish")
 
@@ -105,8 +113,9 @@ def test_n_seeded_choices_each_equal_generate_with_their_seed(chat, images):
     sampled, recorder = make_job(chat, messages, n=3, temperature=1.0, top_p=0.9, seed=11, max_new_tokens=10)
     greedy, greedy_recorder = make_job(chat, conversations(images)[0], max_new_tokens=10)
     run(engine, [(0, sampled), (1, greedy)])
-    assert recorder.texts() == [chat.ask_messages(messages, temperature=1.0, top_p=0.9, seed=11 + i, max_new_tokens=10)
-                                for i in range(3)]
+    assert recorder.texts() == [
+        chat.ask_messages(messages, temperature=1.0, top_p=0.9, seed=11 + i, max_new_tokens=10) for i in range(3)
+    ]
     assert greedy_recorder.texts() == [chat.ask_messages(conversations(images)[0], max_new_tokens=10)]
     assert sum(e.completion_tokens for e in recorder.events if e.finish_reason) <= 30
 
@@ -125,8 +134,10 @@ def test_stop_strings_cut_the_answer_and_finish_it(chat, images):
 
 def test_cancelled_rows_leave_at_the_next_step(chat, images):
     engine = Engine(chat, EngineSettings(max_batch=4, max_seq_len=1024))
-    (a, _), (b, b_recorder) = make_job(chat, conversations(images)[1], max_new_tokens=30), \
-        make_job(chat, conversations(images)[0], max_new_tokens=12)
+    (a, _), (b, b_recorder) = (
+        make_job(chat, conversations(images)[1], max_new_tokens=30),
+        make_job(chat, conversations(images)[0], max_new_tokens=12),
+    )
     engine.submit(a)
     engine.submit(b)
     engine.step()
@@ -198,7 +209,8 @@ def test_slot_cache_decode_matches_a_plain_cache(chat):
             slots.add(cache.keys[:, 0, :, : len(ids)], cache.values[:, 0, :, : len(ids)])
             alone.append(model(torch.tensor([[7]]), cache=cache, last_only=True)[0, -1])
         mask, positions = slots.decode_inputs()
-        together = model(torch.tensor([[7], [7]]), attention_mask=mask, position_ids=positions, cache=slots,
-                         last_only=True)[:, -1]
+        together = model(
+            torch.tensor([[7], [7]]), attention_mask=mask, position_ids=positions, cache=slots, last_only=True
+        )[:, -1]
     assert slots.lengths == [6, 10]
     torch.testing.assert_close(together, torch.stack(alone), atol=1e-5, rtol=1e-5)

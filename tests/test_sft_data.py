@@ -36,7 +36,9 @@ TILE = 28
 TOKENS_PER_TILE = 4
 SETTINGS = SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, max_tiles=6)
 SYS_2_5 = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
-SYS_LEGACY = "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
+SYS_LEGACY = (
+    "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
+)
 IMG_START, IMG_END, IMG_CONTEXT = 151665, 151666, 151667
 
 
@@ -60,8 +62,15 @@ def gpt(value):
 def write_dataset(folder, records, name="d", settings=SETTINGS, tokenizer=None, **meta):
     """Write `records` (dicts, or raw strings written as they are) as JSONL + meta; return the dataset."""
     annotation = folder / f"{name}.jsonl"
-    annotation.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in records))
-    entry = {"root": str(meta.pop("root", folder)), "annotation": str(annotation), "repeat_time": 1, "data_augment": False}
+    annotation.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in records)
+    )
+    entry = {
+        "root": str(meta.pop("root", folder)),
+        "annotation": str(annotation),
+        "repeat_time": 1,
+        "data_augment": False,
+    }
     entry.update(meta)
     (folder / "meta.json").write_text(json.dumps({name: entry}))
     return build_datasets(folder / "meta.json", tokenizer, settings)[0]
@@ -96,7 +105,14 @@ def test_read_meta_fields_and_defaults(tmp_path):
     }
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     a, b = read_meta(tmp_path / "meta.json")
-    assert (a.name, a.root, a.repeat_time, a.data_augment, a.max_dynamic_patch, a.length) == ("a", "/data/a", 0.5, True, None, 10)
+    assert (a.name, a.root, a.repeat_time, a.data_augment, a.max_dynamic_patch, a.length) == (
+        "a",
+        "/data/a",
+        0.5,
+        True,
+        None,
+        10,
+    )
     assert (b.name, b.repeat_time, b.max_dynamic_patch) == ("b", 3.0, 12)
 
 
@@ -143,7 +159,9 @@ def test_line_index_streams_a_large_file_with_little_memory(tmp_path):
     filler = "x" * 120
     lines = [f'{{"id": {k}, "conversations": [{{"from": "human", "value": "{filler}"}}]}}' for k in range(n)]
     lines[10] += "\r"  # CRLF line endings are fine
-    text = "\n".join(lines[:5]) + "\n\n\r\n" + "\n".join(lines[5:]) + "\n"  # one empty and one CR-only line after line 5
+    text = (
+        "\n".join(lines[:5]) + "\n\n\r\n" + "\n".join(lines[5:]) + "\n"
+    )  # one empty and one CR-only line after line 5
     path.write_text(text)
     size = os.path.getsize(path)
     tracemalloc.start()
@@ -173,14 +191,23 @@ BAD_LINES = [
     ('["a list"]', "must be a JSON object"),
     ({"image": "wide.png"}, "missing 'conversations'"),
     ({"conversations": [{"from": "user", "value": "Hi"}, gpt("Hello")]}, "unknown role 'user'"),
-    ({"conversations": [human("Hi"), {"from": "system", "value": "S"}, gpt("Hello")]}, "system turn may only come first"),
+    (
+        {"conversations": [human("Hi"), {"from": "system", "value": "S"}, gpt("Hello")]},
+        "system turn may only come first",
+    ),
     ({"conversations": [human("Hi")]}, "at least one 'human' and one 'gpt'"),
     ({"conversations": [human("Hi"), {"from": "gpt", "value": 3}]}, "string 'value'"),
-    ({"image": ["wide.png", "tall.png"], "conversations": [human("<image> only one"), gpt("x")]}, "1 <image> placeholder"),
+    (
+        {"image": ["wide.png", "tall.png"], "conversations": [human("<image> only one"), gpt("x")]},
+        "1 <image> placeholder",
+    ),
     ({"image": "wide.png", "conversations": [human("<image><image>"), gpt("x")]}, "2 <image> placeholder"),
     ({"conversations": [human("<image> but no image"), gpt("x")]}, "1 <image> placeholder"),
     ({"image": "missing.png", "conversations": [human("<image>"), gpt("x")]}, "no such image file"),
-    ({"image": "wide.png", "conversations": [human("<IMG_CONTEXT> typed by hand"), gpt("x")]}, "must not contain these tokens"),
+    (
+        {"image": "wide.png", "conversations": [human("<IMG_CONTEXT> typed by hand"), gpt("x")]},
+        "must not contain these tokens",
+    ),
 ]
 
 
@@ -222,12 +249,17 @@ def test_bad_lines_are_skipped_logged_and_counted(bad_dataset, caplog):
 
 
 def test_truncation_that_cuts_an_image_is_a_bad_line(tmp_path, media, qwen2_tokenizer):
-    record = {"image": "wide.png", "conversations": [human("Look at this: <image>\nDescribe it in detail."), gpt("A wide picture " * 10)]}
+    record = {
+        "image": "wide.png",
+        "conversations": [human("Look at this: <image>\nDescribe it in detail."), gpt("A wide picture " * 10)],
+    }
     settings = SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, max_length=60)
     ds = write_dataset(tmp_path, [record], tokenizer=qwen2_tokenizer, settings=settings, root=media)
     with pytest.raises(InputError, match=r"d.jsonl:1: .*max_length=60 would cut image tokens"):
         ds[0]
-    full = SupervisedDataset(ds.spec, qwen2_tokenizer, SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE))[0]
+    full = SupervisedDataset(ds.spec, qwen2_tokenizer, SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE))[
+        0
+    ]
     image_end = full.input_ids.tolist().index(IMG_END)
     cut = SampleSettings(num_image_token=TOKENS_PER_TILE, tile_size=TILE, max_length=full.num_tokens - 5)
     sample = SupervisedDataset(ds.spec, qwen2_tokenizer, cut)[0]

@@ -9,7 +9,9 @@ from tests.inputs_fixtures import INTERNVL_ADDED_TOKENS
 
 # The official default system message (conversation.py), written here, not imported from our module.
 SYS_2_5 = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
-SYS_LEGACY = "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
+SYS_LEGACY = (
+    "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
+)
 
 TURNS = [("user", "<image>\nWhat is it?"), ("assistant", "A cat."), ("user", "Its colour?"), ("assistant", None)]
 

@@ -44,8 +44,16 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
     model_dir = tiny_model_folder(root / "model", seed=5)
     for name, settings in RUNS.items():  # the single-process references, 2 micro-batches per step
-        sft.run(tiny_recipe(model_dir, root / f"{name}-1proc", *COMMON, *settings,
-                            "train.gradient_accumulation_steps=2", steps=STEPS))
+        sft.run(
+            tiny_recipe(
+                model_dir,
+                root / f"{name}-1proc",
+                *COMMON,
+                *settings,
+                "train.gradient_accumulation_steps=2",
+                steps=STEPS,
+            )
+        )
     # fork (where there is one) reuses this process's imports: a spawned child spends seconds importing
     # torch, transformers and peft again. The children run one intra-op thread, so no OpenMP pool is forked.
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"

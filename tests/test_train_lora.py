@@ -25,8 +25,17 @@ def lora_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("lora")
     model_dir = tiny_model_folder(root / "model", seed=3)
     run_dir = root / "run"
-    sft.run(tiny_recipe(model_dir, run_dir, "lora.language_rank=4", "lora.vision_rank=2", "optim.lr=5e-2",
-                        "optim.warmup_steps=0", steps=2))
+    sft.run(
+        tiny_recipe(
+            model_dir,
+            run_dir,
+            "lora.language_rank=4",
+            "lora.vision_rank=2",
+            "optim.lr=5e-2",
+            "optim.warmup_steps=0",
+            steps=2,
+        )
+    )
     return model_dir, run_dir
 
 
@@ -44,8 +53,13 @@ def outputs(model: InternVL) -> torch.Tensor:
     source = SyntheticPackedBatches(tiny_config(), rows=2, seq_len=48, samples_per_row=2, tiles_per_row=2, seed=9)
     batch = source.make_batch(0)
     with torch.no_grad():
-        return model(batch["input_ids"], batch["pixel_values"], position_ids=batch["position_ids"],
-                     document_ids=batch["document_ids"], image_flags=batch["image_flags"])
+        return model(
+            batch["input_ids"],
+            batch["pixel_values"],
+            position_ids=batch["position_ids"],
+            document_ids=batch["document_ids"],
+            image_flags=batch["image_flags"],
+        )
 
 
 @pytest.mark.parametrize("layout", ["original", "hf"])

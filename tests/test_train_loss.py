@@ -86,8 +86,9 @@ def test_parameter_groups_per_part_and_no_decay_on_norms_and_biases():
     model = InternVL(tiny_config())
     for p in model.projector.parameters():
         p.requires_grad_(False)
-    groups = optim.parameter_groups(model.named_parameters(), lr=1e-5, weight_decay=0.05,
-                                    part_lr={"vision": 2e-6, "language": None})
+    groups = optim.parameter_groups(
+        model.named_parameters(), lr=1e-5, weight_decay=0.05, part_lr={"vision": 2e-6, "language": None}
+    )
     by_name = {g["name"]: g for g in groups}
     assert set(by_name) == {"vision/decay", "vision/no_decay", "language/decay", "language/no_decay"}
     assert by_name["vision/decay"]["lr"] == 2e-6 and by_name["language/decay"]["lr"] == 1e-5

@@ -27,8 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 # LoRA (dropout draws from the torch RNG) + a trained ViT, 2 micro-batches per step, a shuffled 5-batch
 # epoch (so the data position crosses epochs): everything a resume has to restore.
-SETTINGS = ("lora.language_rank=4", "lora.dropout=0.2", "train.gradient_accumulation_steps=2",
-            "data.options.batches=5", "data.options.shuffle=true", "checkpoint.every_steps=2")
+SETTINGS = (
+    "lora.language_rank=4",
+    "lora.dropout=0.2",
+    "train.gradient_accumulation_steps=2",
+    "data.options.batches=5",
+    "data.options.shuffle=true",
+    "checkpoint.every_steps=2",
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +102,13 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint_usable(model_dir, 
     script = tmp_path / "killed_run.py"
     script.write_text(KILLED_RUN)
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'src'}", OMP_NUM_THREADS="1")
-    process = subprocess.Popen([sys.executable, str(script), str(model_dir), str(run_dir), str(signal_file), *SETTINGS],
-                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(model_dir), str(run_dir), str(signal_file), *SETTINGS],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 120
     while not signal_file.exists():
         if process.poll() is not None:

@@ -16,9 +16,19 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 def test_defaults_yaml_and_overrides_are_typed(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("output_dir: runs/x\noptim:\n  lr: 2.0e-5\n  betas: [0.9, 0.95]\ntrain:\n  max_steps: 10\n")
-    config = load_config(recipe, ["optim.lr=1e-4", "train.max_steps=7", "train.activation_checkpointing=true",
-                                  "optim.lr_vision=null", "optim.lr_projector=2e-4", "lora.language_rank=16",
-                                  "data.options.max_packed_tokens=8192", "train.precision=fp32"])
+    config = load_config(
+        recipe,
+        [
+            "optim.lr=1e-4",
+            "train.max_steps=7",
+            "train.activation_checkpointing=true",
+            "optim.lr_vision=null",
+            "optim.lr_projector=2e-4",
+            "lora.language_rank=16",
+            "data.options.max_packed_tokens=8192",
+            "train.precision=fp32",
+        ],
+    )
     assert isinstance(config, SFTSettings)
     assert config.optim.lr == 1e-4 and isinstance(config.optim.lr, float)  # "1e-4" is a string to YAML 1.1
     assert config.optim.betas == [0.9, 0.95]
@@ -34,11 +44,14 @@ def test_defaults_yaml_and_overrides_are_typed(tmp_path):
     assert load_config(again) == config
 
 
-@pytest.mark.parametrize("override,named", [
-    ("optim.lrr=1", "optim.lrr"),
-    ("trian.max_steps=3", "trian.max_steps"),
-    ("optim=3", "optim"),
-])
+@pytest.mark.parametrize(
+    "override,named",
+    [
+        ("optim.lrr=1", "optim.lrr"),
+        ("trian.max_steps=3", "trian.max_steps"),
+        ("optim=3", "optim"),
+    ],
+)
 def test_unknown_or_misplaced_override_names_the_key(override, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_config(None, [override])
@@ -51,13 +64,16 @@ def test_unknown_yaml_key_names_the_dotted_key(tmp_path):
         load_config(recipe)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.max_steps=ten", "must be an integer"),
-    ("train.precision=fp8", "must be one of"),
-    ("train.activation_checkpointing=maybe", "true or false"),
-    ("optim.betas=0.9", "must be a list"),
-    ("train.max_steps", "dotted.key=value"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.max_steps=ten", "must be an integer"),
+        ("train.precision=fp8", "must be one of"),
+        ("train.activation_checkpointing=maybe", "true or false"),
+        ("optim.betas=0.9", "must be a list"),
+        ("train.max_steps", "dotted.key=value"),
+    ],
+)
 def test_bad_values_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])

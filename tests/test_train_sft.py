@@ -30,14 +30,31 @@ def moe_model_dir(tmp_path_factory):
 
 def test_full_training_learns_a_repeated_batch_and_logs_everything(model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    config = tiny_recipe(model_dir, run_dir, "data.options.batches=1", "optim.lr=2e-3", "log.plot=true",
-                         "checkpoint.keep_last=1", steps=8)
+    config = tiny_recipe(
+        model_dir,
+        run_dir,
+        "data.options.batches=1",
+        "optim.lr=2e-3",
+        "log.plot=true",
+        "checkpoint.keep_last=1",
+        steps=8,
+    )
     result = sft.run(config)
     records = read_metrics(run_dir)
     assert [r["step"] for r in records] == list(range(1, 9))
     assert records[-1]["loss"] < 0.8 * records[1]["loss"], [r["loss"] for r in records]
-    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "padding_share", "samples", "tokens",
-                "lr_vision", "lr_projector", "lr_language"):
+    for key in (
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "padding_share",
+        "samples",
+        "tokens",
+        "lr_vision",
+        "lr_projector",
+        "lr_language",
+    ):
         assert key in records[0]
     assert records[0]["lr"] == 0.0 and records[1]["lr"] == pytest.approx(2e-3)  # 1 warm-up step, then cosine
     assert records[0]["padding_share"] == pytest.approx(6 / 128)  # 2 rows x 3 padding tokens of 2 x 64
@@ -71,8 +88,9 @@ def test_frozen_parts_do_not_change_and_are_in_eval_mode(model_dir, tmp_path):
 
 def test_lora_trains_only_adapters(model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    sft.run(tiny_recipe(model_dir, run_dir, "lora.language_rank=4", "lora.vision_rank=2", "freeze.projector=true",
-                        steps=2))
+    sft.run(
+        tiny_recipe(model_dir, run_dir, "lora.language_rank=4", "lora.vision_rank=2", "freeze.projector=true", steps=2)
+    )
     saved = load_file(str(run_dir / "checkpoints" / "step-000002" / "model.safetensors"))
     assert saved and all(".lora_A." in k or ".lora_B." in k for k in saved)
     assert saved["language.layers.0.attn.qkv.lora_A.default.weight"].shape == (4, 64)
@@ -84,8 +102,16 @@ def test_lora_trains_only_adapters(model_dir, tmp_path):
 
 def test_bf16_autocast_activation_checkpointing_and_accumulation_run(model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    sft.run(tiny_recipe(model_dir, run_dir, "train.precision=bf16", "train.activation_checkpointing=true",
-                        "train.gradient_accumulation_steps=2", steps=2))
+    sft.run(
+        tiny_recipe(
+            model_dir,
+            run_dir,
+            "train.precision=bf16",
+            "train.activation_checkpointing=true",
+            "train.gradient_accumulation_steps=2",
+            steps=2,
+        )
+    )
     records = read_metrics(run_dir)
     assert len(records) == 2 and all(r["loss"] == r["loss"] and r["grad_norm"] > 0 for r in records)
     assert records[-1]["samples"] == 16  # 2 steps x 2 micro-batches x 2 rows x 2 samples
@@ -142,8 +168,16 @@ def test_cli_sft_print_config_plot_and_errors(model_dir, tmp_path, capsys):
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"output_dir: {tmp_path / 'run'}\nmodel:\n  path: {model_dir}\n")
-    args = ["train", "sft", str(recipe), "train.max_steps=1", "train.device=cpu", "train.precision=fp32",
-            "log.progress_bar=false", "data.options={rows: 1, seq_len: 32, samples_per_row: 2, tiles_per_row: 1}"]
+    args = [
+        "train",
+        "sft",
+        str(recipe),
+        "train.max_steps=1",
+        "train.device=cpu",
+        "train.precision=fp32",
+        "log.progress_bar=false",
+        "data.options={rows: 1, seq_len: 32, samples_per_row: 2, tiles_per_row: 1}",
+    ]
     assert main(args + ["--print-config"]) == 0
     assert "max_steps: 1" in capsys.readouterr().out
     assert main(args) == 0

@@ -31,15 +31,43 @@ def single_thread():
 
 
 def tiny_config(family: str = "qwen2", tie: bool = False) -> InternVLConfig:
-    vision = VisionConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, image_size=56, patch_size=14,
-                          qkv_bias=True, qk_norm=False, norm_type="layer_norm")
+    vision = VisionConfig(
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        image_size=56,
+        patch_size=14,
+        qkv_bias=True,
+        qk_norm=False,
+        norm_type="layer_norm",
+    )
     extra: dict = {}
     if family == "qwen3_moe":
-        extra = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=True,
-                     mlp_only_layers=[1], router_aux_loss_coef=0.01, qk_norm=True, head_dim=16)
-    text = TextConfig(family=family, vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
-                      num_kv_heads=2, rope_theta=10000.0, attention_bias=family == "qwen2", max_position_embeddings=512,
-                      tie_word_embeddings=tie, **extra)
+        extra = dict(
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            norm_topk_prob=True,
+            mlp_only_layers=[1],
+            router_aux_loss_coef=0.01,
+            qk_norm=True,
+            head_dim=16,
+        )
+    text = TextConfig(
+        family=family,
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        rope_theta=10000.0,
+        attention_bias=family == "qwen2",
+        max_position_embeddings=512,
+        tie_word_embeddings=tie,
+        **extra,
+    )
     return InternVLConfig(vision=vision, text=text, image_token_id=IMAGE_TOKEN_ID)
 
 

@@ -13,6 +13,7 @@ from tests.inputs_fixtures import decoded_frame_ids, write_clip
 
 av = pytest.importorskip("av")
 
+
 def spec_get_index(bound, fps, max_frame, first_idx=0, num_segments=32):
     """The official `get_index` (docs/images-and-video.md#video), written here (numpy rounding, as in the official code)."""
     if bound:

@@ -101,15 +101,31 @@ def test_reading_patches_are_labelled_with_their_characters():
     assert labels["character"][:, :3].max() == 0  # nothing left of the text (x < 100)
 
 
-@pytest.mark.parametrize("radius, name", [(14, "small"), (19, "small"), (26, "medium"), (34, "medium"),
-                                          (46, "large"), (58, "large"), (22, "small"), (40, "medium")])
+@pytest.mark.parametrize(
+    "radius, name",
+    [
+        (14, "small"),
+        (19, "small"),
+        (26, "medium"),
+        (34, "medium"),
+        (46, "large"),
+        (58, "large"),
+        (22, "small"),
+        (40, "medium"),
+    ],
+)
 def test_size_name_picks_the_nearest_size_class(radius, name):
     assert size_name(radius) == name
 
 
 def test_chart_bars_are_labelled_with_their_value_and_colour_and_labels_with_their_letters():
-    content = {"labels": ["owls", "pigs", "rams"], "values": [9, 3, 6], "colours": ["red", "blue", "green"],
-               "annotated": False, "title": ""}
+    content = {
+        "labels": ["owls", "pigs", "rams"],
+        "values": [9, 3, 6],
+        "colours": ["red", "blue", "green"],
+        "annotated": False,
+        "title": "",
+    }
     _, (labels,) = labels_of("charts", content, Image.new("RGB", (448, 448)))
     for i, (value, colour) in enumerate(zip(content["values"], content["colours"])):
         left, right = bar_x(i, 3)
@@ -131,8 +147,11 @@ def test_a_family_without_labels_is_refused_by_name():
 def test_scenes_come_from_the_asked_split_and_every_labelled_family(monkeypatch):
     seen = []
     real = vision_pretrain.label_scene
-    monkeypatch.setattr(vision_pretrain, "label_scene",
-                        lambda family, content, image: seen.append((family, content)) or real(family, content, image))
+    monkeypatch.setattr(
+        vision_pretrain,
+        "label_scene",
+        lambda family, content, image: seen.append((family, content)) or real(family, content, image),
+    )
     rng = np.random.default_rng(3)
     for _ in range(60):
         draw_scene(rng, "train")
@@ -152,8 +171,17 @@ def test_a_batch_is_a_pure_function_of_seed_and_step():
 
 def tiny_encoder() -> VisionConfig:
     """448 px tiles with 56 px patches (an 8x8 grid) keep the stage's tests fast."""
-    return VisionConfig(hidden_size=48, num_layers=1, num_heads=2, intermediate_size=96, image_size=448,
-                        patch_size=56, qkv_bias=True, qk_norm=False, norm_type="layer_norm")
+    return VisionConfig(
+        hidden_size=48,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=96,
+        image_size=448,
+        patch_size=56,
+        qkv_bias=True,
+        qk_norm=False,
+        norm_type="layer_norm",
+    )
 
 
 def test_the_heads_fit_a_batch():
@@ -175,8 +203,17 @@ def test_the_heads_fit_a_batch():
 def stage_args(out: Path, *more: str) -> list[str]:
     recipe = Path(__file__).parents[1] / "configs" / "nano_vision.yaml"
     shape = [f"encoder.{k}={v}" for k, v in vars(tiny_encoder()).items()]
-    return [str(recipe), f"output_dir={out}", *shape, "batch_size=4", "workers=0", "progress_bar=false",
-            "eval_tiles=4", "warmup_steps=1", *more]
+    return [
+        str(recipe),
+        f"output_dir={out}",
+        *shape,
+        "batch_size=4",
+        "workers=0",
+        "progress_bar=false",
+        "eval_tiles=4",
+        "warmup_steps=1",
+        *more,
+    ]
 
 
 def test_the_stage_writes_a_curve_and_an_encoder_and_resumes_exactly(tmp_path, capsys):
@@ -202,8 +239,9 @@ def test_nano_init_starts_from_the_exported_encoder(tmp_path):
 
     vision_pretrain.main(stage_args(tmp_path / "stage", "steps=1", "eval_every=0"))
     export_sft(tmp_path / "world", 8, split="train", families=["recognition"], progress=False)
-    init = init_nano(tmp_path / "world", tmp_path / "init", vocab_size=300,
-                     vision=tmp_path / "stage" / "vision.safetensors")
+    init = init_nano(
+        tmp_path / "world", tmp_path / "init", vocab_size=300, vision=tmp_path / "stage" / "vision.safetensors"
+    )
     model = load_model(init)
     assert model.config.vision.patch_size == 56
     _, weights = load_encoder(tmp_path / "stage" / "vision.safetensors")
@@ -221,8 +259,19 @@ def test_bad_input_ends_in_one_line(tmp_path, capsys, monkeypatch):
     from internvl.nano import init
 
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
-    monkeypatch.setattr(sys, "argv", ["init", "--data", str(tmp_path), "--out", str(tmp_path / "out"),
-                                      "--vision", str(tmp_path / "bad.safetensors")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "init",
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "out"),
+            "--vision",
+            str(tmp_path / "bad.safetensors"),
+        ],
+    )
     with pytest.raises(SystemExit) as stop:
         init.main()
     err = capsys.readouterr().err

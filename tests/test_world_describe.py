@@ -14,23 +14,39 @@ from internvl.data.world.generate import generate_conversation
 
 
 def test_objects_are_described_in_reading_order_with_size_colour_shape_and_place():
-    content = {"objects": [["square", "blue", 400, 400, 30], ["triangle", "cyan", 84, 216, 54],
-                           ["star", "red", 300, 20, 16]], "sizes": ["medium", "large", "small"]}
+    content = {
+        "objects": [["square", "blue", 400, 400, 30], ["triangle", "cyan", 84, 216, 54], ["star", "red", 300, 20, 16]],
+        "sizes": ["medium", "large", "small"],
+    }
     assert describe("recognition", content) == (
         "small red star at the top right; large cyan triangle at the middle left; "
-        "medium blue square at the bottom right")
+        "medium blue square at the bottom right"
+    )
     assert describe("counting", content).startswith("red star at the top right;")  # counting: no sizes
 
 
-@pytest.mark.parametrize("x, y, name", [(10, 10, "top left"), (224, 224, "centre"), (447, 447, "bottom right"),
-                                        (224, 10, "top centre"), (10, 300, "bottom left")])
+@pytest.mark.parametrize(
+    "x, y, name",
+    [
+        (10, 10, "top left"),
+        (224, 224, "centre"),
+        (447, 447, "bottom right"),
+        (224, 10, "top centre"),
+        (10, 300, "bottom left"),
+    ],
+)
 def test_place_is_one_of_nine_regions(x, y, name):
     assert place(x, y, 448, 448) == name
 
 
-@pytest.mark.parametrize("start, end, words", [([100, 100], [200, 110], "moves right"),
-                                               ([100, 100], [100, 20], "moves up"),
-                                               ([100, 100], [103, 98], "stays still")])
+@pytest.mark.parametrize(
+    "start, end, words",
+    [
+        ([100, 100], [200, 110], "moves right"),
+        ([100, 100], [100, 20], "moves up"),
+        ([100, 100], [103, 98], "stays still"),
+    ],
+)
 def test_motion_words(start, end, words):
     assert motion({"start": start, "end": end}) == words
 

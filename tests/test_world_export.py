@@ -128,8 +128,25 @@ def test_pairs_file(tmp_path):
 
 
 def test_cli_in_process(tmp_path, capsys):
-    assert main(["generate", "--out", str(tmp_path / "g"), "--split", "test-ood", "--n", "4",
-                 "--families", "counting,reading", "--workers", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--out",
+                str(tmp_path / "g"),
+                "--split",
+                "test-ood",
+                "--n",
+                "4",
+                "--families",
+                "counting,reading",
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "wrote 4 test-ood samples" in capsys.readouterr().out
     lines = (tmp_path / "g" / "test-ood.jsonl").read_text().splitlines()
     assert {json.loads(line)["world"]["family"] for line in lines} == {"counting", "reading"}

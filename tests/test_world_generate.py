@@ -100,7 +100,7 @@ def test_splits_share_no_image_and_no_scene(by_split):
     hashes = {split: {s.meta["scene_hash"] for s in samples} for split, samples in by_split.items()}
     images = {split: set().union(*(pixels(s) for s in samples)) for split, samples in by_split.items()}
     for i, a in enumerate(SPLITS):
-        for b in SPLITS[i + 1:]:
+        for b in SPLITS[i + 1 :]:
             assert not hashes[a] & hashes[b], (a, b)
             assert not images[a] & images[b], (a, b)
 

@@ -31,13 +31,16 @@ def k3_dir(tmp_path_factory) -> Path:
 
 def test_one_question_per_image_is_exactly_the_single_sample_line(tmp_path):
     export_sft(tmp_path / "default", N, "train", seed=0, workers=1, video_format="frames", progress=False)
-    export_sft(tmp_path / "k1", N, "train", seed=0, workers=1, video_format="frames", progress=False,
-               questions_per_image=1)
+    export_sft(
+        tmp_path / "k1", N, "train", seed=0, workers=1, video_format="frames", progress=False, questions_per_image=1
+    )
     default = (tmp_path / "default" / "train.jsonl").read_text()
     assert (tmp_path / "k1" / "train.jsonl").read_text() == default
     root = tmp_path / "fresh"
-    expected = [json.dumps(sft_line(save_media(generate_sample(f, "train", 0), root, "frames")), ensure_ascii=False)
-                for f in FAMILY_NAMES]
+    expected = [
+        json.dumps(sft_line(save_media(generate_sample(f, "train", 0), root, "frames")), ensure_ascii=False)
+        for f in FAMILY_NAMES
+    ]
     assert default.splitlines() == expected
     assert all("followups" not in line["world"] for line in read_jsonl(tmp_path / "k1" / "train.jsonl"))
 
@@ -149,8 +152,25 @@ def test_sft_reader_supervises_every_answer(k3_dir, qwen2_tokenizer):
 
 
 def test_cli_option_and_bad_count(tmp_path):
-    assert main(["generate", "--out", str(tmp_path / "w"), "--n", "2", "--families", "charts", "--workers", "1",
-                 "--no-progress", "--questions-per-image", "2"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--out",
+                str(tmp_path / "w"),
+                "--n",
+                "2",
+                "--families",
+                "charts",
+                "--workers",
+                "1",
+                "--no-progress",
+                "--questions-per-image",
+                "2",
+            ]
+        )
+        == 0
+    )
     line = read_jsonl(tmp_path / "w" / "train.jsonl")[0]
     assert len(line["conversations"]) == 4
     with pytest.raises(InputError):

@@ -29,10 +29,20 @@ def test_every_family_has_a_scorer():
 
 
 def test_numbers():
-    check(make("3", "number", "counting"),
-          right=["3", "The answer is 3.", "three", "There are 3 red circles.", "**3**", "Final answer: 3", "3.0",
-                 "I count 2 on the left and 1 on the right, so the answer is 3."],
-          wrong=["4", "thirteen", "30", "", "many", "The answer is 4; not 3", "There are 3 circles and 4 squares."])
+    check(
+        make("3", "number", "counting"),
+        right=[
+            "3",
+            "The answer is 3.",
+            "three",
+            "There are 3 red circles.",
+            "**3**",
+            "Final answer: 3",
+            "3.0",
+            "I count 2 on the left and 1 on the right, so the answer is 3.",
+        ],
+        wrong=["4", "thirteen", "30", "", "many", "The answer is 4; not 3", "There are 3 circles and 4 squares."],
+    )
     check(make("0", "number", "counting"), right=["0", "zero", "none", "There are no triangles."], wrong=["1", "one"])
     check(make("12", "number", "counting"), right=["twelve", "12 stars"], wrong=["1", "2"])
     assert parse_number("1,000 dots") == 1000
@@ -40,50 +50,85 @@ def test_numbers():
 
 def test_closed_words():
     colour = make("red", "word", answer_space=list(COLOUR_NAMES))
-    check(colour, right=["red", "Red.", "It is red.", "The circle is **red**", "reds"],
-          wrong=["blue", "red or blue", "reddish", "orange-red", "", "Final answer: pink"])
+    check(
+        colour,
+        right=["red", "Red.", "It is red.", "The circle is **red**", "reds"],
+        wrong=["blue", "red or blue", "reddish", "orange-red", "", "Final answer: pink"],
+    )
     size = make("large", "word", answer_space=["small", "medium", "large"])
     check(size, right=["large", "It's big.", "LARGE"], wrong=["medium-sized", "small", "not small but medium"])
     direction = make("right", "word", "video", answer_space=["left", "right", "up", "down"])
-    check(direction, right=["right", "It moves to the right.", "rightwards", "from left to right"],
-          wrong=["left", "it goes up and right", "from right to left", "bright"])
+    check(
+        direction,
+        right=["right", "It moves to the right.", "rightwards", "from left to right"],
+        wrong=["left", "it goes up and right", "from right to left", "bright"],
+    )
     relation = make("below", "word", "spatial", answer_space=["above", "below"])
     check(relation, right=["below", "It is below the square.", "underneath"], wrong=["above", "on top of it"])
 
 
 def test_text_read_from_the_image():
     word = make("apple", "text", "reading", distractors=["maple", "ample"])
-    check(word, right=["apple", "APPLE", "The word is \u201capple\u201d.", "It says 'apple'"],
-          wrong=["apples", "maple", "apple or maple", "pineapple", ""])
+    check(
+        word,
+        right=["apple", "APPLE", "The word is \u201capple\u201d.", "It says 'apple'"],
+        wrong=["apples", "maple", "apple or maple", "pineapple", ""],
+    )
     code = make("427", "text", "detail", distractors=["421", "927"])
     check(code, right=["427", "The tag reads 427."], wrong=["4 2 7", "4270", "421", "It is 427 or 421"])
 
 
 def test_objects_corners_and_images():
-    check(make("red circle", "object", "video"), right=["red circle", "The red circle moves.", "the RED circles"],
-          wrong=["red square", "blue circle", "circle", "red circle and blue square"])
-    check(make("top-left", "corner", "spatial"), right=["top-left", "Top left corner", "upper left", "left top"],
-          wrong=["top-right", "bottom-left", "top", "left"])
-    check(make("Image-2", "image", "multi_image", answer_space=["Image-1", "Image-2", "Image-3"]),
-          right=["Image-2", "image 2", "2", "The second image.", "In Image-2."],
-          wrong=["Image-1", "1", "image 2 and image 3", "twelve", "Image-12"])
+    check(
+        make("red circle", "object", "video"),
+        right=["red circle", "The red circle moves.", "the RED circles"],
+        wrong=["red square", "blue circle", "circle", "red circle and blue square"],
+    )
+    check(
+        make("top-left", "corner", "spatial"),
+        right=["top-left", "Top left corner", "upper left", "left top"],
+        wrong=["top-right", "bottom-left", "top", "left"],
+    )
+    check(
+        make("Image-2", "image", "multi_image", answer_space=["Image-1", "Image-2", "Image-3"]),
+        right=["Image-2", "image 2", "2", "The second image.", "In Image-2."],
+        wrong=["Image-1", "1", "image 2 and image 3", "twelve", "Image-12"],
+    )
 
 
 def test_multiple_choice():
     mc = make("B", "choice", options=["red", "blue", "green", "yellow"])
-    check(mc, right=["B", "B.", "(B)", "B. blue", "b", "The answer is B.", "Answer: (B)", "blue", "Option B",
-                     "Final answer: B"],
-          wrong=["A", "A. red", "red", "A red circle", "blue or green", "", "The answer is C."])
+    check(
+        mc,
+        right=[
+            "B",
+            "B.",
+            "(B)",
+            "B. blue",
+            "b",
+            "The answer is B.",
+            "Answer: (B)",
+            "blue",
+            "Option B",
+            "Final answer: B",
+        ],
+        wrong=["A", "A. red", "red", "A red circle", "blue or green", "", "The answer is C."],
+    )
     numbers = make("C", "choice", options=["1", "10", "12", "3"])
     check(numbers, right=["C", "12"], wrong=["1", "10", "A"])
 
 
 def test_boxes():
     box = make("[[100, 100, 300, 300]]", "box", "grounding", ref="blue circle", box=[100, 100, 300, 300])
-    check(box, right=["<ref>blue circle</ref><box>[[100, 100, 300, 300]]</box>", "[[110,90,310,305]]",
-                      "The box is [120, 120, 320, 320]."],
-          wrong=["<box>[[300, 300, 500, 500]]</box>", "[[100, 100, 300]]", "top left", "",
-                 "[[100, 100, 200, 200]]"])  # IoU 0.25
+    check(
+        box,
+        right=[
+            "<ref>blue circle</ref><box>[[100, 100, 300, 300]]</box>",
+            "[[110,90,310,305]]",
+            "The box is [120, 120, 320, 320].",
+        ],
+        wrong=["<box>[[300, 300, 500, 500]]</box>", "[[100, 100, 300]]", "top left", "", "[[100, 100, 200, 200]]"],
+    )  # IoU 0.25
     assert parse_box("<ref>a</ref><box>[[1, 2, 3, 4]]</box> then [[9, 9, 9, 9]]") == [1, 2, 3, 4]
 
 
@@ -118,12 +163,15 @@ def test_generated_answers_score_one_and_rejected_answers_score_zero():
                 assert first_wrong_step(rejected, s) == wrong_step
 
 
-@pytest.mark.parametrize("task,facts", [
-    ("cards-range", {"values": [3, 9, 5]}),
-    ("bars-diff", {"a": "owls", "b": "eels", "va": 8, "vb": 4}),
-    ("bars-total", {"a": "owls", "b": "eels", "va": 8, "vb": 4}),
-    ("count-sum", {"a": "circle", "b": "star", "na": 1, "nb": 4}),
-])
+@pytest.mark.parametrize(
+    "task,facts",
+    [
+        ("cards-range", {"values": [3, 9, 5]}),
+        ("bars-diff", {"a": "owls", "b": "eels", "va": 8, "vb": 4}),
+        ("bars-total", {"a": "owls", "b": "eels", "va": 8, "vb": 4}),
+        ("count-sum", {"a": "circle", "b": "star", "na": 1, "nb": 4}),
+    ],
+)
 def test_flawed_solutions_are_wrong_from_their_recorded_step(task, facts):
     steps, answer = solve(task, facts)
     sample = make(str(answer), "number", "reasoning", steps=steps, meta={"task": task, "facts": facts})

@@ -22,32 +22,61 @@ TEXT_FAMILIES = {
     "qwen2": dict(model_type="qwen2"),
     "qwen3": dict(model_type="qwen3", head_dim=16),
     "qwen3_moe": dict(
-        model_type="qwen3_moe", head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-        norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1],
+        model_type="qwen3_moe",
+        head_dim=16,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        norm_topk_prob=True,
+        decoder_sparse_step=1,
+        mlp_only_layers=[1],
     ),
     "llama": dict(model_type="llama", head_dim=32),
 }
 
 
-def hf_config(family: str, vit: str = "300m", tie: bool = False, rope_scaling: dict | None = None,
-              max_position_embeddings: int = 4096, vision_feature_layer: int = -1):
+def hf_config(
+    family: str,
+    vit: str = "300m",
+    tie: bool = False,
+    rope_scaling: dict | None = None,
+    max_position_embeddings: int = 4096,
+    vision_feature_layer: int = -1,
+):
     from transformers import InternVLConfig
 
     text = dict(
-        vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=tie, rope_theta=10000.0,
+        vocab_size=VOCAB,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-6,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=tie,
+        rope_theta=10000.0,
     )
     text.update(TEXT_FAMILIES[family])
     if rope_scaling is not None:
         text["rope_scaling"] = rope_scaling
     vision = dict(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=448,
-        patch_size=14, layer_norm_eps=1e-6, **VISION_FLAVOURS[vit],
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        image_size=448,
+        patch_size=14,
+        layer_norm_eps=1e-6,
+        **VISION_FLAVOURS[vit],
     )
     return InternVLConfig(
-        vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN_ID, downsample_ratio=0.5,
-        tie_word_embeddings=tie, vision_feature_layer=vision_feature_layer,
+        vision_config=vision,
+        text_config=text,
+        image_token_id=IMAGE_TOKEN_ID,
+        downsample_ratio=0.5,
+        tie_word_embeddings=tie,
+        vision_feature_layer=vision_feature_layer,
     )
 
 
@@ -114,8 +143,10 @@ def build_generation_model(family: str, vit: str = "300m", seed: int = 0):
     return model
 
 
-WORDS = ("the a red blue green circle square triangle left right up down one two three four is are there how many "
-         "what colour yes no image which").split()
+WORDS = (
+    "the a red blue green circle square triangle left right up down one two three four is are there how many "
+    "what colour yes no image which"
+).split()
 
 
 def build_chat_model_folder(folder: Path) -> Path:
@@ -130,8 +161,17 @@ def build_chat_model_folder(folder: Path) -> Path:
     save_tokenizer(tokenizer, folder)
     config = InternVLConfig(
         vision=VisionConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, image_size=112),
-        text=TextConfig(family="qwen2", vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=128,
-                        num_layers=2, num_heads=4, num_kv_heads=2, attention_bias=True, max_position_embeddings=2048),
+        text=TextConfig(
+            family="qwen2",
+            vocab_size=tokenizer.get_vocab_size(),
+            hidden_size=64,
+            intermediate_size=128,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            attention_bias=True,
+            max_position_embeddings=2048,
+        ),
         max_dynamic_patch=4,
     )
     torch.manual_seed(0)

@@ -29,5 +29,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'internvl' has no attribute {name!r}")
 
 
-__all__ = ["CheckpointError", "Chat", "ConfigError", "InputError", "InternVL", "InternVLError", "Processor", "load",
-           "load_model", "save_model"]
+__all__ = [
+    "CheckpointError",
+    "Chat",
+    "ConfigError",
+    "InputError",
+    "InternVL",
+    "InternVLError",
+    "Processor",
+    "load",
+    "load_model",
+    "save_model",
+]

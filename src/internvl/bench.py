@@ -136,8 +136,16 @@ def _ours_generate(model: InternVL, ids: torch.Tensor, pixels: torch.Tensor | No
 def _theirs_generate(model, ids: torch.Tensor, pixels: torch.Tensor | None, new: int) -> None:  # type: ignore[no-untyped-def]
     images = {} if pixels is None else {"pixel_values": pixels.to(model.dtype)}
     with torch.no_grad():
-        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **images, do_sample=False,
-                       max_new_tokens=new, min_new_tokens=new, eos_token_id=None, pad_token_id=0)
+        model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            **images,
+            do_sample=False,
+            max_new_tokens=new,
+            min_new_tokens=new,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
 
 
 def _decode_tok_s(run: Callable[[torch.Tensor, torch.Tensor | None, int], None], ids: torch.Tensor) -> float:
@@ -147,7 +155,9 @@ def _decode_tok_s(run: Callable[[torch.Tensor, torch.Tensor | None, int], None],
     return ids.shape[0] * (NEW_TOKENS - 1) / max(full - first, 1e-9)
 
 
-def _ttft_s(run: Callable[[torch.Tensor, torch.Tensor | None, int], None], ids: torch.Tensor, pixels: torch.Tensor) -> float:
+def _ttft_s(
+    run: Callable[[torch.Tensor, torch.Tensor | None, int], None], ids: torch.Tensor, pixels: torch.Tensor
+) -> float:
     return _best(lambda: run(ids, pixels, 1), repeats=2)
 
 
@@ -169,16 +179,21 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
     pixels7 = torch.randn(7, 3, 448, 448, generator=g)
     rows: list[Row] = []
 
-    def row(measure_name: str, ours: float | None, theirs: float | None, int8: float | None = None,
-            higher: bool = True) -> None:
+    def row(
+        measure_name: str, ours: float | None, theirs: float | None, int8: float | None = None, higher: bool = True
+    ) -> None:
         rows.append(Row(shape, dtype_name, measure_name, ours, theirs, int8, higher))
-        print(f"  {shape} {dtype_name} {measure_name}: ours {_fmt(ours)} transformers {_fmt(theirs)} "
-              f"int8 {_fmt(int8)}", flush=True)
+        print(
+            f"  {shape} {dtype_name} {measure_name}: ours {_fmt(ours)} transformers {_fmt(theirs)} int8 {_fmt(int8)}",
+            flush=True,
+        )
 
     with _checkpoint_pair(config, dtype) as (ours, theirs):
         if train and dtype == torch.float32:  # first: the packed weights below are for inference only
-            row(f"SFT forward+backward, 1 tile + text, {TRAIN_TOKENS} tokens (tok/s)",
-                *_train_rates(config, ours, theirs, pixels7[:1], g))
+            row(
+                f"SFT forward+backward, 1 tile + text, {TRAIN_TOKENS} tokens (tok/s)",
+                *_train_rates(config, ours, theirs, pixels7[:1], g),
+            )
         quantized = copy.deepcopy(ours)
         quantize_int8(quantized.language)
         weight_bytes = {"": decoder_bytes_per_token(ours), "int8 ": decoder_bytes_per_token(quantized)}
@@ -190,35 +205,68 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
 
         for batch in (1, 8):
             ids = _prompt(config, batch, 0, g)
-            row(f"decode batch {batch} (tok/s)", _decode_tok_s(ours_run, ids), _decode_tok_s(theirs_run, ids),
-                _decode_tok_s(int8_run, ids))
+            row(
+                f"decode batch {batch} (tok/s)",
+                _decode_tok_s(ours_run, ids),
+                _decode_tok_s(theirs_run, ids),
+                _decode_tok_s(int8_run, ids),
+            )
         for tiles in (1, 7):
             ids = _prompt(config, 1, tiles, g)
             px = pixels7[:tiles]
-            hf_ttft = None if (dtype == torch.bfloat16 and tiles > 1 and not CPU_HAS_NATIVE_BF16 and not slow_hf) \
+            hf_ttft = (
+                None
+                if (dtype == torch.bfloat16 and tiles > 1 and not CPU_HAS_NATIVE_BF16 and not slow_hf)
                 else _ttft_s(theirs_run, ids, px)
-            row(f"time to first token, {tiles} tile(s) + {PROMPT_TOKENS} text (s)", _ttft_s(ours_run, ids, px), hf_ttft,
-                _ttft_s(int8_run, ids, px), higher=False)
+            )
+            row(
+                f"time to first token, {tiles} tile(s) + {PROMPT_TOKENS} text (s)",
+                _ttft_s(ours_run, ids, px),
+                hf_ttft,
+                _ttft_s(int8_run, ids, px),
+                higher=False,
+            )
         if dtype == torch.float32 or slow_hf or CPU_HAS_NATIVE_BF16:
-            theirs_vision = _vision_tiles_s(lambda px: theirs.model.get_image_features(pixel_values=px.to(dtype)), pixels7)
+            theirs_vision = _vision_tiles_s(
+                lambda px: theirs.model.get_image_features(pixel_values=px.to(dtype)), pixels7
+            )
         else:
             theirs_vision = None
         row("vision encoder (tiles/s)", _vision_tiles_s(ours.encode_images, pixels7), theirs_vision)
         bandwidth = copy_bandwidth_gb_s()
         for name, size in weight_bytes.items():
-            rows.append(Row(shape, dtype_name, f"{name}batch-1 limit: {bandwidth:.1f} GB/s / "
-                            f"{size / 1e9:.3f} GB per token (tok/s)", bandwidth * 1e9 / size, None))
+            rows.append(
+                Row(
+                    shape,
+                    dtype_name,
+                    f"{name}batch-1 limit: {bandwidth:.1f} GB/s / {size / 1e9:.3f} GB per token (tok/s)",
+                    bandwidth * 1e9 / size,
+                    None,
+                )
+            )
         decode1 = next(r for r in rows if r.measure.startswith("decode batch 1"))
         limit_bf = rows[-2].ours or 1.0
         limit_int8 = rows[-1].ours or 1.0
-        rows.append(Row(shape, dtype_name, "batch-1 decode as a share of its limit",
-                        100 * (decode1.ours or 0) / limit_bf, 100 * (decode1.theirs or 0) / limit_bf,
-                        100 * (decode1.int8 or 0) / limit_int8))
+        rows.append(
+            Row(
+                shape,
+                dtype_name,
+                "batch-1 decode as a share of its limit",
+                100 * (decode1.ours or 0) / limit_bf,
+                100 * (decode1.theirs or 0) / limit_bf,
+                100 * (decode1.int8 or 0) / limit_int8,
+            )
+        )
     return rows
 
 
-def _train_rates(config: InternVLConfig, ours: InternVL, theirs, pixels: torch.Tensor,  # type: ignore[no-untyped-def]
-                 g: torch.Generator) -> tuple[float, float]:
+def _train_rates(
+    config: InternVLConfig,
+    ours: InternVL,
+    theirs,
+    pixels: torch.Tensor,  # type: ignore[no-untyped-def]
+    g: torch.Generator,
+) -> tuple[float, float]:
     ids = _prompt(config, 1, 1, g)
     filler = torch.randint(10, config.text.vocab_size - 100, (1, TRAIN_TOKENS - ids.shape[1]), generator=g)
     ids = torch.cat([ids, filler], dim=1)
@@ -250,17 +298,24 @@ def _fmt(value: float | None) -> str:
 
 
 def report(rows: list[Row], header: str) -> list[str]:
-    lines = [header, "", "| model | dtype | measure | internvl | transformers | ours / theirs | internvl int8 |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    lines = [
+        header,
+        "",
+        "| model | dtype | measure | internvl | transformers | ours / theirs | internvl int8 |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r.shape} | {r.dtype} | {r.measure} | {_fmt(r.ours)} | {_fmt(r.theirs)} | {r.ratio()} "
-                     f"| {_fmt(r.int8)} |")
+        lines.append(
+            f"| {r.shape} | {r.dtype} | {r.measure} | {_fmt(r.ours)} | {_fmt(r.theirs)} | {r.ratio()} "
+            f"| {_fmt(r.int8)} |"
+        )
     return lines
 
 
 def main(argv: list[str] | None = None, machine: str = "", append: Callable[[str], None] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="internvl bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="internvl bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv), machine, append)
 
@@ -270,8 +325,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma list of: " + ", ".join(DTYPES))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-train", action="store_true", help="skip the SFT forward+backward measure")
-    parser.add_argument("--slow-hf", action="store_true",
-                        help="also time transformers' emulated-bf16 vision encoder (minutes on such a CPU)")
+    parser.add_argument(
+        "--slow-hf",
+        action="store_true",
+        help="also time transformers' emulated-bf16 vision encoder (minutes on such a CPU)",
+    )
 
 
 def run(args: argparse.Namespace, machine: str = "", append: Callable[[str], None] | None = None) -> int:
@@ -282,9 +340,11 @@ def run(args: argparse.Namespace, machine: str = "", append: Callable[[str], Non
         for dtype_name in args.dtypes.split(","):
             print(f"measuring {shape} {dtype_name} ...", flush=True)
             rows.extend(measure(shape, dtype_name, args.slow_hf, not args.no_train))
-    header = ("### Speed, ours vs transformers, same random weights (`internvl bench`)\n\n"
-              f"{machine or _machine()}; torch threads {torch.get_num_threads()}; "
-              f"native bf16 on this CPU: {CPU_HAS_NATIVE_BF16}")
+    header = (
+        "### Speed, ours vs transformers, same random weights (`internvl bench`)\n\n"
+        f"{machine or _machine()}; torch threads {torch.get_num_threads()}; "
+        f"native bf16 on this CPU: {CPU_HAS_NATIVE_BF16}"
+    )
     lines = report(rows, header)
     text = "\n".join(lines) + "\n"
     print(text)
@@ -305,5 +365,7 @@ def _machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return (f"Machine: {cpu}, {os.cpu_count()} cores; date {time.strftime('%Y-%m-%d')}; "
-            f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}")
+    return (
+        f"Machine: {cpu}, {os.cpu_count()} cores; date {time.strftime('%Y-%m-%d')}; "
+        f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"
+    )

@@ -72,8 +72,9 @@ class Chat:
         **generation: Any,
     ) -> str:
         inputs, config = self._prepare(messages, images, videos, max_tiles, generation)
-        tokens = generate(self.model, inputs.input_ids[None], None, inputs.pixel_values, config,
-                          decode=self.answers.decode_raw)[0]
+        tokens = generate(
+            self.model, inputs.input_ids[None], None, inputs.pixel_values, config, decode=self.answers.decode_raw
+        )[0]
         return self.answers.answer(tokens, config)
 
     def stream(
@@ -88,8 +89,9 @@ class Chat:
         """Like `ask`, yielding the answer in text pieces as they are generated."""
         inputs, config = self._prepare(_messages(question, history), images, videos, max_tiles, generation)
         text = self.answers.stream(config)
-        for step in stream(self.model, inputs.input_ids[None], None, inputs.pixel_values, config,
-                           decode=self.answers.decode_raw):
+        for step in stream(
+            self.model, inputs.input_ids[None], None, inputs.pixel_values, config, decode=self.answers.decode_raw
+        ):
             token = step[0]
             if token is None or token in config.stop_token_ids:
                 continue
@@ -131,8 +133,9 @@ class Chat:
         if not conversations:
             return []
         budgets = list(max_tiles) if isinstance(max_tiles, Sequence) else [max_tiles] * len(conversations)
-        inputs = [self.processor(c, images=imgs, max_tiles=budget)
-                  for c, imgs, budget in zip(conversations, images, budgets)]
+        inputs = [
+            self.processor(c, images=imgs, max_tiles=budget) for c, imgs, budget in zip(conversations, images, budgets)
+        ]
         config = self.answers.settings(self.generation, **generation)
         for item in inputs:
             self._check_context(item, config)
@@ -178,8 +181,12 @@ class Chat:
                 "images (--max-tiles) or a shorter text"
             )
         if length + config.max_new_tokens > limit:
-            log.warning("prompt (%d) + max_new_tokens (%d) exceed the context (%d); the answer may be cut",
-                        length, config.max_new_tokens, limit)
+            log.warning(
+                "prompt (%d) + max_new_tokens (%d) exceed the context (%d); the answer may be cut",
+                length,
+                config.max_new_tokens,
+                limit,
+            )
 
 
 @dataclass
@@ -259,8 +266,11 @@ def load(
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:
         raise CheckpointError(f"{folder}: the tokenizer has no {IMG_CONTEXT} token")
     if model.image_token_id is not None and model.image_token_id != image_token_id:
-        log.warning("config image_token_id %s differs from the tokenizer's %s; using the tokenizer's",
-                    model.image_token_id, image_token_id)
+        log.warning(
+            "config image_token_id %s differs from the tokenizer's %s; using the tokenizer's",
+            model.image_token_id,
+            image_token_id,
+        )
     model.image_token_id = int(image_token_id)
     config = model.config
     processor = Processor(

@@ -35,12 +35,23 @@ def _chat(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="internvl: %(message)s", stream=sys.stderr)
     generation = GenerationConfig(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty, seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
     )
-    chat = load(args.model, dtype=dtype_by_name(args.dtype), device=args.device, max_tiles=args.max_tiles,
-                system_message=args.system, thinking=args.thinking, generation=generation,
-                quantize=args.quantize)
+    chat = load(
+        args.model,
+        dtype=dtype_by_name(args.dtype),
+        device=args.device,
+        max_tiles=args.max_tiles,
+        system_message=args.system,
+        thinking=args.thinking,
+        generation=generation,
+        quantize=args.quantize,
+    )
     if args.question is not None:
         _answer(chat, args.question, args.image, args.video, args.stream)
         return 0
@@ -102,7 +113,9 @@ def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--thinking", action="store_true", help="InternVL3.5 thinking-mode system prompt")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)")
+    p.add_argument(
+        "--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)"
+    )
     p.set_defaults(func=_chat)
 
 
@@ -126,14 +139,26 @@ def _serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    chat = load(args.model, dtype=dtype_by_name(args.dtype), device=args.device, max_tiles=args.max_tiles,
-                quantize=args.quantize)
+    chat = load(
+        args.model,
+        dtype=dtype_by_name(args.dtype),
+        device=args.device,
+        max_tiles=args.max_tiles,
+        quantize=args.quantize,
+    )
     name = args.served_model_name or (Path(args.model).name if args.model else "internvl-nano")
     settings = ServeSettings(
-        host=args.host, port=args.port, model_name=name, api_key=args.api_key or os.environ.get("INTERNVL_API_KEY"),
-        allow_url_fetch=args.allow_url_fetch, allowed_media_dir=args.allowed_media_dir,
-        max_request_bytes=args.max_request_bytes, max_images=args.max_images, max_image_pixels=args.max_image_pixels,
-        max_tokens=args.max_tokens, max_tiles=args.max_tiles_cap,
+        host=args.host,
+        port=args.port,
+        model_name=name,
+        api_key=args.api_key or os.environ.get("INTERNVL_API_KEY"),
+        allow_url_fetch=args.allow_url_fetch,
+        allowed_media_dir=args.allowed_media_dir,
+        max_request_bytes=args.max_request_bytes,
+        max_images=args.max_images,
+        max_image_pixels=args.max_image_pixels,
+        max_tokens=args.max_tokens,
+        max_tiles=args.max_tiles_cap,
     )
     engine = EngineSettings(max_batch=args.max_batch, max_queue=args.max_queue, max_seq_len=args.max_seq_len)
     run_server(chat, settings, engine)
@@ -153,7 +178,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allowed-media-dir", type=Path, default=None, help="folder file:// URLs may read from")
     p.add_argument("--max-batch", type=int, default=16, help="answers decoded together")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for the batch; more get 503")
-    p.add_argument("--max-seq-len", type=int, default=None, help="prompt + answer tokens per answer (default: min(context, 4096))")
+    p.add_argument(
+        "--max-seq-len", type=int, default=None, help="prompt + answer tokens per answer (default: min(context, 4096))"
+    )
     p.add_argument("--max-tokens", type=int, default=2048, help="cap on a request's max_tokens")
     p.add_argument("--max-images", type=int, default=16, help="cap on images and videos per request")
     p.add_argument("--max-image-pixels", type=int, default=4096 * 4096, help="cap on the pixels of one image")
@@ -162,7 +189,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tiles-cap", type=int, default=12, help="cap on a request's max_tiles")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 on CPU)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)")
+    p.add_argument(
+        "--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_serve)
 
@@ -206,7 +235,9 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="internvl", description="Run, convert, train, evaluate and serve InternVL models.")
+    parser = argparse.ArgumentParser(
+        prog="internvl", description="Run, convert, train, evaluate and serve InternVL models."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add_command in COMMANDS:
         add_command(subparsers)

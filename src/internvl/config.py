@@ -24,7 +24,13 @@ ARCHITECTURE_TO_FAMILY = {
     "InternLM2ForCausalLM": "internlm2",
 }
 FAMILY_TO_ARCHITECTURE = {family: arch for arch, family in ARCHITECTURE_TO_FAMILY.items()}
-MODEL_TYPE_TO_FAMILY = {"qwen2": "qwen2", "qwen3": "qwen3", "qwen3_moe": "qwen3_moe", "llama": "llama", "internlm2": "internlm2"}
+MODEL_TYPE_TO_FAMILY = {
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "qwen3_moe": "qwen3_moe",
+    "llama": "llama",
+    "internlm2": "internlm2",
+}
 
 
 @dataclass
@@ -80,7 +86,9 @@ class TextConfig:
 
     def __post_init__(self) -> None:
         if self.family not in FAMILY_TO_ARCHITECTURE:
-            raise ConfigError(f"unknown language-model family {self.family!r}; supported: {sorted(FAMILY_TO_ARCHITECTURE)}")
+            raise ConfigError(
+                f"unknown language-model family {self.family!r}; supported: {sorted(FAMILY_TO_ARCHITECTURE)}"
+            )
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_heads
 
@@ -97,9 +105,7 @@ class TextConfig:
 
     def is_moe_layer(self, index: int) -> bool:
         return (
-            self.num_experts > 0
-            and index not in self.mlp_only_layers
-            and (index + 1) % self.decoder_sparse_step == 0
+            self.num_experts > 0 and index not in self.mlp_only_layers and (index + 1) % self.decoder_sparse_step == 0
         )
 
 
@@ -171,7 +177,7 @@ def _from_original(raw: dict[str, Any], source: str) -> InternVLConfig:
         raise ConfigError(
             f"{source}: no 'ps_version' field. The official config class then silently uses 'v1' "
             "(a transposed token order, docs/architecture.md#pixel-shuffle), while every InternVL 2.5/3/3.5 release uses 'v2'. "
-            "Add \"ps_version\": \"v2\" (or \"v1\" if the model was really trained that way) to config.json."
+            'Add "ps_version": "v2" (or "v1" if the model was really trained that way) to config.json.'
         )
     vision_raw = _require(raw, "vision_config", source)
     llm_raw = _require(raw, "llm_config", source)
@@ -486,8 +492,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 # Names a user may give for a weight dtype (CLI --dtype, recipes) -> the torch dtype's attribute name.
-DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-               "float16": "float16", "fp16": "float16"}
+DTYPE_NAMES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 def dtype_by_name(name: str | None) -> Any:

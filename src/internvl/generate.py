@@ -382,7 +382,6 @@ def _steps(
         next_positions += 1
 
 
-
 def sampling_generator(config: GenerationConfig, device: str | torch.device, choice: int = 0) -> torch.Generator | None:
     """The random generator one answer samples with (None when greedy): seeded with `config.seed + choice`
     (the n choices of one request differ), or freshly when `config.seed` is None. The global RNG state
@@ -396,6 +395,7 @@ def sampling_generator(config: GenerationConfig, device: str | torch.device, cho
         generator.manual_seed((config.seed + choice) % 2**64)
     return generator
 
+
 def generate(
     model: InternVL,
     input_ids: torch.Tensor,
@@ -408,8 +408,9 @@ def generate(
 ) -> list[list[int]]:
     """The new token ids of every row (stop token / stop-string token included); see `stream`."""
     rows: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-    for step in stream(model, input_ids, attention_mask, pixel_values, config, decode=decode,
-                       image_features=image_features):
+    for step in stream(
+        model, input_ids, attention_mask, pixel_values, config, decode=decode, image_features=image_features
+    ):
         for row, token in enumerate(step):
             if token is not None:
                 rows[row].append(token)

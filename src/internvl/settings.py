@@ -95,7 +95,9 @@ def apply_override(settings: Any, override: str) -> None:
         if last:
             kind = typing.get_type_hints(type(target))[part]
             if dataclasses.is_dataclass(kind):
-                raise ConfigError(f"override {override!r}: {key!r} is a section; set one of its fields ({key}.NAME=...)")
+                raise ConfigError(
+                    f"override {override!r}: {key!r} is a section; set one of its fields ({key}.NAME=...)"
+                )
             setattr(target, part, convert(_parse_text(text), kind, key, "override"))
             return
         target = getattr(target, part)

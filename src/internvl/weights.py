@@ -101,13 +101,27 @@ def _vision_map(config: InternVLConfig, layout: str) -> dict[str, Source]:
         ours = f"vision.layers.{i}."
         if layout == "original":
             theirs = f"{p}encoder.layers.{i}."
-            names = {"norm1": "norm1", "norm2": "norm2", "ls1": "ls1", "ls2": "ls2", "proj": "attn.proj",
-                     "q_norm": "attn.q_norm", "k_norm": "attn.k_norm"}
+            names = {
+                "norm1": "norm1",
+                "norm2": "norm2",
+                "ls1": "ls1",
+                "ls2": "ls2",
+                "proj": "attn.proj",
+                "q_norm": "attn.q_norm",
+                "k_norm": "attn.k_norm",
+            }
             qkv = {s: Source((f"{theirs}attn.qkv.{s}",)) for s in ("weight", "bias")}
         else:
             theirs = f"{p}encoder.layer.{i}."
-            names = {"norm1": "layernorm_before", "norm2": "layernorm_after", "ls1": "lambda_1", "ls2": "lambda_2",
-                     "proj": "attention.projection_layer", "q_norm": "attention.q_norm", "k_norm": "attention.k_norm"}
+            names = {
+                "norm1": "layernorm_before",
+                "norm2": "layernorm_after",
+                "ls1": "lambda_1",
+                "ls2": "lambda_2",
+                "proj": "attention.projection_layer",
+                "q_norm": "attention.q_norm",
+                "k_norm": "attention.k_norm",
+            }
             qkv = {s: Source(tuple(f"{theirs}attention.{x}_proj.{s}" for x in "qkv")) for s in ("weight", "bias")}
         for norm in ("norm1", "norm2"):
             for s in norm_params:
@@ -168,7 +182,9 @@ def _language_map(config: InternVLConfig, layout: str) -> dict[str, Source]:
             for s in ("weight", "bias") if t.attention_bias else ("weight",):
                 out[f"{ours}attn.qkv.{s}"] = Source((f"{theirs}attention.wqkv.{s}",), order)
                 out[f"{ours}attn.o.{s}"] = _one(f"{theirs}attention.wo.{s}")
-            out[ours + "mlp.gate_up.weight"] = Source((theirs + "feed_forward.w1.weight", theirs + "feed_forward.w3.weight"))
+            out[ours + "mlp.gate_up.weight"] = Source(
+                (theirs + "feed_forward.w1.weight", theirs + "feed_forward.w3.weight")
+            )
             out[ours + "mlp.down.weight"] = _one(theirs + "feed_forward.w2.weight")
             continue
         out[ours + "attn_norm.weight"] = _one(theirs + "input_layernorm.weight")
@@ -186,7 +202,9 @@ def _language_map(config: InternVLConfig, layout: str) -> dict[str, Source]:
             out[ours + "mlp.router.weight"] = _one(theirs + "mlp.gate.weight")
             for e in range(t.num_experts):
                 expert = f"{theirs}mlp.experts.{e}."
-                out[f"{ours}mlp.experts.{e}.gate_up.weight"] = Source((expert + "gate_proj.weight", expert + "up_proj.weight"))
+                out[f"{ours}mlp.experts.{e}.gate_up.weight"] = Source(
+                    (expert + "gate_proj.weight", expert + "up_proj.weight")
+                )
                 out[f"{ours}mlp.experts.{e}.down.weight"] = _one(expert + "down_proj.weight")
         else:
             out[ours + "mlp.gate_up.weight"] = Source((theirs + "mlp.gate_proj.weight", theirs + "mlp.up_proj.weight"))
@@ -216,8 +234,15 @@ def _canonical_hf_key(key: str) -> str:
 # Reading tensor files
 
 _SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
 }
 
@@ -247,7 +272,9 @@ class SafetensorsReader:
                 raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
             header_len = struct.unpack("<Q", head)[0]
             if header_len > size - 8 or header_len > 100_000_000:
-                raise CheckpointError(f"{path}: corrupt or truncated safetensors header (says {header_len} bytes, file has {size})")
+                raise CheckpointError(
+                    f"{path}: corrupt or truncated safetensors header (says {header_len} bytes, file has {size})"
+                )
             try:
                 header = json.loads(f.read(header_len))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -376,7 +403,9 @@ def load_model(folder: str | Path, dtype: torch.dtype | None = None, device: str
         files = {_canonical_hf_key(k): v for k, v in files.items()}
     files = {k: v for k, v in files.items() if not k.endswith(IGNORED_SUFFIXES)}
     if config.text.tie_word_embeddings and "language_model.lm_head.weight" in files:
-        config.text.tie_word_embeddings = False  # a stored head wins over the tie flag (docs/checkpoints.md#the-hf-layout)
+        config.text.tie_word_embeddings = (
+            False  # a stored head wins over the tie flag (docs/checkpoints.md#the-hf-layout)
+        )
     dtype = dtype or _checkpoint_dtype(files)
     with torch.device("meta"):
         model = InternVL(config).to(dtype)  # no memory yet: parameters are allocated once, below
@@ -471,8 +500,10 @@ def save_model(model: InternVL, folder: str | Path, layout: str = "original", ma
     """
     folder = Path(folder)
     if any(name.endswith(("weight_int8", "weight_packed")) for name, _ in model.named_buffers()):
-        raise CheckpointError("a model loaded for inference (int8 or pre-packed weights, as `internvl.load` "
-                              "makes) cannot be saved: load it with load_model to convert or save")
+        raise CheckpointError(
+            "a model loaded for inference (int8 or pre-packed weights, as `internvl.load` "
+            "makes) cannot be saved: load it with load_model to convert or save"
+        )
     config = model.config
     raw = to_original_dict(config) if layout == "original" else to_hf_dict(config)
     if layout == "hf" and model.image_token_id is not None:

@@ -55,8 +55,9 @@ class PackedBatches:
             dataset.settings = replace(dataset.settings, seed=self.base_seed + epoch)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        loader = DataLoader(self.packed, batch_size=1, collate_fn=self.collator, num_workers=self.num_workers,
-                            persistent_workers=False)
+        loader = DataLoader(
+            self.packed, batch_size=1, collate_fn=self.collator, num_workers=self.num_workers, persistent_workers=False
+        )
         return iter(loader)
 
 
@@ -67,8 +68,9 @@ def packed_batches(
     settings = from_dict(PackedDataOptions, options, source="data.options")
     for required in ("meta_path", "tokenizer"):
         if not getattr(settings, required):
-            raise ConfigError(f"data.options.{required} is required for internvl.data.loader:packed_batches "
-                              f"({_HELP[required]})")
+            raise ConfigError(
+                f"data.options.{required} is required for internvl.data.loader:packed_batches ({_HELP[required]})"
+            )
     tokenizer = load_tokenizer(settings.tokenizer)
     samples = SampleSettings(
         template=model_config.template,
@@ -83,12 +85,15 @@ def packed_batches(
         seed=seed,
     )
     datasets = build_datasets(settings.meta_path, tokenizer, samples)
-    packing = PackingSettings(num_images_expected=settings.num_images_expected,
-                              max_packed_tokens=settings.max_packed_tokens, seed=seed)
+    packing = PackingSettings(
+        num_images_expected=settings.num_images_expected, max_packed_tokens=settings.max_packed_tokens, seed=seed
+    )
     packed = PackedDataset(datasets, packing, rank=rank, world_size=world_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return PackedBatches(packed, Collator(pad_id, settings.loss_reduction), settings.num_workers)
 
 
-_HELP = {"meta_path": "the meta JSON of your SFT data, docs/sft.md#meta-file",
-         "tokenizer": "the folder with the tokenizer files, usually the checkpoint's"}
+_HELP = {
+    "meta_path": "the meta JSON of your SFT data, docs/sft.md#meta-file",
+    "tokenizer": "the folder with the tokenizer files, usually the checkpoint's",
+}

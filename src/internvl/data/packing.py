@@ -216,7 +216,9 @@ class Packer:
                 self.stats.tokens_dropped += piece.num_tokens
                 log.warning(
                     "dropping a sample with %d tiles, more than num_images_expected=%d (%s)",
-                    piece.num_tiles, s.num_images_expected, ", ".join(piece.sources),
+                    piece.num_tiles,
+                    s.num_images_expected,
+                    ", ".join(piece.sources),
                 )
             elif piece.num_tokens >= s.max_packed_tokens:
                 ready.append(piece)  # exactly max_packed_tokens long: a full pack

@@ -280,7 +280,9 @@ class ConversationEncoder:
         self.template = get_template(template) if isinstance(template, str) else template
         self.stop = self.template.sep.strip()
         if not self.template.sep.startswith(self.stop):
-            raise ConfigError(f"template {self.template.name!r}: sep {self.template.sep!r} must start with its end token")
+            raise ConfigError(
+                f"template {self.template.name!r}: sep {self.template.sep!r} must start with its end token"
+            )
         self.strip_values = self.template.name == "internlm2-chat"  # official preprocess_internlm strips
         add_bos = bool(getattr(tokenizer, "add_bos_token", False))
         self.bos_id: int | None = getattr(tokenizer, "bos_token_id", None) if add_bos else None
@@ -369,7 +371,9 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 return sample
         raise InputError(f"{self.spec.annotation}: no usable line in dataset {self.name!r}")
 
-    def iter_shard(self, shard: int = 0, num_shards: int = 1, epoch: int = 0, shuffle: bool = True) -> Iterator[EncodedSample]:
+    def iter_shard(
+        self, shard: int = 0, num_shards: int = 1, epoch: int = 0, shuffle: bool = True
+    ) -> Iterator[EncodedSample]:
         """Samples of every `num_shards`-th position of this epoch's order (the official packed-mode
         sharding over ranks x workers), bad lines skipped or raised as `on_bad_line` says."""
         order = np.arange(len(self))
@@ -396,7 +400,9 @@ class SupervisedDataset(torch.utils.data.Dataset):
         where = self.where(i)
         try:
             text = self.lines.read(int(self._order[i]))
-            return self._build(json_record(text), np.random.default_rng((self.settings.seed, self.dataset_index, i)), where)
+            return self._build(
+                json_record(text), np.random.default_rng((self.settings.seed, self.dataset_index, i)), where
+            )
         except InputError as e:
             message = str(e)
             raise InputError(message if message.startswith(where) else f"{where}: {message}") from e
@@ -484,7 +490,11 @@ class SupervisedDataset(torch.utils.data.Dataset):
         s = self.settings
         image = load_image(path)
         tiles = split_into_tiles(
-            image, min_tiles=min(s.min_tiles, budget), max_tiles=budget, tile_size=s.tile_size, use_thumbnail=s.use_thumbnail
+            image,
+            min_tiles=min(s.min_tiles, budget),
+            max_tiles=budget,
+            tile_size=s.tile_size,
+            use_thumbnail=s.use_thumbnail,
         )
         if self.spec.data_augment:
             tiles = [jpeg_degrade(tile, int(rng.choice(JPEG_QUALITIES))) for tile in tiles]
@@ -500,7 +510,9 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 raise InputError(f"'clip' must be [start_s, end_s], got {clip!r}")
             bound = (float(clip[0]), float(clip[1]))
         n = int(rng.integers(self.settings.min_num_frame, self.settings.max_num_frame + 1))
-        frames = load_video(path, num_segments=n, bound=bound, tile_size=self.settings.tile_size, normalize=self.settings.normalize)
+        frames = load_video(
+            path, num_segments=n, bound=bound, tile_size=self.settings.tile_size, normalize=self.settings.normalize
+        )
         return list(frames.pixel_values.split(1))
 
 

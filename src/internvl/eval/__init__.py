@@ -1,12 +1,12 @@
 """Evaluation harness: benchmark files -> answers -> scores -> reports.
 
-    formats   VLMEvalKit TSV and internvl JSONL readers -> EvalItem
-    prompts   the text prompt of each kind of question (MCQ, short answer, chain-of-thought)
-    scoring   pure scorers: exact, multiple choice, yes/no, numeric, ANLS, IoU
-    judge     LLM judge (MM-Vet style) over any OpenAI-compatible endpoint
-    runner    restartable runs: settings.json, predictions.jsonl, scores, summary
-    report    tables, charts, comparison of runs
-    cli       `internvl eval run | score | compare`
+formats   VLMEvalKit TSV and internvl JSONL readers -> EvalItem
+prompts   the text prompt of each kind of question (MCQ, short answer, chain-of-thought)
+scoring   pure scorers: exact, multiple choice, yes/no, numeric, ANLS, IoU
+judge     LLM judge (MM-Vet style) over any OpenAI-compatible endpoint
+runner    restartable runs: settings.json, predictions.jsonl, scores, summary
+report    tables, charts, comparison of runs
+cli       `internvl eval run | score | compare`
 """
 
 from internvl.eval.formats import EvalItem, load_items, read_jsonl, read_tsv

@@ -56,7 +56,12 @@ def model_answerer(settings: RunSettings) -> Answerer:
     """`internvl eval run`'s factory: load `settings.model` (None: the embedded nano model), with the
     `dtype` and `quantize` of `settings.extra` when given."""
     dtype = settings.extra.get("dtype")
-    chat = load(settings.model, max_tiles=settings.max_tiles, template=settings.template,
-                system_message=settings.system_prompt, dtype=None if dtype is None else getattr(torch, dtype),
-                quantize=settings.extra.get("quantize"))
+    chat = load(
+        settings.model,
+        max_tiles=settings.max_tiles,
+        template=settings.template,
+        system_message=settings.system_prompt,
+        dtype=None if dtype is None else getattr(torch, dtype),
+        quantize=settings.extra.get("quantize"),
+    )
     return chat_answerer(chat, settings)

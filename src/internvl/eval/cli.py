@@ -26,16 +26,22 @@ from internvl.eval.scoring import METRICS, ScoringSettings
 AnswererFactory = Callable[[RunSettings], Answerer]
 
 
-def add_eval_commands(subparsers: argparse._SubParsersAction, answerer_factory: AnswererFactory | None = None) -> argparse.ArgumentParser:
+def add_eval_commands(
+    subparsers: argparse._SubParsersAction, answerer_factory: AnswererFactory | None = None
+) -> argparse.ArgumentParser:
     """Add `eval` (with run / score / compare) to a top-level CLI's subparsers."""
     parser = subparsers.add_parser("eval", help="evaluate a model on benchmark files; score and compare runs")
     _add_subcommands(parser, answerer_factory)
     return parser
 
 
-def build_parser(answerer_factory: AnswererFactory | None = None, prog: str = "internvl eval") -> argparse.ArgumentParser:
+def build_parser(
+    answerer_factory: AnswererFactory | None = None, prog: str = "internvl eval"
+) -> argparse.ArgumentParser:
     """A stand-alone parser for the eval commands (used by `python -m internvl.eval`)."""
-    parser = argparse.ArgumentParser(prog=prog, description="Evaluate a model on benchmark files; score and compare runs.")
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Evaluate a model on benchmark files; score and compare runs."
+    )
     _add_subcommands(parser, answerer_factory)
     return parser
 
@@ -50,12 +56,18 @@ def _add_subcommands(parser: argparse.ArgumentParser, answerer_factory: Answerer
     _add_data_arguments(run)
     run.add_argument("--limit", type=int, default=None, help="answer only the first N items")
     run.add_argument("--batch-size", type=int, default=1, help="items per answerer call (default 1)")
-    run.add_argument("--max-tiles", type=int, default=6, help="dynamic-tiling limit per image (default 6; 1 = no tiling)")
+    run.add_argument(
+        "--max-tiles", type=int, default=6, help="dynamic-tiling limit per image (default 6; 1 = no tiling)"
+    )
     run.add_argument("--template", default=None, help="conversation template (default: the model's)")
     run.add_argument("--system-prompt", default=None, help="system prompt (default: the template's)")
     run.add_argument("--cot", action="store_true", help="ask for step-by-step reasoning and a 'Final answer:' line")
-    run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                     help="model dtype (default: float32 on CPU, the checkpoint's on CUDA)")
+    run.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="model dtype (default: float32 on CPU, the checkpoint's on CUDA)",
+    )
     run.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 language model")
     generation = default_generation()
     run.add_argument("--max-new-tokens", type=int, default=generation["max_new_tokens"])
@@ -67,36 +79,60 @@ def _add_subcommands(parser: argparse.ArgumentParser, answerer_factory: Answerer
 
     score = commands.add_parser("score", help="score an existing predictions file again")
     score.add_argument("predictions", type=Path, help=f"a run folder or a {PREDICTIONS_FILE} file")
-    score.add_argument("--data", type=Path, default=None, help="take answers, metrics and categories from this data file instead")
+    score.add_argument(
+        "--data", type=Path, default=None, help="take answers, metrics and categories from this data file instead"
+    )
     _add_data_arguments(score)
-    score.add_argument("--out", type=Path, default=None, help="where to write scores, summary and chart (default: next to the predictions)")
+    score.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write scores, summary and chart (default: next to the predictions)",
+    )
     _add_scoring_arguments(score)
     score.set_defaults(func=handle_score)
 
     comparison = commands.add_parser("compare", help="put several scored runs side by side")
     comparison.add_argument("runs", nargs="+", type=Path, help="run folders (each with summary.json)")
-    comparison.add_argument("--out", type=Path, default=Path("."), help="folder for compare.json and compare.png (default: .)")
+    comparison.add_argument(
+        "--out", type=Path, default=Path("."), help="folder for compare.json and compare.png (default: .)"
+    )
     comparison.set_defaults(func=handle_compare)
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kind", choices=KINDS, default=None, help="question kind of the whole file (default: inferred per item)")
-    parser.add_argument("--metric", choices=METRICS, default=None, help="metric for every item (default: the item's or inferred)")
+    parser.add_argument(
+        "--kind", choices=KINDS, default=None, help="question kind of the whole file (default: inferred per item)"
+    )
+    parser.add_argument(
+        "--metric", choices=METRICS, default=None, help="metric for every item (default: the item's or inferred)"
+    )
 
 
 def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ScoringSettings()
     group = parser.add_argument_group("scoring")
-    group.add_argument("--tolerance", type=float, default=defaults.numeric_rel_tol, help="relative tolerance of 'numeric' answers (e.g. 0.05)")
+    group.add_argument(
+        "--tolerance",
+        type=float,
+        default=defaults.numeric_rel_tol,
+        help="relative tolerance of 'numeric' answers (e.g. 0.05)",
+    )
     group.add_argument("--anls-threshold", type=float, default=defaults.anls_threshold)
     group.add_argument("--iou-threshold", type=float, default=defaults.iou_threshold)
-    group.add_argument("--judge-model", default=None, help="chat model grading 'judge' items (without it they stay unscored)")
-    group.add_argument("--judge-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or OpenAI)")
+    group.add_argument(
+        "--judge-model", default=None, help="chat model grading 'judge' items (without it they stay unscored)"
+    )
+    group.add_argument(
+        "--judge-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or OpenAI)"
+    )
     group.add_argument("--judge-api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
 
 
 def _scoring(args: argparse.Namespace) -> tuple[ScoringSettings, Judge | None]:
-    config = ScoringSettings(numeric_rel_tol=args.tolerance, anls_threshold=args.anls_threshold, iou_threshold=args.iou_threshold)
+    config = ScoringSettings(
+        numeric_rel_tol=args.tolerance, anls_threshold=args.anls_threshold, iou_threshold=args.iou_threshold
+    )
     judge = None
     if args.judge_model:
         judge = Judge(JudgeSettings(model=args.judge_model, base_url=args.judge_base_url, api_key=args.judge_api_key))
@@ -125,15 +161,28 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
 
 def handle_run(args: argparse.Namespace, answerer_factory: AnswererFactory | None = None) -> int:
     if answerer_factory is None:
-        print("error: `internvl eval run` needs the model-backed answerer, which is not wired in yet; "
-              "`internvl eval score` and `compare` work on existing predictions", file=sys.stderr)
+        print(
+            "error: `internvl eval run` needs the model-backed answerer, which is not wired in yet; "
+            "`internvl eval score` and `compare` work on existing predictions",
+            file=sys.stderr,
+        )
         return 2
     config, judge = _scoring(args)
     items = load_items(args.data, kind=args.kind, metric=args.metric)
     settings = settings_from_args(args)
     answerer = answerer_factory(settings)
-    run_eval(items, answerer, args.out, settings, batch_size=args.batch_size, limit=args.limit,
-             scoring=config, judge=judge, data_path=str(args.data.resolve()), progress=not args.no_progress)
+    run_eval(
+        items,
+        answerer,
+        args.out,
+        settings,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        scoring=config,
+        judge=judge,
+        data_path=str(args.data.resolve()),
+        progress=not args.no_progress,
+    )
     return 0
 
 

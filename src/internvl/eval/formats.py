@@ -142,9 +142,7 @@ def open_image(source: ImageSource, item_id: str = "?") -> Image.Image:
         raise InputError(f"item {item_id!r}: cannot open image ({error})") from error
 
 
-def load_items(
-    path: str | Path, kind: str | None = None, metric: str | None = None
-) -> list[EvalItem]:
+def load_items(path: str | Path, kind: str | None = None, metric: str | None = None) -> list[EvalItem]:
     """Read a `.tsv` (VLMEvalKit) or `.jsonl` (ours) benchmark file; see the module docstring."""
     path = Path(path)
     if not path.is_file():
@@ -226,7 +224,9 @@ def read_tsv(path: str | Path, kind: str | None = None, metric: str | None = Non
         answers = (answer,) if answer not in MISSING else ()
         row_metric = metric or record.get("metric", "").strip() or infer_metric(options, answers)
         if kind == "mcq" and not options:
-            raise InputError(f"{where}: kind 'mcq' but the row has no options (columns {''.join(option_columns) or 'A, B, ...'})")
+            raise InputError(
+                f"{where}: kind 'mcq' but the row has no options (columns {''.join(option_columns) or 'A, B, ...'})"
+            )
         hint = record.get("hint", "").strip()
         category = _first_present(record, ("category", "l2-category")) or DEFAULT_CATEGORY
         known = {"index", "question", "answer", "hint", "image", "image_path", "prompt", *option_columns}
@@ -404,7 +404,9 @@ def _jsonl_item(record: Any, folder: Path, kind: str | None, metric: str | None)
         raise InputError("'image' must be a string and 'images' a list of strings")
     images = tuple(_decode_base64_image(s) if s.startswith("data:") else _existing_path(s, folder) for s in sources)
     tolerance = record.get("tolerance")
-    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0):
+    if tolerance is not None and (
+        isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0
+    ):
         raise InputError("'tolerance' must be a number >= 0")
     for key in ("category", "hint", "prompt"):
         if record.get(key) is not None and not isinstance(record[key], str):
@@ -476,4 +478,6 @@ def _option_letter(answer: str, options: Mapping[str, str], item_id: str) -> str
     matches = [k for k, text in options.items() if normalize_text(text) == normalize_text(answer)]
     if len(matches) == 1:
         return matches[0]
-    raise InputError(f"item {item_id!r}: answer {answer!r} is neither an option letter ({', '.join(options)}) nor one option's text")
+    raise InputError(
+        f"item {item_id!r}: answer {answer!r} is neither an option letter ({', '.join(options)}) nor one option's text"
+    )

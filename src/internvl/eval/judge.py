@@ -111,7 +111,9 @@ class Judge:
         api_key = config.api_key or os.environ.get("OPENAI_API_KEY")
         if api_key is None:
             if base_url is None:
-                raise JudgeError("no judge endpoint: pass a base URL for a local server, or set OPENAI_API_KEY for OpenAI")
+                raise JudgeError(
+                    "no judge endpoint: pass a base URL for a local server, or set OPENAI_API_KEY for OpenAI"
+                )
             api_key = "EMPTY"  # local OpenAI-compatible servers usually take any key
         self.config = config
         self.endpoint = base_url or "https://api.openai.com/v1"
@@ -141,7 +143,9 @@ class Judge:
                 max_tokens=self.config.max_tokens,
             )
         except self._openai.OpenAIError as error:
-            raise JudgeError(f"judge request to {self.endpoint} (model {self.config.model!r}) failed: {error}") from error
+            raise JudgeError(
+                f"judge request to {self.endpoint} (model {self.config.model!r}) failed: {error}"
+            ) from error
         if not response.choices:
             return ""
         return response.choices[0].message.content or ""

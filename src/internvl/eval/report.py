@@ -112,7 +112,10 @@ def try_write_chart(summary: Mapping[str, Any], path: str | Path, title: str) ->
     try:
         write_chart(summary, path, title)
     except ImportError:
-        print(f"note: matplotlib is not installed, no chart written to {path} (pip install 'matplotlib>=3.7,<4')", file=sys.stderr)
+        print(
+            f"note: matplotlib is not installed, no chart written to {path} (pip install 'matplotlib>=3.7,<4')",
+            file=sys.stderr,
+        )
         return False
     return True
 
@@ -150,7 +153,9 @@ def compare(run_dirs: Sequence[str | Path]) -> dict[str, Any]:
     labels = run_labels(run_dirs)
     summaries = [load_summary(d) for d in run_dirs]
     names = sorted({name for s in summaries for name in s["categories"]})
-    rows = {name: {lab: s["categories"].get(name, {}).get("score") for lab, s in zip(labels, summaries)} for name in names}
+    rows = {
+        name: {lab: s["categories"].get(name, {}).get("score") for lab, s in zip(labels, summaries)} for name in names
+    }
     rows[OVERALL] = {lab: s[OVERALL] for lab, s in zip(labels, summaries)}
     return {"runs": labels, "dirs": [str(d) for d in run_dirs], "rows": rows}
 

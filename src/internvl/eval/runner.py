@@ -198,14 +198,23 @@ def answer_pending(
         raise RunError(f"batch size must be >= 1, got {batch_size}")
     done = read_predictions(predictions_path, repair=True)
     todo = [item for item in items if item.id not in done]
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="item", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(items),
+        initial=len(items) - len(todo),
+        unit="item",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         with open(predictions_path, "a", encoding="utf-8") as file:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 answers = list(answerer(batch))
                 if len(answers) != len(batch) or not all(isinstance(a, str) for a in answers):
-                    raise RunError(f"the answerer returned {len(answers)} answers for a batch of {len(batch)} items; it must return one string per item")
+                    raise RunError(
+                        f"the answerer returned {len(answers)} answers for a batch of {len(batch)} items; it must return one string per item"
+                    )
                 records = [prediction_record(item, answer) for item, answer in zip(batch, answers)]
                 append_records(file, records)
                 done.update((r["id"], r) for r in records)
@@ -213,8 +222,11 @@ def answer_pending(
     except BaseException as error:  # KeyboardInterrupt included: say what was kept, then re-raise
         bar.close()
         what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped by {type(error).__name__}"
-        print(f"\n{what}: {len(done)} of {len(items)} answers saved in {predictions_path}; "
-              "run the same command again to resume", file=sys.stderr)
+        print(
+            f"\n{what}: {len(done)} of {len(items)} answers saved in {predictions_path}; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
         raise
     bar.close()
     return done
@@ -337,7 +349,9 @@ def rescore(
         known = {item.id for item in items}
         unknown = [i for i in predictions if i not in known]
         if unknown:
-            raise RunError(f"{predictions_path}: {len(unknown)} predictions have ids not in the data, e.g. {unknown[0]!r}")
+            raise RunError(
+                f"{predictions_path}: {len(unknown)} predictions have ids not in the data, e.g. {unknown[0]!r}"
+            )
         missing = sum(1 for item in items if item.id not in predictions)
         if missing:
             print(f"note: {missing} items of the data have no prediction and are left out", file=sys.stderr)

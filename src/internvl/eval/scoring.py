@@ -249,7 +249,7 @@ def mcq_score(prediction: str, answer: str, options: Mapping[str, str]) -> Score
 
 
 def extract_yes_no(prediction: str) -> str | None:
-    """"yes", "no" or None: the first word if it is one of them, else the only one present."""
+    """ "yes", "no" or None: the first word if it is one of them, else the only one present."""
     words = normalize_text(extract_final_answer(prediction)).split()
     if words and words[0] in ("yes", "no"):
         return words[0]

@@ -144,4 +144,3 @@ def _decode_frames(av: Any, label: str, wanted: set[int]) -> tuple[dict[int, Ima
             if index >= last:
                 break
     return frames, decoded
-

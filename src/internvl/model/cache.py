@@ -38,8 +38,10 @@ def empty_keys_values(model: InternVL, rows: int, max_length: int) -> tuple[torc
     text = model.config.text
     weight = model.language.embed.weight
     shape = (text.num_layers, rows, text.num_kv_heads, max_length, text.head_size)
-    return (torch.zeros(shape, dtype=weight.dtype, device=weight.device),
-            torch.zeros(shape, dtype=weight.dtype, device=weight.device))
+    return (
+        torch.zeros(shape, dtype=weight.dtype, device=weight.device),
+        torch.zeros(shape, dtype=weight.dtype, device=weight.device),
+    )
 
 
 class KVCache:

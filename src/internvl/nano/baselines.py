@@ -31,8 +31,10 @@ def answer_prior(train_folder: Path) -> dict[tuple[str, str], str]:
     for record in folder_records(train_folder):
         world = record.get("world")
         if not isinstance(world, dict):
-            raise InputError(f"{train_folder}: a record without its `world` question; the prior needs the "
-                             "output of `internvl world generate`")
+            raise InputError(
+                f"{train_folder}: a record without its `world` question; the prior needs the "
+                "output of `internvl world generate`"
+            )
         questions = [world, *world.get("followups", [])]
         answers = [turn["value"] for turn in record["conversations"][1::2]]  # the gpt turns
         for question, answer in zip(questions, answers, strict=True):

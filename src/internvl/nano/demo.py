@@ -44,8 +44,10 @@ def main() -> None:
             total, correct = total + 1, correct + score
             media = f"{len(sample.frames)} video frames" if sample.frames else f"{len(sample.images)} image(s)"
             question = sample.question.replace("\n", " ")
-            print(f"\n[{family}] ({media}) {question}\n  answer:   {answer!r}\n  expected: {sample.response!r}  "
-                  f"score {score:.0f}")
+            print(
+                f"\n[{family}] ({media}) {question}\n  answer:   {answer!r}\n  expected: {sample.response!r}  "
+                f"score {score:.0f}"
+            )
     print(f"\n{correct:.0f} of {total:.0f} correct ({time.perf_counter() - start:.1f} s in all)")
 
 

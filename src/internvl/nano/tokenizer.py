@@ -44,8 +44,12 @@ def save_tokenizer(tokenizer: Tokenizer, folder: str | Path) -> None:
     for token in CHATML_TOKENS + SPECIAL_TOKENS:
         index = tokenizer.token_to_id(token)
         added[str(index)] = {
-            "content": token, "lstrip": False, "normalized": False, "rstrip": False,
-            "single_word": False, "special": True,
+            "content": token,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
         }
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",

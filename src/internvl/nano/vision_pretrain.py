@@ -100,13 +100,19 @@ def object_things(rows: Sequence[Sequence[Any]], draw: ImageDraw.ImageDraw, firs
     things = []
     for i, obj in enumerate(rows_obj(rows)):
         draw_obj(draw, obj, fill=first_id + i)  # type: ignore[arg-type]
-        things.append({"colour": 1 + COLOUR_NAMES.index(obj.colour), "shape": 1 + SHAPES.index(obj.shape),
-                       "size": 1 + SIZE_NAMES.index(size_name(obj.r))})
+        things.append(
+            {
+                "colour": 1 + COLOUR_NAMES.index(obj.colour),
+                "shape": 1 + SHAPES.index(obj.shape),
+                "size": 1 + SIZE_NAMES.index(size_name(obj.r)),
+            }
+        )
     return things
 
 
-def text_things(draw: ImageDraw.ImageDraw, text: str, x: float, y: float, size: int, first_id: int,
-                colour: int = IGNORE) -> list[dict[str, int]]:
+def text_things(
+    draw: ImageDraw.ImageDraw, text: str, x: float, y: float, size: int, first_id: int, colour: int = IGNORE
+) -> list[dict[str, int]]:
     """Fill the ink box of each letter or digit of ``text`` (where the family draws it) with its own id;
     their classes. Boxes, not ink: a 15 px glyph's thin strokes cover too little of a patch to label it."""
     face = font(size)
@@ -216,7 +222,7 @@ def tile_scene(scene: LabelledScene, patch: int, max_tiles: int) -> tuple[list[I
     labels = []
     for r in range(rows):
         for c in range(cols):
-            labelled = patch_labels(canvas[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile], table, patch)
+            labelled = patch_labels(canvas[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile], table, patch)
             mark_centres(labelled, [(x * sx - c * tile, y * sy - r * tile) for x, y in scene.centres], patch)
             labels.append(labelled)
     if len(tiles) > len(labels):
@@ -240,8 +246,9 @@ def draw_scene(rng: np.random.Generator, split: str) -> LabelledScene:
     return label_scene(name, scene.content, family.build(scene, rng).images[0])
 
 
-def scenes_batch(rng: np.random.Generator, batch_size: int, patch: int, split: str = "train",
-                 max_tiles: int = 6) -> Scenes:
+def scenes_batch(
+    rng: np.random.Generator, batch_size: int, patch: int, split: str = "train", max_tiles: int = 6
+) -> Scenes:
     """Whole pictures until at least ``batch_size`` tiles (a detail canvas brings 4-5)."""
     tiles: list[Image.Image] = []
     labels: list[np.ndarray] = []
@@ -252,8 +259,9 @@ def scenes_batch(rng: np.random.Generator, batch_size: int, patch: int, split: s
         labels += more_labels
         pictures += 1
     stacked = torch.from_numpy(np.stack(labels))  # (tiles, heads, rows, cols)
-    return Scenes(pixels=tiles_to_tensor(tiles), labels={h: stacked[:, i] for i, h in enumerate(HEADS)},
-                  pictures=pictures)
+    return Scenes(
+        pixels=tiles_to_tensor(tiles), labels={h: stacked[:, i] for i, h in enumerate(HEADS)}, pictures=pictures
+    )
 
 
 def batch_at(seed: int, step: int, batch_size: int, patch: int) -> Scenes:
@@ -338,11 +346,14 @@ def validate(config: VisionPretrainSettings) -> None:
     if config.steps < 1 or config.batch_size < 1:
         raise ConfigError(f"steps and batch_size must be at least 1, got {config.steps} and {config.batch_size}")
     if config.encoder.image_size % config.encoder.patch_size:
-        raise ConfigError(f"encoder.image_size {config.encoder.image_size} is not a multiple of "
-                          f"encoder.patch_size {config.encoder.patch_size}")
+        raise ConfigError(
+            f"encoder.image_size {config.encoder.image_size} is not a multiple of "
+            f"encoder.patch_size {config.encoder.patch_size}"
+        )
     if config.encoder.hidden_size % config.encoder.num_heads:
-        raise ConfigError(f"encoder.hidden_size {config.encoder.hidden_size} does not split into "
-                          f"{config.encoder.num_heads} heads")
+        raise ConfigError(
+            f"encoder.hidden_size {config.encoder.hidden_size} does not split into {config.encoder.num_heads} heads"
+        )
 
 
 @torch.no_grad()
@@ -405,19 +416,22 @@ def pretrain_vision(config: VisionPretrainSettings) -> Path:
         metrics.write({"step": 0, "pictures": 0, "tiles": 0, **evaluate(vision, heads, evaluation)})
 
     source = StepBatches(config.seed, step, config.batch_size, config.encoder.patch_size)
-    loader = torch.utils.data.DataLoader(source, batch_size=None, num_workers=config.workers,
-                                         prefetch_factor=4 if config.workers else None)
+    loader = torch.utils.data.DataLoader(
+        source, batch_size=None, num_workers=config.workers, prefetch_factor=4 if config.workers else None
+    )
     bar = tqdm(total=stop, initial=step, desc="vision pre-training", unit="step", disable=not config.progress_bar)
     model.train()
     started = time.perf_counter() - elapsed  # training seconds over every session of this run
     for batch in loader:
         if step >= stop:
             break
-        optim.set_learning_rates(optimizer, optim.lr_factor(step, config.steps, config.warmup_steps,
-                                                            config.min_lr_ratio))
+        optim.set_learning_rates(
+            optimizer, optim.lr_factor(step, config.steps, config.warmup_steps, config.min_lr_ratio)
+        )
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-            loss, accuracy = patch_loss(vision, heads, Scenes(batch.pixels.to(device),
-                                                              {h: v.to(device) for h, v in batch.labels.items()}))
+            loss, accuracy = patch_loss(
+                vision, heads, Scenes(batch.pixels.to(device), {h: v.to(device) for h, v in batch.labels.items()})
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.max_grad_norm > 0:
@@ -427,8 +441,15 @@ def pretrain_vision(config: VisionPretrainSettings) -> Path:
         pictures += batch.pictures
         tiles += len(batch.pixels)
         elapsed = time.perf_counter() - started
-        record: dict[str, Any] = {"step": step, "pictures": pictures, "tiles": tiles, "elapsed_s": elapsed,
-                                  "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], **accuracy}
+        record: dict[str, Any] = {
+            "step": step,
+            "pictures": pictures,
+            "tiles": tiles,
+            "elapsed_s": elapsed,
+            "loss": loss.item(),
+            "lr": optimizer.param_groups[0]["lr"],
+            **accuracy,
+        }
         if evaluation and (step % config.eval_every == 0 or step == stop):
             record.update(evaluate(vision, heads, evaluation))
         metrics.write(record)
@@ -436,9 +457,16 @@ def pretrain_vision(config: VisionPretrainSettings) -> Path:
         bar.set_postfix(loss=f"{loss.item():.3f}", **{h[:5]: f"{a:.2f}" for h, a in accuracy.items()})
         if step == stop or step % config.checkpoint_every == 0:
             state = {"step": step, "steps": config.steps, "pictures": pictures, "tiles": tiles, "elapsed_s": elapsed}
-            checkpoint.save_checkpoint(run_dir, step, Distributed(), weights=model.state_dict(),
-                                       optimizer=optimizer.state_dict(), trainer_state=state,
-                                       config_yaml=dump_yaml(config), keep_last=1)
+            checkpoint.save_checkpoint(
+                run_dir,
+                step,
+                Distributed(),
+                weights=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                trainer_state=state,
+                config_yaml=dump_yaml(config),
+                keep_last=1,
+            )
     bar.close()
     plot_curve(run_dir)
     return export_encoder(vision, run_dir / ENCODER_FILE)

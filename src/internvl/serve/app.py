@@ -62,7 +62,9 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         location = ".".join(str(part) for part in first.get("loc", ()))
-        return JSONResponse(protocol.error_body(400, f"{location}: {first.get('msg')}", "invalid_value"), status_code=400)
+        return JSONResponse(
+            protocol.error_body(400, f"{location}: {first.get('msg')}", "invalid_value"), status_code=400
+        )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -91,8 +93,12 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
         check_key(request)
         chat_request = parse_request(await read_body(request, settings.max_request_bytes))
         if chat_request.model != settings.model_name:
-            raise APIError(404, f"the model {chat_request.model!r} does not exist; this server has "
-                                f"{settings.model_name!r}", code="model_not_found", param="model")
+            raise APIError(
+                404,
+                f"the model {chat_request.model!r} does not exist; this server has {settings.model_name!r}",
+                code="model_not_found",
+                param="model",
+            )
         prepared: Prepared = await run_in_threadpool(preparer, chat_request)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
@@ -113,8 +119,11 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
         answer_id, name = protocol.completion_id(), settings.model_name
         if chat_request.stream:
             include_usage = bool(chat_request.stream_options and chat_request.stream_options.include_usage)
-            return StreamingResponse(stream_events(job, events, answer_id, name, include_usage),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                stream_events(job, events, answer_id, name, include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         return await collect_events(request, job, events, answer_id, name)
 
     return app
@@ -124,8 +133,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"the request body ({declared} bytes) exceeds the limit of {limit} bytes",
-                       code="request_too_large")
+        raise APIError(
+            413, f"the request body ({declared} bytes) exceeds the limit of {limit} bytes", code="request_too_large"
+        )
     body = bytearray()
     async for piece in request.stream():
         body += piece
@@ -187,7 +197,9 @@ async def stream_events(
 
     try:
         for choice in range(job.n):
-            yield sse(protocol.chunk(answer_id, model, [protocol.delta_choice(choice, {"role": "assistant", "content": ""})]))
+            yield sse(
+                protocol.chunk(answer_id, model, [protocol.delta_choice(choice, {"role": "assistant", "content": ""})])
+            )
         open_choices, tokens = job.n, [0] * job.n
         while open_choices:
             event = await events.get()
@@ -196,10 +208,14 @@ async def stream_events(
                 break
             tokens[event.choice] = event.completion_tokens
             if event.text:
-                yield sse(protocol.chunk(answer_id, model, [protocol.delta_choice(event.choice, {"content": event.text})]))
+                yield sse(
+                    protocol.chunk(answer_id, model, [protocol.delta_choice(event.choice, {"content": event.text})])
+                )
             if event.finish_reason is not None:
                 open_choices -= 1
-                yield sse(protocol.chunk(answer_id, model, [protocol.delta_choice(event.choice, {}, event.finish_reason)]))
+                yield sse(
+                    protocol.chunk(answer_id, model, [protocol.delta_choice(event.choice, {}, event.finish_reason)])
+                )
         else:
             if include_usage:
                 yield sse(protocol.chunk(answer_id, model, [], protocol.usage(job.prompt_tokens, sum(tokens))))

@@ -151,8 +151,12 @@ class Engine:
 
     def stats(self) -> dict[str, int]:
         rows = len(self._rows)
-        return {"running_rows": rows, "free_rows": self.settings.max_batch - rows, "waiting": len(self._waiting),
-                "cancelled_requests": self.cancelled_requests}
+        return {
+            "running_rows": rows,
+            "free_rows": self.settings.max_batch - rows,
+            "waiting": len(self._waiting),
+            "cancelled_requests": self.cancelled_requests,
+        }
 
     def start(self) -> None:
         if self._thread is not None:
@@ -252,7 +256,9 @@ class Engine:
         generator = sampling_generator(config, self._device, choice)  # n choices with one seed still differ
         present = None
         if config.repetition_penalty != 1.0:
-            present = present_tokens(job.inputs.input_ids[None].to(self._device), None, self.model.config.text.vocab_size)
+            present = present_tokens(
+                job.inputs.input_ids[None].to(self._device), None, self.model.config.text.vocab_size
+            )
         answers = self.chat.answers
         return _Row(job, choice, answers.stream(config), answers.stop_ids(config), generator, present)
 
@@ -261,8 +267,9 @@ class Engine:
         tokens = torch.tensor([row.next_token for row in self._rows], device=self._device)  # (rows,)
         mask, positions = self.cache.decode_inputs()
         try:
-            logits = self.model(tokens[:, None], attention_mask=mask, position_ids=positions, cache=self.cache,
-                                last_only=True)[:, -1]  # (rows, vocab)
+            logits = self.model(
+                tokens[:, None], attention_mask=mask, position_ids=positions, cache=self.cache, last_only=True
+            )[:, -1]  # (rows, vocab)
         except Exception:  # nothing tells which request caused it: all running ones end, the server goes on
             log.exception("decode step failed")
             self._fail_all("the decode step failed")

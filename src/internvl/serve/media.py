@@ -61,8 +61,9 @@ def read_url(url: str, settings: ServeSettings, label: str, kind: str) -> bytes:
     else:
         raise APIError(400, f"{label}: unsupported URL; use a data:{kind}/...;base64 URL", code=f"invalid_{kind}")
     if len(data) > settings.max_media_bytes:
-        raise APIError(413, f"{label}: {len(data)} bytes exceed the limit of {settings.max_media_bytes}",
-                       code="media_too_large")
+        raise APIError(
+            413, f"{label}: {len(data)} bytes exceed the limit of {settings.max_media_bytes}", code="media_too_large"
+        )
     return data
 
 
@@ -70,11 +71,13 @@ def _read_data_url(url: str, label: str, kind: str) -> bytes:
     header, sep, payload = url.partition(",")
     media_type = header[len("data:") :].split(";")[0].lower()
     if not sep or not header.endswith(";base64"):
-        raise APIError(400, f"{label}: a data URL must be base64 encoded (data:{kind}/...;base64,...)",
-                       code=f"invalid_{kind}")
+        raise APIError(
+            400, f"{label}: a data URL must be base64 encoded (data:{kind}/...;base64,...)", code=f"invalid_{kind}"
+        )
     if media_type and not media_type.startswith(f"{kind}/"):
-        raise APIError(400, f"{label}: a data URL of type {media_type!r} where a {kind} was expected",
-                       code=f"invalid_{kind}")
+        raise APIError(
+            400, f"{label}: a data URL of type {media_type!r} where a {kind} was expected", code=f"invalid_{kind}"
+        )
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -83,8 +86,11 @@ def _read_data_url(url: str, label: str, kind: str) -> bytes:
 
 def _read_file_url(url: str, settings: ServeSettings, label: str) -> bytes:
     if settings.allowed_media_dir is None:
-        raise APIError(403, f"{label}: file:// URLs are disabled; start the server with --allowed-media-dir",
-                       code="media_not_allowed")
+        raise APIError(
+            403,
+            f"{label}: file:// URLs are disabled; start the server with --allowed-media-dir",
+            code="media_not_allowed",
+        )
     parsed = urllib.parse.urlparse(url)
     if parsed.netloc not in ("", "localhost"):
         raise APIError(400, f"{label}: file URLs must name a local path (file:///...)", code="invalid_url")
@@ -101,8 +107,12 @@ def _read_file_url(url: str, settings: ServeSettings, label: str) -> bytes:
 
 def _fetch(url: str, settings: ServeSettings, label: str) -> bytes:
     if not settings.allow_url_fetch:
-        raise APIError(403, f"{label}: fetching URLs is disabled; send the media as a data: URL or start the "
-                            "server with --allow-url-fetch", code="url_fetch_disabled")
+        raise APIError(
+            403,
+            f"{label}: fetching URLs is disabled; send the media as a data: URL or start the "
+            "server with --allow-url-fetch",
+            code="url_fetch_disabled",
+        )
     request = urllib.request.Request(url, headers={"User-Agent": "internvl-serve"})
     try:
         with urllib.request.urlopen(request, timeout=settings.fetch_timeout_s) as response:

@@ -70,29 +70,48 @@ class Preparer:
         s = self.settings
         unsupported = request.unsupported()
         if unsupported:
-            raise APIError(400, f"{unsupported} is not supported by this server", code="unsupported_parameter",
-                           param=unsupported)
+            raise APIError(
+                400, f"{unsupported} is not supported by this server", code="unsupported_parameter", param=unsupported
+            )
         limit = request.token_limit()
         if limit is not None and limit > s.max_tokens:
-            raise APIError(400, f"max_tokens = {limit} exceeds this server's cap of {s.max_tokens}",
-                           code="max_tokens_exceeded", param="max_tokens")
+            raise APIError(
+                400,
+                f"max_tokens = {limit} exceeds this server's cap of {s.max_tokens}",
+                code="max_tokens_exceeded",
+                param="max_tokens",
+            )
         if request.n > self.max_n:
-            raise APIError(400, f"n = {request.n} exceeds this server's cap of {self.max_n}", code="n_exceeded", param="n")
+            raise APIError(
+                400, f"n = {request.n} exceeds this server's cap of {self.max_n}", code="n_exceeded", param="n"
+            )
         if request.max_tiles is not None and request.max_tiles > s.max_tiles:
-            raise APIError(400, f"max_tiles = {request.max_tiles} exceeds this server's cap of {s.max_tiles}",
-                           code="max_tiles_exceeded", param="max_tiles")
+            raise APIError(
+                400,
+                f"max_tiles = {request.max_tiles} exceeds this server's cap of {s.max_tiles}",
+                code="max_tiles_exceeded",
+                param="max_tiles",
+            )
         stops = request.stop_strings()
         if len(stops) > MAX_STOP_STRINGS or not all(stops):
             raise APIError(400, f"stop takes at most {MAX_STOP_STRINGS} non-empty strings", param="stop")
         parts = [p for m in request.messages if not isinstance(m.content, str) for p in m.content]
         media = sum(isinstance(p, (ImagePart, VideoPart)) for p in parts)
         if media > s.max_images:
-            raise APIError(400, f"the request has {media} images and videos; this server takes at most {s.max_images}",
-                           code="too_many_images", param="messages")
+            raise APIError(
+                400,
+                f"the request has {media} images and videos; this server takes at most {s.max_images}",
+                code="too_many_images",
+                param="messages",
+            )
         for part in parts:
             if isinstance(part, VideoPart) and (part.video_url.num_frames or 0) > s.max_video_frames:
-                raise APIError(400, f"num_frames = {part.video_url.num_frames} exceeds this server's cap of "
-                                    f"{s.max_video_frames}", code="too_many_frames", param="messages")
+                raise APIError(
+                    400,
+                    f"num_frames = {part.video_url.num_frames} exceeds this server's cap of {s.max_video_frames}",
+                    code="too_many_frames",
+                    param="messages",
+                )
 
     def _messages(self, request: ChatCompletionRequest, scratch: Path) -> list[dict[str, Any]]:
         """OpenAI messages -> the processor's messages (images as RGB images, videos as files in `scratch`)."""
@@ -108,8 +127,12 @@ class Preparer:
                 if isinstance(part, TextPart):
                     content.append({"type": "text", "text": part.text})
                 elif role != "user":
-                    raise APIError(400, f"{label}: images and videos may only appear in user messages",
-                                   code="invalid_input", param="messages")
+                    raise APIError(
+                        400,
+                        f"{label}: images and videos may only appear in user messages",
+                        code="invalid_input",
+                        param="messages",
+                    )
                 elif isinstance(part, ImagePart):
                     content.append({"type": "image", "image": load_image_url(part.image_url.url, self.settings, label)})
                 else:
@@ -124,9 +147,14 @@ class Preparer:
         limit = request.token_limit()
         if room < 1 or (limit is not None and limit > room):
             wanted = f" + {limit} to generate" if limit is not None else ""
-            raise APIError(400, f"the prompt is {prompt_tokens} tokens{wanted}, over the {self.max_seq_len} tokens "
-                                "this server gives a conversation: use fewer or smaller images (max_tiles), a shorter "
-                                "text or a lower max_tokens", code="context_length_exceeded", param="messages")
+            raise APIError(
+                400,
+                f"the prompt is {prompt_tokens} tokens{wanted}, over the {self.max_seq_len} tokens "
+                "this server gives a conversation: use fewer or smaller images (max_tiles), a shorter "
+                "text or a lower max_tokens",
+                code="context_length_exceeded",
+                param="messages",
+            )
         overrides: dict[str, Any] = {
             "max_new_tokens": limit if limit is not None else min(self.settings.max_tokens, room),
             "stop_strings": request.stop_strings(),

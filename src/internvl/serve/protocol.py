@@ -152,27 +152,44 @@ def completion_id() -> str:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def completion(
-    id: str, model: str, answers: list[str], finish_reasons: list[str | None], prompt_tokens: int, completion_tokens: int
+    id: str,
+    model: str,
+    answers: list[str],
+    finish_reasons: list[str | None],
+    prompt_tokens: int,
+    completion_tokens: int,
 ) -> dict[str, Any]:
     choices = [
         {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason, "logprobs": None}
         for i, (text, reason) in enumerate(zip(answers, finish_reasons))
     ]
-    return {"id": id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
+    return {
+        "id": id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
 
 
-def chunk(
-    id: str, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None = None
-) -> dict[str, Any]:
+def chunk(id: str, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
     """One `chat.completion.chunk`; `choices` entries are `delta_choice(...)`."""
-    body: dict[str, Any] = {"id": id, "object": "chat.completion.chunk", "created": int(time.time()),
-                            "model": model, "choices": choices}
+    body: dict[str, Any] = {
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+    }
     if usage is not None:
         body["usage"] = usage
     return body

@@ -22,8 +22,11 @@ def run_server(chat: Chat, settings: ServeSettings, engine_settings: EngineSetti
     import uvicorn
 
     if not _is_loopback(settings.host) and settings.api_key is None:
-        log.warning("listening on %s without an API key: anyone who can reach this port can use the model "
-                    "(pass --api-key or set INTERNVL_API_KEY)", settings.host)
+        log.warning(
+            "listening on %s without an API key: anyone who can reach this port can use the model "
+            "(pass --api-key or set INTERNVL_API_KEY)",
+            settings.host,
+        )
     app = create_app(Engine(chat, engine_settings), settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 
@@ -39,15 +42,21 @@ class BackgroundServer:
     """`with BackgroundServer(chat, settings) as server: ... server.url ...` serves on 127.0.0.1 at a
     free port in a daemon thread; leaving the block shuts it down (and the engine with it)."""
 
-    def __init__(self, chat: Chat, settings: ServeSettings | None = None,
-                 engine_settings: EngineSettings | None = None, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        chat: Chat,
+        settings: ServeSettings | None = None,
+        engine_settings: EngineSettings | None = None,
+        engine: Engine | None = None,
+    ) -> None:
         import uvicorn
 
         self.engine = engine or Engine(chat, engine_settings)
         self.settings = settings or ServeSettings()
         app = create_app(self.engine, self.settings)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                                timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_graceful_shutdown=5
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="internvl-http", daemon=True)
         self.port = 0
@@ -66,6 +75,8 @@ class BackgroundServer:
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)

@@ -68,7 +68,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     latest = latest_checkpoint(path)
     if latest is None:
-        raise CheckpointError(f"{path}: neither a training checkpoint (no {STATE_FILE}) nor a run folder with checkpoints")
+        raise CheckpointError(
+            f"{path}: neither a training checkpoint (no {STATE_FILE}) nor a run folder with checkpoints"
+        )
     return latest
 
 

@@ -53,10 +53,11 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     recipes = train.add_subparsers(dest="recipe_command", required=True)
 
     sft = recipes.add_parser(
-        "sft", help="supervised fine-tuning",
+        "sft",
+        help="supervised fine-tuning",
         description="Supervised fine-tuning configured by a YAML recipe; settings can be overridden as "
-                    "dotted.key=value (e.g. optim.lr=1e-4 lora.language_rank=16). Under torchrun each process "
-                    "trains one data-parallel rank.",
+        "dotted.key=value (e.g. optim.lr=1e-4 lora.language_rank=16). Under torchrun each process "
+        "trains one data-parallel rank.",
     )
     sft.add_argument("recipe", help="YAML recipe (see configs/sft_*.yaml)")
     sft.add_argument("overrides", nargs="*", help="dotted.key=value settings applied after the recipe")
@@ -64,10 +65,11 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     sft.set_defaults(func=_sft)
 
     merge = recipes.add_parser(
-        "merge-lora", help="merge a run's LoRA adapters into a plain checkpoint folder",
+        "merge-lora",
+        help="merge a run's LoRA adapters into a plain checkpoint folder",
         description="Rebuild the model of a training checkpoint, merge its LoRA adapters (if any) into the base "
-                    "weights and save a plain checkpoint that internvl.weights.load_model (and transformers, for "
-                    "--layout hf) loads.",
+        "weights and save a plain checkpoint that internvl.weights.load_model (and transformers, for "
+        "--layout hf) loads.",
     )
     merge.add_argument("checkpoint", help="a checkpoint folder (RUN/checkpoints/step-N) or a run folder (its latest)")
     merge.add_argument("out", help="output folder (replaced atomically)")

@@ -31,7 +31,14 @@ from internvl.config import InternVLConfig
 from internvl.errors import ConfigError
 
 TENSOR_KEYS = (
-    "input_ids", "labels", "loss_weight", "attention_mask", "position_ids", "document_ids", "pixel_values", "image_flags",
+    "input_ids",
+    "labels",
+    "loss_weight",
+    "attention_mask",
+    "position_ids",
+    "document_ids",
+    "pixel_values",
+    "image_flags",
 )
 
 
@@ -168,17 +175,22 @@ class SyntheticPackedBatches:
 
     def make_batch(self, index: int) -> dict:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        text_high = self.config.image_token_id if self.config.image_token_id is not None else self.config.text.vocab_size
+        text_high = (
+            self.config.image_token_id if self.config.image_token_id is not None else self.config.text.vocab_size
+        )
         text_high = min(text_high, self.config.text.vocab_size)
         rows = [self._row(g, text_high) for _ in range(self.rows)]
-        batch: dict[str, Any] = {key: torch.stack([r[key] for r in rows]) for key in ("input_ids", "labels", "loss_weight",
-                                                                      "attention_mask", "position_ids", "document_ids")}
+        batch: dict[str, Any] = {
+            key: torch.stack([r[key] for r in rows])
+            for key in ("input_ids", "labels", "loss_weight", "attention_mask", "position_ids", "document_ids")
+        }
         tiles = self.rows * self.tiles_per_row
         size = self.config.vision.image_size
         if tiles + self.dummy_tiles > 0:
             batch["pixel_values"] = torch.randn(tiles + self.dummy_tiles, 3, size, size, generator=g)
             batch["image_flags"] = torch.cat(
-                [torch.ones(tiles, dtype=torch.long), torch.zeros(self.dummy_tiles, dtype=torch.long)])
+                [torch.ones(tiles, dtype=torch.long), torch.zeros(self.dummy_tiles, dtype=torch.long)]
+            )
         real = int(batch["attention_mask"].sum())
         batch["num_samples"] = self.rows * self.samples_per_row
         batch["num_tokens"] = real
@@ -215,7 +227,10 @@ class SyntheticPackedBatches:
         positions += [0] * pad
         documents += [n] * pad
         return {
-            "input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "loss_weight": torch.tensor(weights),
-            "attention_mask": torch.tensor(mask), "position_ids": torch.tensor(positions),
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "loss_weight": torch.tensor(weights),
+            "attention_mask": torch.tensor(mask),
+            "position_ids": torch.tensor(positions),
             "document_ids": torch.tensor(documents),
         }

@@ -74,7 +74,10 @@ def setup(device: str = "auto", backend: str = "", init_method: str = "env://", 
     if world_size > 1 and not dist.is_initialized():
         backend = backend or ("nccl" if chosen.type == "cuda" else "gloo")
         dist.init_process_group(
-            backend, init_method=init_method or "env://", rank=rank, world_size=world_size,
+            backend,
+            init_method=init_method or "env://",
+            rank=rank,
+            world_size=world_size,
             timeout=datetime.timedelta(seconds=timeout_s),
         )
         owns_group = True
@@ -110,7 +113,11 @@ def wrap(
 
 def unwrap(module: nn.Module) -> nn.Module:
     """The objective inside a DDP wrapper (FSDP2 shards in place, so it is its own inner module)."""
-    return module.module if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel) else module
+    return (
+        module.module
+        if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel)
+        else module
+    )
 
 
 @contextlib.contextmanager

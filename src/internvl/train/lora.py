@@ -17,7 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-LANGUAGE_TARGETS = r"language\.layers\.\d+\.(?:attn\.(?:qkv|o)|mlp\.(?:gate_up|down)|mlp\.experts\.\d+\.(?:gate_up|down))"
+LANGUAGE_TARGETS = (
+    r"language\.layers\.\d+\.(?:attn\.(?:qkv|o)|mlp\.(?:gate_up|down)|mlp\.experts\.\d+\.(?:gate_up|down))"
+)
 VISION_TARGETS = r"vision\.layers\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.(?:fc1|fc2))"
 ADAPTER = "default"
 

@@ -85,7 +85,9 @@ class DataSettings:
 
 @dataclass
 class OptimSettings:
-    lr: float = 4e-5  # peak learning rate (docs/sft.md#hyper-parameters: 1e-5 .. 8e-5 full, 4e-5 LoRA, 2e-4 projector warm-up)
+    lr: float = (
+        4e-5  # peak learning rate (docs/sft.md#hyper-parameters: 1e-5 .. 8e-5 full, 4e-5 LoRA, 2e-4 projector warm-up)
+    )
     lr_vision: float | None = None  # per-part peak learning rates; None = `lr`
     lr_projector: float | None = None
     lr_language: float | None = None
@@ -117,7 +119,9 @@ class CheckpointSettings:
     enabled: bool = True  # false: write no checkpoint at all (benchmarks, smoke runs)
     every_steps: int = 500  # save every N steps (and at the last step); 0 = only at the end
     keep_last: int = 2  # complete checkpoints kept; older ones are removed after a new one is in place
-    weights: Literal["trainable", "full"] = "trainable"  # trainable: adapters / unfrozen parts (needs model.path to resume)
+    weights: Literal["trainable", "full"] = (
+        "trainable"  # trainable: adapters / unfrozen parts (needs model.path to resume)
+    )
     resume: str = "auto"  # auto: from RUN's latest checkpoint if any | never | a checkpoint folder
 
 
@@ -200,7 +204,11 @@ def build_model(settings: ModelSettings) -> InternVL:
 
 def set_trainable(model: InternVL, freeze: FreezeSettings, lora_settings: LoraSettings) -> dict[str, bool]:
     """requires_grad per parameter; returns {part: has trainable parameters}."""
-    with_lora = {"language": lora_settings.language_rank > 0, "vision": lora_settings.vision_rank > 0, "projector": False}
+    with_lora = {
+        "language": lora_settings.language_rank > 0,
+        "vision": lora_settings.vision_rank > 0,
+        "projector": False,
+    }
     frozen = {"vision": freeze.vision, "projector": freeze.projector, "language": freeze.language}
     for part in PARTS:
         for name, param in getattr(model, part).named_parameters():
@@ -242,8 +250,13 @@ class SFTObjective(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (Σ w·CE over this micro-batch, MoE load-balancing loss or 0), float32 scalars."""
         hidden = self.model(
-            input_ids, pixel_values, attention_mask=attention_mask, position_ids=position_ids,
-            image_flags=image_flags, document_ids=document_ids, return_hidden=True,
+            input_ids,
+            pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            image_flags=image_flags,
+            document_ids=document_ids,
+            return_hidden=True,
         )  # (B, T, d_llm)
         ce_sum = weighted_cross_entropy_sum(hidden, self.model.language.lm_head, targets, weights, self.chunk_size)
         router_logits = [m.last_router_logits for m in self._moe_layers if m.last_router_logits is not None]
@@ -295,14 +308,16 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
         config.model = dataclasses.replace(config.model, path=str(Path(config.model.path).resolve()))
     run_dir = Path(config.output_dir)
     accum = config.train.gradient_accumulation_steps
-    autocast: dict[str, Any] = dict(device_type=state.device.type, dtype=torch.bfloat16,
-                                    enabled=config.train.precision == "bf16")
+    autocast: dict[str, Any] = dict(
+        device_type=state.device.type, dtype=torch.bfloat16, enabled=config.train.precision == "bf16"
+    )
 
     # 1. The model: weights, adapters, what trains, modes, checkpointing flags.
     seed_everything(config.seed)
     model = build_model(config.model)
-    lora.apply_lora(model, config.lora.language_rank, config.lora.vision_rank, config.lora.alpha_multiplier,
-                    config.lora.dropout)
+    lora.apply_lora(
+        model, config.lora.language_rank, config.lora.vision_rank, config.lora.alpha_multiplier, config.lora.dropout
+    )
     trainable = set_trainable(model, config.freeze, config.lora)
     model.vision.gradient_checkpointing = config.train.activation_checkpointing
     model.language.gradient_checkpointing = config.train.activation_checkpointing
@@ -310,8 +325,10 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
     set_modes(model, trainable)
     has_experts = model.config.text.num_experts > 0
     if has_experts and state.active and config.distributed.strategy == "fsdp":
-        raise ConfigError("FSDP2 with MoE experts is not supported (ranks route tokens to different experts); "
-                          "use distributed.strategy=ddp")
+        raise ConfigError(
+            "FSDP2 with MoE experts is not supported (ranks route tokens to different experts); "
+            "use distributed.strategy=ddp"
+        )
     aux_coef = config.train.moe_aux_loss_coef
     if aux_coef is None:
         aux_coef = model.config.text.router_aux_loss_coef if has_experts else 0.0
@@ -319,11 +336,17 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
     # 2. Wrap for data parallelism (DDP) or sharding (FSDP2), then the optimiser over the wrapped parameters.
     objective = SFTObjective(model, config.train.loss_chunk_size)
     wrapped = distributed.wrap(
-        objective, model, config.distributed.strategy, state,
+        objective,
+        model,
+        config.distributed.strategy,
+        state,
         find_unused_parameters=config.distributed.find_unused_parameters or has_experts,
     )
-    part_lr = {"vision": config.optim.lr_vision, "projector": config.optim.lr_projector,
-               "language": config.optim.lr_language}
+    part_lr = {
+        "vision": config.optim.lr_vision,
+        "projector": config.optim.lr_projector,
+        "language": config.optim.lr_language,
+    }
     groups = optim.parameter_groups(model.named_parameters(), config.optim.lr, config.optim.weight_decay, part_lr)
     if not groups:
         raise ConfigError("nothing to train: every part is frozen and no LoRA rank is set")
@@ -358,9 +381,12 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
         stream.load_state_dict(progress["data"])
         step, samples_seen, tokens_seen = progress["step"], progress["samples"], progress["tokens"]
         if progress["world_size"] != state.world_size and state.is_main:
-            print(f"warning: {resume_from} was written by {progress['world_size']} processes and this run has "
-                  f"{state.world_size}: each rank's data position is kept, so the batch order differs from an "
-                  "uninterrupted run", file=sys.stderr)
+            print(
+                f"warning: {resume_from} was written by {progress['world_size']} processes and this run has "
+                f"{state.world_size}: each rank's data position is kept, so the batch order differs from an "
+                "uninterrupted run",
+                file=sys.stderr,
+            )
         if saved["rng"] is not None:
             checkpoint.set_rng_state(saved["rng"])
         else:
@@ -377,8 +403,14 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=stop_at, initial=step, file=sys.stderr, dynamic_ncols=True, unit="step",
-               disable=not (state.is_main and config.log.progress_bar))
+    bar = tqdm(
+        total=stop_at,
+        initial=step,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        unit="step",
+        disable=not (state.is_main and config.log.progress_bar),
+    )
     last_checkpoint: Path | None = resume_from
     loss_value = float("nan")
     started = time.perf_counter()
@@ -410,8 +442,10 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
             step_aux += aux.detach().double().cpu() / accum
 
         # Statistics of the whole step over all ranks.
-        real = sum(int(b["attention_mask"].sum()) if b.get("attention_mask") is not None else b["input_ids"].numel()
-                   for b in batches)
+        real = sum(
+            int(b["attention_mask"].sum()) if b.get("attention_mask") is not None else b["input_ids"].numel()
+            for b in batches
+        )
         every = sum(b["input_ids"].numel() for b in batches)
         samples = sum(int(b.get("num_samples", b["input_ids"].shape[0])) for b in batches)
         stats = torch.tensor([float(step_loss), float(step_aux), real, every, samples], dtype=torch.float64)
@@ -437,9 +471,17 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
 
         # Log, show, save.
         if metrics is not None and (step % config.log.every_steps == 0 or step == stop_at):
-            record = {"step": step, "loss": loss_value, "lr": config.optim.lr * factor, "grad_norm": grad_norm,
-                      "tokens_per_s": tokens_per_s, "padding_share": 1.0 - float(stats[2]) / max(float(stats[3]), 1.0),
-                      "samples": samples_seen, "tokens": tokens_seen, "elapsed_s": time.perf_counter() - started}
+            record = {
+                "step": step,
+                "loss": loss_value,
+                "lr": config.optim.lr * factor,
+                "grad_norm": grad_norm,
+                "tokens_per_s": tokens_per_s,
+                "padding_share": 1.0 - float(stats[2]) / max(float(stats[3]), 1.0),
+                "samples": samples_seen,
+                "tokens": tokens_seen,
+                "elapsed_s": time.perf_counter() - started,
+            }
             record.update({f"lr_{part}": lr for part, lr in lrs.items()})
             if has_experts:
                 record["aux_loss"] = aux_value
@@ -448,18 +490,32 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
         bar.update(1)
         every_steps = config.checkpoint.every_steps
         if config.checkpoint.enabled and (step == stop_at or (every_steps > 0 and step % every_steps == 0)):
-            progress = {"step": step, "max_steps": max_steps, "samples": samples_seen, "tokens": tokens_seen,
-                        "world_size": state.world_size, "data": stream.state_dict(),
-                        "schedule": {"max_steps": max_steps, "warmup_steps": warmup,
-                                     "min_lr_ratio": config.optim.min_lr_ratio, "lr_factor": factor},
-                        "loss": loss_value}
+            progress = {
+                "step": step,
+                "max_steps": max_steps,
+                "samples": samples_seen,
+                "tokens": tokens_seen,
+                "world_size": state.world_size,
+                "data": stream.state_dict(),
+                "schedule": {
+                    "max_steps": max_steps,
+                    "warmup_steps": warmup,
+                    "min_lr_ratio": config.optim.min_lr_ratio,
+                    "lr_factor": factor,
+                },
+                "loss": loss_value,
+            }
             last_checkpoint = save(config, run_dir, step, wrapped, model, optimizer, progress, state)
     bar.close()
 
     if state.is_main and config.log.plot and (run_dir / "metrics.jsonl").is_file():
         plot_metrics(run_dir)
-    return {"step": step, "loss": loss_value, "run_dir": str(run_dir),
-            "checkpoint": str(last_checkpoint) if last_checkpoint else None}
+    return {
+        "step": step,
+        "loss": loss_value,
+        "run_dir": str(run_dir),
+        "checkpoint": str(last_checkpoint) if last_checkpoint else None,
+    }
 
 
 def nonfinite_message(what: str, value: float, step: int, config: SFTSettings, last: Path | None) -> str:
@@ -491,8 +547,16 @@ def trainable_names(model: nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save(config: SFTSettings, run_dir: Path, step: int, wrapped: nn.Module, model: InternVL,
-         optimizer: torch.optim.Optimizer, progress: dict[str, Any], state: distributed.Distributed) -> Path:
+def save(
+    config: SFTSettings,
+    run_dir: Path,
+    step: int,
+    wrapped: nn.Module,
+    model: InternVL,
+    optimizer: torch.optim.Optimizer,
+    progress: dict[str, Any],
+    state: distributed.Distributed,
+) -> Path:
     """Gather full weights and optimiser state (collective), then write the checkpoint atomically."""
     full = distributed.model_state(wrapped, state)  # "model.<our name>" -> tensor, on rank 0
     keep = trainable_names(model) if config.checkpoint.weights == "trainable" else None
@@ -505,26 +569,35 @@ def save(config: SFTSettings, run_dir: Path, step: int, wrapped: nn.Module, mode
         weights.pop("language.lm_head.weight", None)  # the same tensor as language.embed.weight
     optimizer_state = distributed.optimizer_state(wrapped, optimizer, state)
     return checkpoint.save_checkpoint(
-        run_dir, step, state, weights=weights, optimizer=optimizer_state, trainer_state=progress,
-        config_yaml=dump_yaml(config), keep_last=config.checkpoint.keep_last,
+        run_dir,
+        step,
+        state,
+        weights=weights,
+        optimizer=optimizer_state,
+        trainer_state=progress,
+        config_yaml=dump_yaml(config),
+        keep_last=config.checkpoint.keep_last,
     )
 
 
-def load_weights(wrapped: nn.Module, model: InternVL, weights: dict[str, torch.Tensor],
-                 state: distributed.Distributed, folder: Path) -> None:
+def load_weights(
+    wrapped: nn.Module, model: InternVL, weights: dict[str, torch.Tensor], state: distributed.Distributed, folder: Path
+) -> None:
     names = {name for name, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
     unknown = sorted(set(weights) - names - {"language.lm_head.weight"})
     if unknown:
         raise CheckpointError(f"{folder}: tensor {unknown[0]!r} is not a parameter of this model (another recipe?)")
     missing = sorted(trainable_names(model) - set(weights))
     if missing:
-        raise CheckpointError(f"{folder}: trainable parameter {missing[0]!r} is missing; it was saved with other "
-                              "freeze / LoRA settings")
+        raise CheckpointError(
+            f"{folder}: trainable parameter {missing[0]!r} is missing; it was saved with other freeze / LoRA settings"
+        )
     distributed.load_model_state(wrapped, {f"model.{k}": v for k, v in weights.items()}, state)
 
 
-def export_model(checkpoint_path: str | Path, out: str | Path, layout: str = "original",
-                 dtype: torch.dtype | None = None) -> Path:
+def export_model(
+    checkpoint_path: str | Path, out: str | Path, layout: str = "original", dtype: torch.dtype | None = None
+) -> Path:
     """A run's checkpoint as a plain model folder: LoRA merged into the base weights, loadable by
     `internvl.weights.load_model` (and the official / transformers code for the layout)."""
     from safetensors.torch import load_file
@@ -534,8 +607,9 @@ def export_model(checkpoint_path: str | Path, out: str | Path, layout: str = "or
     folder = checkpoint.resolve_checkpoint(checkpoint_path)
     config = load_config(folder / "config.yaml")
     model = build_model(config.model)
-    lora.apply_lora(model, config.lora.language_rank, config.lora.vision_rank, config.lora.alpha_multiplier,
-                    config.lora.dropout)
+    lora.apply_lora(
+        model, config.lora.language_rank, config.lora.vision_rank, config.lora.alpha_multiplier, config.lora.dropout
+    )
     weights = load_file(str(folder / "model.safetensors"))
     names = set(model.state_dict())
     unknown = sorted(set(weights) - names)

@@ -19,8 +19,23 @@ from internvl.data.world.sample import SPLITS, Sample
 from internvl.data.world.score import SCORERS, check_steps, first_wrong_step, score
 
 __all__ = [
-    "FAMILIES", "FAMILY_NAMES", "SCORERS", "SPLITS", "Sample", "check_steps", "export_pairs", "export_sft",
-    "export_tsv", "first_wrong_step", "generate_conversation", "generate_samples", "generate_sample", "load_conversations",
-    "load_samples", "make_pair",
-    "read_video_frames", "rejected_response", "score",
+    "FAMILIES",
+    "FAMILY_NAMES",
+    "SCORERS",
+    "SPLITS",
+    "Sample",
+    "check_steps",
+    "export_pairs",
+    "export_sft",
+    "export_tsv",
+    "first_wrong_step",
+    "generate_conversation",
+    "generate_samples",
+    "generate_sample",
+    "load_conversations",
+    "load_samples",
+    "make_pair",
+    "read_video_frames",
+    "rejected_response",
+    "score",
 ]

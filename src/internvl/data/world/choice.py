@@ -37,7 +37,11 @@ def as_choice(sample: Sample, rng: np.random.Generator, n_options: int = 4) -> S
     letter = LETTERS[options.index(sample.answer)]
     meta = {**sample.meta, "open_answer": sample.answer, "open_type": sample.answer_type}
     return dataclasses.replace(
-        sample, answer=letter, answer_type="choice", options=options,
+        sample,
+        answer=letter,
+        answer_type="choice",
+        options=options,
         answer_space=list(LETTERS[: len(options)]),
-        distractors=[LETTERS[i] for i in range(len(options)) if LETTERS[i] != letter], meta=meta,
+        distractors=[LETTERS[i] for i in range(len(options)) if LETTERS[i] != letter],
+        meta=meta,
     )

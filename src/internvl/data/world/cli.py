@@ -50,16 +50,30 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     g = sub.add_parser("generate", help="media + <split>.jsonl + meta.json (SFT format, docs/sft.md)")
     g.add_argument("--out", required=True, help="output directory (one per split)")
     _common(g, "train")
-    g.add_argument("--video-format", default="auto", choices=VIDEO_FORMATS,
-                   help="mp4 (needs PyAV) or a folder of PNG frames; auto = mp4 when PyAV is installed")
-    g.add_argument("--questions-per-image", type=int, default=1, metavar="K",
-                   help="each line a conversation of K questions about its picture(s) (default 1)")
-    g.add_argument("--describe", action="store_true",
-                   help="add a turn describing the whole picture to each conversation (training data)")
+    g.add_argument(
+        "--video-format",
+        default="auto",
+        choices=VIDEO_FORMATS,
+        help="mp4 (needs PyAV) or a folder of PNG frames; auto = mp4 when PyAV is installed",
+    )
+    g.add_argument(
+        "--questions-per-image",
+        type=int,
+        default=1,
+        metavar="K",
+        help="each line a conversation of K questions about its picture(s) (default 1)",
+    )
+    g.add_argument(
+        "--describe",
+        action="store_true",
+        help="add a turn describing the whole picture to each conversation (training data)",
+    )
     t = sub.add_parser("export-tsv", help="VLMEvalKit-style TSV with base64 PNG images")
     t.add_argument("--out", required=True, help="output .tsv file")
     _common(t, "test")
-    p = sub.add_parser("pairs", help="pairs_<split>.jsonl + meta_pairs.json (MPO format, docs/preference-and-rewards.md#mpo-pairs)")
+    p = sub.add_parser(
+        "pairs", help="pairs_<split>.jsonl + meta_pairs.json (MPO format, docs/preference-and-rewards.md#mpo-pairs)"
+    )
     p.add_argument("--out", required=True, help="output directory")
     _common(p, "train")
     p.add_argument("--video-format", default="auto", choices=VIDEO_FORMATS)
@@ -89,21 +103,36 @@ def run(args: argparse.Namespace) -> int:
         sample = generate_sample(args.family, args.split, args.index, args.seed)
         if args.save:
             (sample.images or sample.frames)[0].save(args.save)
-        shown = {**sample.__dict__, "images": [f"<{p.width}x{p.height}>" for p in sample.images],
-                 "frames": [f"<{p.width}x{p.height}>" for p in sample.frames],
-                 "prompt": sample.prompt, "response": sample.response}
+        shown = {
+            **sample.__dict__,
+            "images": [f"<{p.width}x{p.height}>" for p in sample.images],
+            "frames": [f"<{p.width}x{p.height}>" for p in sample.frames],
+            "prompt": sample.prompt,
+            "response": sample.response,
+        }
         print(json.dumps(shown, indent=2, ensure_ascii=False))
         return 0
     start = time.perf_counter()
     families, progress = _families(args.families), not args.no_progress
     if args.world_command == "generate":
-        written = export_sft(args.out, args.n, args.split, args.seed, families, args.workers, args.video_format,
-                             progress, args.questions_per_image, args.describe)
+        written = export_sft(
+            args.out,
+            args.n,
+            args.split,
+            args.seed,
+            families,
+            args.workers,
+            args.video_format,
+            progress,
+            args.questions_per_image,
+            args.describe,
+        )
     elif args.world_command == "export-tsv":
         written = export_tsv(args.out, args.n, args.split, args.seed, families, args.workers, progress)
     else:
-        written = export_pairs(args.out, args.n, args.split, args.seed, families, args.workers, args.video_format,
-                               progress)
+        written = export_pairs(
+            args.out, args.n, args.split, args.seed, families, args.workers, args.video_format, progress
+        )
     elapsed = time.perf_counter() - start
     print(f"wrote {args.n} {args.split} samples -> {written} in {elapsed:.1f} s ({args.n / elapsed:.0f} samples/s)")
     return 0

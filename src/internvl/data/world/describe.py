@@ -34,8 +34,10 @@ def place(x: float, y: float, width: float, height: float) -> str:
 def objects(rows: Sequence[Sequence[Any]], width: float = TILE, height: float = TILE, sizes: bool = True) -> str:
     """Objects in reading order (top band first, left to right): "large cyan triangle at the top left; ..."."""
     ordered = sorted(rows, key=lambda r: (third(r[3], height), r[2]))
-    return "; ".join(f"{size_name(r[4]) + ' ' if sizes else ''}{r[1]} {r[0]} at the {place(r[2], r[3], width, height)}"
-                     for r in ordered)
+    return "; ".join(
+        f"{size_name(r[4]) + ' ' if sizes else ''}{r[1]} {r[0]} at the {place(r[2], r[3], width, height)}"
+        for r in ordered
+    )
 
 
 def bars(content: dict[str, Any]) -> str:
@@ -72,8 +74,11 @@ def images(content: dict[str, Any]) -> str:
 def detail(content: dict[str, Any]) -> str:
     width, height = content["canvas"]
     items = sorted(content["items"], key=lambda it: (third(it["y"], height), it["x"]))
-    return "; ".join(f"{it['frame']} frame with {it.get('pattern') or 'code ' + it['code']} at the "
-                     f"{place(it['x'] + it['w'] / 2, it['y'] + it['h'] / 2, width, height)}" for it in items)
+    return "; ".join(
+        f"{it['frame']} frame with {it.get('pattern') or 'code ' + it['code']} at the "
+        f"{place(it['x'] + it['w'] / 2, it['y'] + it['h'] / 2, width, height)}"
+        for it in items
+    )
 
 
 def reasoning(content: dict[str, Any]) -> str | None:

@@ -37,8 +37,24 @@ from internvl.data.world.png import encode_png
 from internvl.data.world.sample import Sample, media_prefix
 from internvl.errors import InputError
 
-TSV_COLUMNS = ("index", "id", "image", "question", "A", "B", "C", "D", "answer", "category", "split",
-               "answer_type", "metric", "media", "prompt", "record")
+TSV_COLUMNS = (
+    "index",
+    "id",
+    "image",
+    "question",
+    "A",
+    "B",
+    "C",
+    "D",
+    "answer",
+    "category",
+    "split",
+    "answer_type",
+    "metric",
+    "media",
+    "prompt",
+    "record",
+)
 
 # How internvl.eval scores each answer type (the world's own scorers stay the reference, `score.py`).
 EVAL_METRIC = {"choice": "mcq", "number": "numeric", "box": "iou"}
@@ -105,8 +121,19 @@ class _Worker:
         return lines
 
 
-def _export_jsonl(kind: str, out: str | Path, n: int, split: str, seed: int, families: Sequence[str] | None,
-                  workers: int, video_format: str, progress: bool, questions: int = 1, describe: bool = False) -> Path:
+def _export_jsonl(
+    kind: str,
+    out: str | Path,
+    n: int,
+    split: str,
+    seed: int,
+    families: Sequence[str] | None,
+    workers: int,
+    video_format: str,
+    progress: bool,
+    questions: int = 1,
+    describe: bool = False,
+) -> Path:
     if n < 1:
         raise InputError(f"--n must be at least 1, got {n}")
     if questions < 1:
@@ -123,28 +150,52 @@ def _export_jsonl(kind: str, out: str | Path, n: int, split: str, seed: int, fam
             f.write(line + "\n")
             max_patch = max(max_patch, tiles)
     name = f"world_{prefix}{split.replace('-', '_')}"
-    entry = {"root": str((out / "images").resolve()) + os.sep, "annotation": str(annotation.resolve()),
-             "data_augment": False, "repeat_time": 1, "length": n, "max_dynamic_patch": max_patch}
+    entry = {
+        "root": str((out / "images").resolve()) + os.sep,
+        "annotation": str(annotation.resolve()),
+        "data_augment": False,
+        "repeat_time": 1,
+        "length": n,
+        "max_dynamic_patch": max_patch,
+    }
     meta = out / ("meta.json" if kind == "sft" else "meta_pairs.json")
     meta.write_text(json.dumps({name: entry}, indent=2) + "\n")
     return meta
 
 
-def export_sft(out: str | Path, n: int, split: str = "train", seed: int = 0, families: Sequence[str] | None = None,
-               workers: int = 1, video_format: str = "auto", progress: bool = True,
-               questions_per_image: int = 1, describe: bool = False) -> Path:
+def export_sft(
+    out: str | Path,
+    n: int,
+    split: str = "train",
+    seed: int = 0,
+    families: Sequence[str] | None = None,
+    workers: int = 1,
+    video_format: str = "auto",
+    progress: bool = True,
+    questions_per_image: int = 1,
+    describe: bool = False,
+) -> Path:
     """Generate ``n`` samples into ``out`` (media, ``<split>.jsonl``, ``meta.json``); return the meta path.
 
     With ``questions_per_image`` K > 1 each line is a conversation of K questions about its picture(s),
     so the model gets K supervised answers per encoded image; ``length`` still counts lines. With
     ``describe`` each conversation also asks for a description of the whole picture (``describe.py``).
     """
-    return _export_jsonl("sft", out, n, split, seed, families, workers, video_format, progress, questions_per_image,
-                         describe)
+    return _export_jsonl(
+        "sft", out, n, split, seed, families, workers, video_format, progress, questions_per_image, describe
+    )
 
 
-def export_pairs(out: str | Path, n: int, split: str = "train", seed: int = 0, families: Sequence[str] | None = None,
-                 workers: int = 1, video_format: str = "auto", progress: bool = True) -> Path:
+def export_pairs(
+    out: str | Path,
+    n: int,
+    split: str = "train",
+    seed: int = 0,
+    families: Sequence[str] | None = None,
+    workers: int = 1,
+    video_format: str = "auto",
+    progress: bool = True,
+) -> Path:
     """Generate ``n`` preference pairs (``pairs_<split>.jsonl``, ``meta_pairs.json``); return the meta path."""
     return _export_jsonl("pairs", out, n, split, seed, families, workers, video_format, progress)
 
@@ -162,20 +213,42 @@ def tsv_row(index: int, sample: Sample) -> list[str]:
     pictures = sample.images or sample.frames
     encoded = [png_base64(p) for p in pictures]
     image = encoded[0] if len(encoded) == 1 and not sample.frames else json.dumps(encoded)
-    record = replace(sample, images=[f"tsv:{j}" for j in range(len(sample.images))],
-                     frames=[f"tsv:{j}" for j in range(len(sample.frames))]).to_record()
+    record = replace(
+        sample,
+        images=[f"tsv:{j}" for j in range(len(sample.images))],
+        frames=[f"tsv:{j}" for j in range(len(sample.frames))],
+    ).to_record()
     options = [sample.options[i] if i < len(sample.options) else "" for i in range(4)]
-    return [str(index), sample.id, image, sample.question, *options, sample.answer, sample.family, sample.split,
-            sample.answer_type, EVAL_METRIC.get(sample.answer_type, "exact"), "video" if sample.frames else "image",
-            sample.prompt, json.dumps(record, ensure_ascii=False)]
+    return [
+        str(index),
+        sample.id,
+        image,
+        sample.question,
+        *options,
+        sample.answer,
+        sample.family,
+        sample.split,
+        sample.answer_type,
+        EVAL_METRIC.get(sample.answer_type, "exact"),
+        "video" if sample.frames else "image",
+        sample.prompt,
+        json.dumps(record, ensure_ascii=False),
+    ]
 
 
 def _tsv_rows(jobs: list[Job]) -> list[list[str]]:
     return [tsv_row(-1, generate_sample(family, split, k, seed)) for family, split, k, seed in jobs]
 
 
-def export_tsv(path: str | Path, n: int, split: str = "test", seed: int = 0, families: Sequence[str] | None = None,
-               workers: int = 1, progress: bool = True) -> Path:
+def export_tsv(
+    path: str | Path,
+    n: int,
+    split: str = "test",
+    seed: int = 0,
+    families: Sequence[str] | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> Path:
     """Generate ``n`` samples into one VLMEvalKit-style TSV (columns ``TSV_COLUMNS``); return its path.
 
     ``A``-``D`` hold the options of multiple-choice samples (empty otherwise), ``answer`` the letter
@@ -215,5 +288,7 @@ def load_samples(path: str | Path) -> list[Sample]:
 
 def load_conversations(path: str | Path) -> list[list[Sample]]:
     """Per SFT line, the samples of all its questions in turn order (the first, then the follow-ups)."""
-    return [[Sample.from_record(record) for record in [line["world"], *line["world"].get("followups", [])]]
-            for line in read_jsonl(path)]
+    return [
+        [Sample.from_record(record) for record in [line["world"], *line["world"].get("followups", [])]]
+        for line in read_jsonl(path)
+    ]

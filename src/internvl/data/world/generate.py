@@ -39,8 +39,10 @@ def check_args(split: str, families: Sequence[str] | None) -> tuple[str, ...]:
     names = tuple(families) if families else FAMILY_NAMES
     unknown = [f for f in names if f not in FAMILIES]
     if unknown:
-        raise InputError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
-                         f"choose from {', '.join(FAMILY_NAMES)}")
+        raise InputError(
+            f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+            f"choose from {', '.join(FAMILY_NAMES)}"
+        )
     return names
 
 
@@ -54,8 +56,9 @@ def generate_sample(family: str, split: str, k: int, seed: int = 0) -> Sample:
     return generate_conversation(family, split, k, seed, questions=1)[0]
 
 
-def generate_conversation(family: str, split: str, k: int, seed: int = 0, questions: int = 1,
-                          describe: bool = False) -> list[Sample]:
+def generate_conversation(
+    family: str, split: str, k: int, seed: int = 0, questions: int = 1, describe: bool = False
+) -> list[Sample]:
     """``questions`` samples about one picture: the ``k``-th sample, then follow-up questions.
 
     Follow-ups come from their own random stream (``stream`` 2), so the first sample is the same for
@@ -93,10 +96,22 @@ def generate_conversation(family: str, split: str, k: int, seed: int = 0, questi
         samples.append(sample)
     text = describe_scene(family, scene.content) if describe else None
     if text:
-        samples.append(dataclasses.replace(
-            samples[0], id=f"{first_id}-describe", question=DESCRIBE_PROMPT, answer=text, answer_type="description",
-            options=[], answer_space=[], distractors=[], steps=[], box=None, ref=None,
-            meta={"scene_hash": samples[0].meta["scene_hash"], "ood": samples[0].meta["ood"]}))
+        samples.append(
+            dataclasses.replace(
+                samples[0],
+                id=f"{first_id}-describe",
+                question=DESCRIBE_PROMPT,
+                answer=text,
+                answer_type="description",
+                options=[],
+                answer_space=[],
+                distractors=[],
+                steps=[],
+                box=None,
+                ref=None,
+                meta={"scene_hash": samples[0].meta["scene_hash"], "ood": samples[0].meta["ood"]},
+            )
+        )
     return samples
 
 
@@ -120,14 +135,19 @@ def plan(n: int, split: str, seed: int = 0, families: Sequence[str] | None = Non
     return [(names[i % len(names)], split, i // len(names), seed) for i in range(n)]
 
 
-def run_jobs(fn: Callable[[list[Job]], list[R]], jobs: Sequence[Job], workers: int = 1,
-             progress: bool = True, desc: str = "world") -> Iterator[R]:
+def run_jobs(
+    fn: Callable[[list[Job]], list[R]],
+    jobs: Sequence[Job],
+    workers: int = 1,
+    progress: bool = True,
+    desc: str = "world",
+) -> Iterator[R]:
     """Apply ``fn`` to chunks of ``jobs`` (in worker processes when ``workers > 1``), results in order.
 
     ``fn`` must be picklable (a module-level function or such an object). A tqdm bar on stderr counts
     samples.
     """
-    chunks = [list(jobs[i:i + CHUNK]) for i in range(0, len(jobs), CHUNK)]
+    chunks = [list(jobs[i : i + CHUNK]) for i in range(0, len(jobs), CHUNK)]
     if workers <= 1:
         with _bar(len(jobs), progress, desc) as bar:
             for chunk in chunks:
@@ -150,8 +170,14 @@ def _make(chunk: list[Job]) -> list[Sample]:
     return [generate_sample(family, split, k, seed) for family, split, k, seed in chunk]
 
 
-def generate_samples(n: int, split: str = "train", seed: int = 0, families: Sequence[str] | None = None,
-             workers: int = 1, progress: bool = False) -> list[Sample]:
+def generate_samples(
+    n: int,
+    split: str = "train",
+    seed: int = 0,
+    families: Sequence[str] | None = None,
+    workers: int = 1,
+    progress: bool = False,
+) -> list[Sample]:
     """``n`` samples in memory (PIL images included), identical for any ``workers``.
 
     Worker processes send the pictures back pickled, so for thousands of samples prefer

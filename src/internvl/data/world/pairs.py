@@ -35,8 +35,14 @@ def rejected_response(sample: Sample, rng: np.random.Generator) -> tuple[str, in
 def make_pair(sample: Sample, rng: np.random.Generator, question: str, media: dict[str, Any]) -> dict[str, Any]:
     """One MPO JSONL line: media fields, ``question`` (with placeholders), chosen, rejected, answer_gt."""
     rejected, wrong_step = rejected_response(sample, rng)
-    line: dict[str, Any] = {"id": sample.id, **media, "question": question, "chosen": sample.response,
-                            "rejected": rejected, "answer_gt": sample.answer}
+    line: dict[str, Any] = {
+        "id": sample.id,
+        **media,
+        "question": question,
+        "chosen": sample.response,
+        "rejected": rejected,
+        "answer_gt": sample.answer,
+    }
     if wrong_step is not None:
         line["wrong_step"] = wrong_step
     line["world"] = sample.to_record()

@@ -81,8 +81,10 @@ def shape_points(shape: str, x: float, y: float, r: float) -> list[tuple[float, 
     """Polygon vertices of ``shape`` centred at (x, y) with half extent ``r`` (circles: none)."""
 
     def ring(n: int, radius: float, start: float) -> list[tuple[float, float]]:
-        return [(x + radius * math.cos(start + 2 * math.pi * k / n),
-                 y + radius * math.sin(start + 2 * math.pi * k / n)) for k in range(n)]
+        return [
+            (x + radius * math.cos(start + 2 * math.pi * k / n), y + radius * math.sin(start + 2 * math.pi * k / n))
+            for k in range(n)
+        ]
 
     if shape == "circle":
         return []
@@ -111,8 +113,9 @@ def shape_box(obj: Obj) -> tuple[float, float, float, float]:
     return (min(xs), min(ys), max(xs), max(ys))
 
 
-def draw_obj(draw: ImageDraw.ImageDraw, obj: Obj, fill: tuple[int, int, int] | None = None,
-             outline: bool = False) -> None:
+def draw_obj(
+    draw: ImageDraw.ImageDraw, obj: Obj, fill: tuple[int, int, int] | None = None, outline: bool = False
+) -> None:
     """Draw one shape; ``fill`` defaults to the named colour, ``outline`` adds a dark 2 px edge."""
     colour = fill if fill is not None else COLOURS[obj.colour]
     edge = (30, 30, 30) if outline else None
@@ -148,8 +151,9 @@ def text_box(text: str, size: int) -> tuple[int, int, int, int]:
     return int(x1), int(y1), int(x2), int(y2)
 
 
-def grid_positions(rng: np.random.Generator, n: int, width: int, height: int, cols: int, rows: int,
-                   radius: float, margin: float = 3.0) -> list[tuple[float, float]]:
+def grid_positions(
+    rng: np.random.Generator, n: int, width: int, height: int, cols: int, rows: int, radius: float, margin: float = 3.0
+) -> list[tuple[float, float]]:
     """Centres for ``n`` objects of half extent <= ``radius`` that can never overlap.
 
     Why a jittered grid: one random cell per object (without replacement) and a jitter that keeps
@@ -170,8 +174,10 @@ def grid_positions(rng: np.random.Generator, n: int, width: int, height: int, co
 def to_box1000(box: tuple[float, float, float, float], width: int, height: int) -> list[int]:
     """Pixel box -> integer [x1, y1, x2, y2] in 0..1000 (the ``<box>`` convention, docs/prompts.md#special-tokens)."""
     x1, y1, x2, y2 = box
-    return [int(round(min(max(v, 0.0), float(s)) / s * 1000)) for v, s in
-            ((x1, width), (y1, height), (x2, width), (y2, height))]
+    return [
+        int(round(min(max(v, 0.0), float(s)) / s * 1000))
+        for v, s in ((x1, width), (y1, height), (x2, width), (y2, height))
+    ]
 
 
 def box_text(box: list[int]) -> str:

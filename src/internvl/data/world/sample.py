@@ -18,20 +18,22 @@ SPLITS: tuple[str, ...] = ("train", "val", "test", "test-ood")
 ANSWER_TYPES: tuple[str, ...] = (
     "choice",  # an option letter "A".."D"
     "number",  # an integer written in digits, e.g. "7"
-    "word",    # one member of ``answer_space`` (colour, shape, size, label, relation, direction)
-    "text",    # free text read from the image (OCR), compared case-insensitively
+    "word",  # one member of ``answer_space`` (colour, shape, size, label, relation, direction)
+    "text",  # free text read from the image (OCR), compared case-insensitively
     "object",  # "<colour> <shape>"
     "corner",  # "top-left" | "top-right" | "bottom-left" | "bottom-right"
-    "image",   # an image as the prompt labels it, "Image-2" (1-based)
-    "box",     # "[[x1, y1, x2, y2]]" in 0..1000
+    "image",  # an image as the prompt labels it, "Image-2" (1-based)
+    "box",  # "[[x1, y1, x2, y2]]" in 0..1000
 )
 
 
 SHORT_SUFFIX = "Answer the question using a single word or phrase."
 CHOICE_SUFFIX = "Answer with the option's letter from the given choices directly."
 # The MMPR `en` chain-of-thought instruction (docs/preference-and-rewards.md#reasoning-instruction), so reasoning answers end in "Final answer: ..".
-COT_PREFIX = ("Your task is to answer the question below. Give step by step reasoning before you answer, "
-              "and when you're ready to answer, please use the format \"Final answer: ..\"\n\nQuestion:\n\n")
+COT_PREFIX = (
+    "Your task is to answer the question below. Give step by step reasoning before you answer, "
+    'and when you\'re ready to answer, please use the format "Final answer: .."\n\nQuestion:\n\n'
+)
 FINAL_ANSWER = "Final answer:"
 LETTERS = "ABCDEFGH"
 

@@ -53,7 +53,7 @@ def final_answer(text: str) -> str:
     """The text after the last ``Final answer:`` (its first line), else the last ``\\boxed{..}``, else all."""
     idx = text.lower().rfind(FINAL_ANSWER.lower())
     if idx >= 0:
-        rest = text[idx + len(FINAL_ANSWER):].strip()
+        rest = text[idx + len(FINAL_ANSWER) :].strip()
         return rest.splitlines()[0] if rest else ""
     boxed = re.findall(r"\\boxed\{([^{}]*)\}", text)
     return boxed[-1] if boxed else text
@@ -85,7 +85,7 @@ def parse_number(text: str) -> float | None:
     for i, w in enumerate(NUMBER_WORDS):
         t = re.sub(rf"(?<![a-z]){w}(?![a-z])", str(i), t)
     m = list(re.finditer(r"answer(?: is|:)", t))
-    tail = t[m[-1].end():] if m else t
+    tail = t[m[-1].end() :] if m else t
     nums = re.findall(_NUM, tail) or re.findall(_NUM, t)
     if not nums:
         return 0.0 if re.search(r"\b(?:none|no)\b", t) else None  # "there are no triangles"
@@ -96,8 +96,12 @@ def parse_choice(text: str, options: Sequence[str]) -> str | None:
     """The option letter a reply picks: "B", "(B)", "B. red", "The answer is B", or a unique option text."""
     letters = LETTERS[: len(options)]
     t = final_answer(text).replace("**", "").strip()
-    patterns = (r"^\(?([A-H])\)?[.:)]?$", r"^\(?([A-H])[.):]\s",
-                r"(?i:answer|option|choice)(?: (?i:is))?\s*:?\s*\(?([A-H])\b", r"\(([A-H])\)")
+    patterns = (
+        r"^\(?([A-H])\)?[.:)]?$",
+        r"^\(?([A-H])[.):]\s",
+        r"(?i:answer|option|choice)(?: (?i:is))?\s*:?\s*\(?([A-H])\b",
+        r"\(([A-H])\)",
+    )
     for p in patterns:
         m = re.search(p, t)
         if m and m.group(1) in letters:
@@ -129,8 +133,11 @@ def parse_image_index(text: str) -> int | None:
 
 def parse_corner(text: str) -> str | None:
     t = normalize(final_answer(text))
-    vertical = {v for v, words in (("top", ("top", "upper")), ("bottom", ("bottom", "lower")))
-                if any(mentions(t, w) for w in words)}
+    vertical = {
+        v
+        for v, words in (("top", ("top", "upper")), ("bottom", ("bottom", "lower")))
+        if any(mentions(t, w) for w in words)
+    }
     horizontal = {h for h in ("left", "right") if mentions(t, h)}
     if len(vertical) == 1 and len(horizontal) == 1:
         return f"{vertical.pop()}-{horizontal.pop()}"
@@ -163,7 +170,7 @@ def score_text(prediction: str, answer: str, distractors: Sequence[str]) -> floa
 
 
 def score_object(prediction: str, answer: str) -> float:
-    """"<colour> <shape>": exactly that colour and that shape are named."""
+    """ "<colour> <shape>": exactly that colour and that shape are named."""
     colour, shape = answer.split(" ", 1)
     t = normalize(final_answer(prediction))
     return float(named(t, COLOUR_NAMES) == {colour} and named(t, SHAPES) == {shape})

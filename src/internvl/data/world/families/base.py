@@ -47,20 +47,21 @@ def pick(rng: np.random.Generator, items: Sequence[T]) -> T:
 
 def draft(family: str, question: str, answer: str, answer_type: str, **fields: Any) -> Sample:
     """A sample without id and split (the generator fills them in)."""
-    return Sample(id="", family=family, split="", question=question, answer=answer,
-                  answer_type=answer_type, **fields)
+    return Sample(id="", family=family, split="", question=question, answer=answer, answer_type=answer_type, **fields)
 
 
-def number_distractors(rng: np.random.Generator, value: int, lo: int = 0, hi: int | None = None,
-                       n: int = 6) -> list[str]:
+def number_distractors(
+    rng: np.random.Generator, value: int, lo: int = 0, hi: int | None = None, n: int = 6
+) -> list[str]:
     """Nearby integers, closest first (``value`` excluded)."""
     hi = value + n if hi is None else hi
     near = sorted((v for v in range(lo, hi + 1) if v != value), key=lambda v: (abs(v - value), rng.random()))
     return [str(v) for v in near[:n]]
 
 
-def word_distractors(rng: np.random.Generator, answer: str, space: Sequence[str],
-                     first: Sequence[str] = ()) -> list[str]:
+def word_distractors(
+    rng: np.random.Generator, answer: str, space: Sequence[str], first: Sequence[str] = ()
+) -> list[str]:
     """Other members of ``space``: those in ``first`` (e.g. present in the scene) first, then the rest."""
     lead = [w for w in first if w != answer]
     rest = [w for w in space if w != answer and w not in lead]
@@ -75,4 +76,3 @@ def obj_rows(objs: Sequence[Obj]) -> list[list[Any]]:
 
 def rows_obj(rows: Sequence[Sequence[Any]]) -> list[Obj]:
     return [Obj(shape=r[0], colour=r[1], x=float(r[2]), y=float(r[3]), r=float(r[4])) for r in rows]
-

@@ -20,12 +20,21 @@ BARS, OOD_BARS, VMAX = (3, 5), (6, 7), 10
 PLOT = (52, 48, 432, 392)  # x0, y0 (top), x1, y1 (axis line) of the plotting area
 
 PHRASES = {
-    "highest": ("Which bar is the highest?", "Which category has the largest value?",
-                "Which label has the tallest bar?"),
-    "lowest": ("Which bar is the lowest?", "Which category has the smallest value?",
-               "Which label has the shortest bar?"),
-    "value": ("What is the value of the {label} bar?", "What value does {label} have?",
-              "How high is the bar for {label}?"),
+    "highest": (
+        "Which bar is the highest?",
+        "Which category has the largest value?",
+        "Which label has the tallest bar?",
+    ),
+    "lowest": (
+        "Which bar is the lowest?",
+        "Which category has the smallest value?",
+        "Which label has the shortest bar?",
+    ),
+    "value": (
+        "What is the value of the {label} bar?",
+        "What value does {label} have?",
+        "How high is the bar for {label}?",
+    ),
 }
 
 
@@ -39,8 +48,13 @@ def chart_content(rng: np.random.Generator, n_bars: int, distinct_extremes: bool
     palette = list(COLOURS)
     one = pick(rng, palette)
     colours = [one] * n_bars if rng.random() < 0.5 else [str(c) for c in rng.permutation(palette)[:n_bars]]
-    return {"labels": labels, "values": values, "colours": colours,
-            "annotated": bool(rng.random() < 0.5), "title": pick(rng, CHART_TITLES)}
+    return {
+        "labels": labels,
+        "values": values,
+        "colours": colours,
+        "annotated": bool(rng.random() < 0.5),
+        "title": pick(rng, CHART_TITLES),
+    }
 
 
 def chart_style(rng: np.random.Generator) -> dict[str, Any]:
@@ -110,12 +124,27 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
     if kind == "value":
         i = scene.task["bar"]
         question = pick(rng, PHRASES["value"]).format(label=labels[i])
-        return draft("charts", question, str(values[i]), "number", images=[image],
-                     distractors=number_distractors(rng, values[i], 0, VMAX), meta={**meta, "bar": i})
+        return draft(
+            "charts",
+            question,
+            str(values[i]),
+            "number",
+            images=[image],
+            distractors=number_distractors(rng, values[i], 0, VMAX),
+            meta={**meta, "bar": i},
+        )
     i = values.index(max(values) if kind == "highest" else min(values))
     by_rank = sorted(range(len(values)), key=lambda j: values[j], reverse=kind == "highest")
-    return draft("charts", pick(rng, PHRASES[kind]), labels[i], "word", images=[image], answer_space=list(labels),
-                 distractors=word_distractors(rng, labels[i], labels, [labels[j] for j in by_rank]), meta=meta)
+    return draft(
+        "charts",
+        pick(rng, PHRASES[kind]),
+        labels[i],
+        "word",
+        images=[image],
+        answer_space=list(labels),
+        distractors=word_distractors(rng, labels[i], labels, [labels[j] for j in by_rank]),
+        meta=meta,
+    )
 
 
 FAMILY = Family("charts", draw, ask, build, ood=f"{OOD_BARS[0]}-{OOD_BARS[1]} bars (training {BARS[0]}-{BARS[1]})")

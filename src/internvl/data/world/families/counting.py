@@ -19,8 +19,13 @@ from internvl.data.world.vocab import IN_PAIRS, plural
 
 TRAIN_MAX, OOD_RANGE = 9, (10, 12)
 KINDS = ("shape", "colour", "both")
-PHRASES = ("How many {what} are there?", "How many {what} are in the image?", "Count the {what}.",
-           "How many {what} can you see?", "What is the number of {what} in the picture?")
+PHRASES = (
+    "How many {what} are there?",
+    "How many {what} are in the image?",
+    "Count the {what}.",
+    "How many {what} can you see?",
+    "What is the number of {what} in the picture?",
+)
 
 
 def _what(kind: str, colour: str, shape: str) -> str:
@@ -86,11 +91,15 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
 def build(scene: Scene, rng: np.random.Generator) -> Sample:
     kind, colour, shape, count = (scene.task[k] for k in ("kind", "colour", "shape", "count"))
     question = pick(rng, PHRASES).format(what=_what(kind, colour, shape))
-    return draft("counting", question, str(count), "number",
-                 images=[render_objects(scene.content["objects"], scene.style, TILE, TILE)],
-                 distractors=number_distractors(rng, count, 0, max(TRAIN_MAX, count + 3)),
-                 meta={"objects": scene.content["objects"], "kind": kind, "colour": colour,
-                       "shape": shape, "count": count})
+    return draft(
+        "counting",
+        question,
+        str(count),
+        "number",
+        images=[render_objects(scene.content["objects"], scene.style, TILE, TILE)],
+        distractors=number_distractors(rng, count, 0, max(TRAIN_MAX, count + 3)),
+        meta={"objects": scene.content["objects"], "kind": kind, "colour": colour, "shape": shape, "count": count},
+    )
 
 
 FAMILY = Family("counting", draw, ask, build, ood=f"count in {OOD_RANGE[0]}-{OOD_RANGE[1]} (training 0-{TRAIN_MAX})")

@@ -42,11 +42,16 @@ PATTERNS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 PATTERN_NAMES = tuple(PATTERNS)
 
 PHRASES = {
-    "tag": ("What number is written on the {colour} tag?", "Read the code on the small tag with the {colour} frame.",
-            "Which number is printed inside the {colour} frame?"),
-    "pattern": ("What pattern fills the small {colour} frame: stripes, checkerboard or bricks?",
-                "Which texture is inside the {colour} frame (stripes, checkerboard or bricks)?",
-                "Is the patch in the {colour} frame striped, a checkerboard, or bricks?"),
+    "tag": (
+        "What number is written on the {colour} tag?",
+        "Read the code on the small tag with the {colour} frame.",
+        "Which number is printed inside the {colour} frame?",
+    ),
+    "pattern": (
+        "What pattern fills the small {colour} frame: stripes, checkerboard or bricks?",
+        "Which texture is inside the {colour} frame (stripes, checkerboard or bricks)?",
+        "Is the patch in the {colour} frame striped, a checkerboard, or bricks?",
+    ),
 }
 
 
@@ -130,16 +135,32 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
     meta = {"items": items, "target": t, "canvas": scene.content["canvas"]}
     if item["kind"] == "tag":
         code = item["code"]
-        near = [str(int(code[:i] + d + code[i + 1:])) for i in range(3) for d in "0123456789"]
+        near = [str(int(code[:i] + d + code[i + 1 :])) for i in range(3) for d in "0123456789"]
         near = [c for c in dict.fromkeys(near) if c != code and len(c) == 3]
         others = [it["code"] for it in items if it["code"] != code]
         distractors = list(dict.fromkeys(others + [near[i] for i in rng.permutation(len(near))[:6]]))
-        return draft("detail", question, code, "text", images=[image], distractors=distractors,
-                     max_dynamic_patch=MAX_DYNAMIC_PATCH, meta=meta)
+        return draft(
+            "detail",
+            question,
+            code,
+            "text",
+            images=[image],
+            distractors=distractors,
+            max_dynamic_patch=MAX_DYNAMIC_PATCH,
+            meta=meta,
+        )
     answer = item["pattern"]
-    return draft("detail", question, answer, "word", images=[image], answer_space=list(PATTERN_NAMES),
-                 distractors=word_distractors(rng, answer, PATTERN_NAMES), max_dynamic_patch=MAX_DYNAMIC_PATCH,
-                 meta=meta)
+    return draft(
+        "detail",
+        question,
+        answer,
+        "word",
+        images=[image],
+        answer_space=list(PATTERN_NAMES),
+        distractors=word_distractors(rng, answer, PATTERN_NAMES),
+        max_dynamic_patch=MAX_DYNAMIC_PATCH,
+        meta=meta,
+    )
 
 
 FAMILY = Family("detail", draw, ask, build, ood=f"canvas {OOD_CANVAS[0]}x{OOD_CANVAS[1]} (training 1344x448, 896x896)")

@@ -18,10 +18,20 @@ from internvl.data.world.vocab import SIZES, distinct_styles
 from internvl.inputs.tokens import REF_END, REF_START
 
 PHRASES = {
-    "box": ("Where is the {ref}?", "Please provide the bounding box coordinate of the region this sentence describes: "
-            + REF_START + "{ref}" + REF_END, "Locate the {ref} in the image.", "Give the bounding box of the {ref}."),
-    "caption": ("What object is inside <box>{box}</box>?", "Which shape is in the region <box>{box}</box>?",
-                "Name the object in <box>{box}</box>."),
+    "box": (
+        "Where is the {ref}?",
+        "Please provide the bounding box coordinate of the region this sentence describes: "
+        + REF_START
+        + "{ref}"
+        + REF_END,
+        "Locate the {ref} in the image.",
+        "Give the bounding box of the {ref}.",
+    ),
+    "caption": (
+        "What object is inside <box>{box}</box>?",
+        "Which shape is in the region <box>{box}</box>?",
+        "Name the object in <box>{box}</box>.",
+    ),
 }
 
 
@@ -65,12 +75,33 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
     if scene.task["kind"] == "caption":
         question = pick(rng, PHRASES["caption"]).format(box=box_text(boxes[t]))
         names = [o.name for o in objs]
-        return draft("grounding", question, ref, "object", images=[image], answer_space=names,
-                     distractors=[nm for nm in names if nm != ref], box=boxes[t], ref=ref, meta=meta)
+        return draft(
+            "grounding",
+            question,
+            ref,
+            "object",
+            images=[image],
+            answer_space=names,
+            distractors=[nm for nm in names if nm != ref],
+            box=boxes[t],
+            ref=ref,
+            meta=meta,
+        )
     others = [box_text(b) for i, b in enumerate(boxes) if i != t]
     near = [box_text(b) for b in shifted_boxes(rng, boxes[t], 2)]
-    return draft("grounding", pick(rng, PHRASES["box"]).format(ref=ref), box_text(boxes[t]), "box", images=[image],
-                 distractors=others + near, box=boxes[t], ref=ref, meta=meta)
+    return draft(
+        "grounding",
+        pick(rng, PHRASES["box"]).format(ref=ref),
+        box_text(boxes[t]),
+        "box",
+        images=[image],
+        distractors=others + near,
+        box=boxes[t],
+        ref=ref,
+        meta=meta,
+    )
 
 
-FAMILY = Family("grounding", draw, ask, build, choice_rate=0.2, ood="the object to locate is an unseen colour-shape pair")
+FAMILY = Family(
+    "grounding", draw, ask, build, choice_rate=0.2, ood="the object to locate is an unseen colour-shape pair"
+)

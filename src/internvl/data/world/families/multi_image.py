@@ -20,15 +20,26 @@ from internvl.data.world.vocab import IN_PAIRS, OOD_PAIRS, plural
 SIZE = TILE // 2  # small pictures (each still becomes one tile) keep 2-4 images cheap to make and store
 KINDS = ("most", "fewest", "contains", "total")
 PHRASES = {
-    "most": ("Which image has the most {what}?", "In which image are there the most {what}?",
-             "Which picture contains the largest number of {what}?"),
-    "fewest": ("Which image has the fewest {what}?", "In which image are there the fewest {what}?",
-               "Which picture contains the smallest number of {what}?"),
-    "contains": ("Which image contains a {what}?", "In which image can you find a {what}?",
-                 "Which picture shows a {what}?"),
-    "total": ("How many {what} are there in all the images together?",
-              "Counting every image, how many {what} are there?",
-              "What is the total number of {what} across the images?"),
+    "most": (
+        "Which image has the most {what}?",
+        "In which image are there the most {what}?",
+        "Which picture contains the largest number of {what}?",
+    ),
+    "fewest": (
+        "Which image has the fewest {what}?",
+        "In which image are there the fewest {what}?",
+        "Which picture contains the smallest number of {what}?",
+    ),
+    "contains": (
+        "Which image contains a {what}?",
+        "In which image can you find a {what}?",
+        "Which picture shows a {what}?",
+    ),
+    "total": (
+        "How many {what} are there in all the images together?",
+        "Counting every image, how many {what} are there?",
+        "What is the total number of {what} across the images?",
+    ),
 }
 
 
@@ -103,15 +114,23 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
 
 def build(scene: Scene, rng: np.random.Generator) -> Sample:
     kind, colour, shape, counts = (scene.task[k] for k in ("kind", "colour", "shape", "counts"))
-    images = [render_objects(rows, style, SIZE, SIZE)
-              for rows, style in zip(scene.content["images"], scene.style["images"])]
+    images = [
+        render_objects(rows, style, SIZE, SIZE) for rows, style in zip(scene.content["images"], scene.style["images"])
+    ]
     what = f"{colour} {shape}" if kind == "contains" else plural(shape)
     question = pick(rng, PHRASES[kind]).format(what=what)
     meta: dict[str, Any] = {"images": scene.content["images"], "kind": kind, "counts": counts}
     if kind == "total":
         total = sum(counts)
-        return draft("multi_image", question, str(total), "number", images=images,
-                     distractors=number_distractors(rng, total, 0), meta=meta)
+        return draft(
+            "multi_image",
+            question,
+            str(total),
+            "number",
+            images=images,
+            distractors=number_distractors(rng, total, 0),
+            meta=meta,
+        )
     if kind == "contains":
         best = next(i for i, n in enumerate(counts) if n > 0)  # the only image holding the pair
     else:
@@ -119,8 +138,16 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
     space = [f"Image-{i + 1}" for i in range(len(counts))]
     answer = space[best]
     ranked = sorted(range(len(counts)), key=lambda i: -counts[i] if kind != "fewest" else counts[i])
-    return draft("multi_image", question, answer, "image", images=images, answer_space=space,
-                 distractors=[space[i] for i in ranked if i != best], meta=meta)
+    return draft(
+        "multi_image",
+        question,
+        answer,
+        "image",
+        images=images,
+        answer_space=space,
+        distractors=[space[i] for i in ranked if i != best],
+        meta=meta,
+    )
 
 
 FAMILY = Family("multi_image", draw, ask, build, ood="the image to find holds an unseen colour-shape pair")

@@ -42,8 +42,15 @@ def render_objects(rows: Sequence[Sequence[Any]], style: dict[str, Any], width: 
     return paint_objects(background(style["background"], width, height), rows_obj(rows), style)
 
 
-def scatter(rng: np.random.Generator, radii: Sequence[float], width: int, height: int,
-            gap: float = 6.0, fixed: Sequence[Obj] = (), tries: int = 400) -> list[tuple[float, float]] | None:
+def scatter(
+    rng: np.random.Generator,
+    radii: Sequence[float],
+    width: int,
+    height: int,
+    gap: float = 6.0,
+    fixed: Sequence[Obj] = (),
+    tries: int = 400,
+) -> list[tuple[float, float]] | None:
     """Random non-overlapping centres for objects of the given radii, avoiding ``fixed`` objects.
 
     Returns None when it cannot place them (the caller draws a new scene).

@@ -18,12 +18,24 @@ from internvl.data.world.sample import Sample
 from internvl.data.world.vocab import IN_WORDS, OOD_WORDS, TEXT_COLOURS
 
 PHRASES = {
-    "word": ("What word is written in the image?", "What does the text in the image say?",
-             "Read the word shown in the picture.", "Which word appears in the image?"),
-    "number": ("What number is written in the image?", "Which number is shown in the picture?",
-               "Read the number in the image.", "What is the number displayed?"),
-    "two": ("What does the {colour} text say?", "What is written in {colour}?", "Read the {colour} text.",
-            "Which word or number is printed in {colour}?"),
+    "word": (
+        "What word is written in the image?",
+        "What does the text in the image say?",
+        "Read the word shown in the picture.",
+        "Which word appears in the image?",
+    ),
+    "number": (
+        "What number is written in the image?",
+        "Which number is shown in the picture?",
+        "Read the number in the image.",
+        "What is the number displayed?",
+    ),
+    "two": (
+        "What does the {colour} text say?",
+        "What is written in {colour}?",
+        "Read the {colour} text.",
+        "Which word or number is printed in {colour}?",
+    ),
 }
 
 
@@ -54,8 +66,7 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
         band_top, band_h = (0, TILE) if n == 1 else (i * TILE // 2, TILE // 2)
         x = int(rng.integers(8, max(9, TILE - 8 - x2)))
         y = int(rng.integers(band_top + 8 - y1, max(band_top + 9 - y1, band_top + band_h - 8 - y2)))
-        items.append({"kind": kind, "text": text, "shown": shown, "size": size, "x": x, "y": y,
-                      "colour": colours[i]})
+        items.append({"kind": kind, "text": text, "shown": shown, "size": size, "x": x, "y": y, "colour": colours[i]})
     content = {"items": items}
     return Scene(content=content, task=ask(content, rng, ood), style=object_style(rng, scribbles=(0, 3)))
 
@@ -69,7 +80,7 @@ def _similar(rng: np.random.Generator, item: dict, others: list[str]) -> list[st
     """Plausible misreadings: the other text, then look-alike words or numbers one digit off."""
     text = item["text"]
     if item["kind"] == "number":
-        alts = {str(int(text[:i] + d + text[i + 1:])) for i in range(len(text)) for d in "0123456789"}
+        alts = {str(int(text[:i] + d + text[i + 1 :])) for i in range(len(text)) for d in "0123456789"}
         alts.discard(text)
         near = sorted(sorted(alts), key=lambda a: (len(a) != len(text), rng.random()))[:6]  # sets are unordered
     else:
@@ -92,8 +103,15 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
     else:
         question = pick(rng, PHRASES["two"]).format(colour=item["colour"])
     others = [it["text"] for i, it in enumerate(items) if i != t]
-    return draft("reading", question, item["text"], "text", images=[image],
-                 distractors=_similar(rng, item, others), meta={"items": items, "target": t})
+    return draft(
+        "reading",
+        question,
+        item["text"],
+        "text",
+        images=[image],
+        distractors=_similar(rng, item, others),
+        meta={"items": items, "target": t},
+    )
 
 
 FAMILY = Family("reading", draw, ask, build, ood="held-out words and 5-digit numbers (training: 1-4 digits)")

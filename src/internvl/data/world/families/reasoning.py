@@ -29,13 +29,19 @@ OOD_TASKS = ("cards-sum", "cards-range", "bars-diff", "bars-total")
 CARDS, OOD_CARDS = (2, 3), 4
 
 PHRASES = {
-    "cards-sum": ("What is the sum of the numbers on the cards?",
-                  "Add up the numbers shown on the cards. What is the total?",
-                  "What do the numbers on the cards add up to?"),
-    "cards-range": ("What is the difference between the largest and the smallest number on the cards?",
-                    "How much larger is the biggest number on the cards than the smallest one?"),
-    "bars-diff": ("How much larger is the value of {a} than the value of {b}?",
-                  "By how much does the {a} bar exceed the {b} bar?"),
+    "cards-sum": (
+        "What is the sum of the numbers on the cards?",
+        "Add up the numbers shown on the cards. What is the total?",
+        "What do the numbers on the cards add up to?",
+    ),
+    "cards-range": (
+        "What is the difference between the largest and the smallest number on the cards?",
+        "How much larger is the biggest number on the cards than the smallest one?",
+    ),
+    "bars-diff": (
+        "How much larger is the value of {a} than the value of {b}?",
+        "By how much does the {a} bar exceed the {b} bar?",
+    ),
     "bars-total": ("What is the sum of the values of {a} and {b}?", "What is the total of the {a} and {b} bars?"),
     "count-sum": ("How many {a} and {b} are there in total?", "What is the total number of {a} and {b} in the image?"),
 }
@@ -75,8 +81,11 @@ def solve(task: str, facts: dict[str, Any], slip: Slip | None = None) -> tuple[l
         vb = min(charts.VMAX, max(0, facts["vb"] + _d(slip, 1)))
         op, res = ("-", va - vb) if task == "bars-diff" else ("+", va + vb)
         res += _d(slip, 2)
-        return [f"The {facts['a']} bar has a value of {va}.", f"The {facts['b']} bar has a value of {vb}.",
-                f"{va} {op} {vb} = {res}."], res
+        return [
+            f"The {facts['a']} bar has a value of {va}.",
+            f"The {facts['b']} bar has a value of {vb}.",
+            f"{va} {op} {vb} = {res}.",
+        ], res
     if task == "count-sum":
         na, nb = max(0, facts["na"] + _d(slip, 0)), max(0, facts["nb"] + _d(slip, 1))
         res = na + nb + _d(slip, 2)
@@ -92,8 +101,10 @@ def _draw_cards(rng: np.random.Generator, ood: bool) -> dict[str, Any]:
     n = OOD_CARDS if ood else int(rng.integers(CARDS[0], CARDS[1] + 1))
     w, h = int(rng.integers(64, 81)), int(rng.integers(90, 111))
     centres = sorted(grid_positions(rng, n, TILE, TILE, cols=4, rows=1, radius=h / 2))  # one card per column
-    cards = [{"value": int(rng.integers(0, 10)), "x": int(cx - w / 2), "y": int(cy - h / 2), "w": w, "h": h}
-             for cx, cy in centres]
+    cards = [
+        {"value": int(rng.integers(0, 10)), "x": int(cx - w / 2), "y": int(cy - h / 2), "w": w, "h": h}
+        for cx, cy in centres
+    ]
     discs = [Obj("square", "red", c["x"] + w / 2, c["y"] + h / 2, h * 0.6) for c in cards]
     radii = [float(rng.uniform(12, 24)) for _ in range(int(rng.integers(0, 4)))]
     spots = scatter(rng, radii, TILE, TILE, fixed=discs) or []
@@ -119,8 +130,11 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
     style = object_style(rng, scribbles=(0, 3))
     if task.startswith("cards"):
         content = _draw_cards(rng, ood)
-        return Scene(content=content, task={"task": task, "facts": {"values": [c["value"] for c in content["cards"]]}},
-                     style=style)
+        return Scene(
+            content=content,
+            task={"task": task, "facts": {"values": [c["value"] for c in content["cards"]]}},
+            style=style,
+        )
     if task.startswith("bars"):
         lo, hi = charts.OOD_BARS if ood else charts.BARS
         content = charts.chart_content(rng, int(rng.integers(lo, hi + 1)), distinct_extremes=False)
@@ -151,8 +165,12 @@ def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[st
     if "labels" in content:
         labels, values = content["labels"], content["values"]
         task = pick(rng, ("bars-diff", "bars-total"))
-        pairs = [(i, j) for i in range(len(values)) for j in range(len(values))
-                 if values[i] > values[j] or (task == "bars-total" and values[i] < values[j])]
+        pairs = [
+            (i, j)
+            for i in range(len(values))
+            for j in range(len(values))
+            if values[i] > values[j] or (task == "bars-total" and values[i] < values[j])
+        ]
         i, j = pick(rng, pairs)  # bars-diff asks how much larger a is than b: a > b
         return {"task": task, "facts": {"a": labels[i], "b": labels[j], "va": values[i], "vb": values[j]}}
     counts = Counter(s for s, *_ in content["objects"])
@@ -174,8 +192,9 @@ def render(task: str, content: dict[str, Any], style: dict[str, Any]) -> Image.I
         d.rectangle(box, fill=(248, 248, 244), outline=(60, 60, 60), width=2)
         tb = text_box(str(c["value"]), size)
         cx, cy = c["x"] + c["w"] / 2, c["y"] + c["h"] / 2  # the digit's ink centred on the card
-        d.text((cx - (tb[0] + tb[2]) / 2, cy - (tb[1] + tb[3]) / 2), str(c["value"]), fill=(25, 25, 25),
-               font=font(size))
+        d.text(
+            (cx - (tb[0] + tb[2]) / 2, cy - (tb[1] + tb[3]) / 2), str(c["value"]), fill=(25, 25, 25), font=font(size)
+        )
     return image
 
 
@@ -188,9 +207,16 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
         question = pick(rng, PHRASES[task]).format(a=facts["a"], b=facts["b"])
     else:
         question = pick(rng, PHRASES[task])
-    return draft("reasoning", question, str(answer), "number", images=[render(task, scene.content, scene.style)],
-                 steps=steps, distractors=number_distractors(rng, answer, 0),
-                 meta={"task": task, "facts": facts})
+    return draft(
+        "reasoning",
+        question,
+        str(answer),
+        "number",
+        images=[render(task, scene.content, scene.style)],
+        steps=steps,
+        distractors=number_distractors(rng, answer, 0),
+        meta={"task": task, "facts": facts},
+    )
 
 
 def _candidate_slips(rng: np.random.Generator, facts: dict[str, Any], n_steps: int) -> list[Slip]:
@@ -225,6 +251,12 @@ def flawed_solution(sample: Sample, rng: np.random.Generator) -> tuple[list[str]
     return fallback
 
 
-FAMILY = Family("reasoning", draw, ask, build, choice_rate=0.2,
-                ood=f"{OOD_CARDS} cards (training {CARDS[0]}-{CARDS[1]}) or "
-                    f"{charts.OOD_BARS[0]}-{charts.OOD_BARS[1]} bars (training {charts.BARS[0]}-{charts.BARS[1]})")
+FAMILY = Family(
+    "reasoning",
+    draw,
+    ask,
+    build,
+    choice_rate=0.2,
+    ood=f"{OOD_CARDS} cards (training {CARDS[0]}-{CARDS[1]}) or "
+    f"{charts.OOD_BARS[0]}-{charts.OOD_BARS[1]} bars (training {charts.BARS[0]}-{charts.BARS[1]})",
+)

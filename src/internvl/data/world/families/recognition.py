@@ -15,14 +15,24 @@ from internvl.data.world.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES, SIZES, d
 ATTRIBUTES = ("colour", "shape", "size")
 
 PHRASES = {
-    "colour": ("What colour is the {shape}?", "Which colour does the {shape} have?",
-               "What is the colour of the {shape}?", "Name the colour of the {shape} in the picture.",
-               "What color is the {shape}?"),
-    "shape": ("What shape is the {colour} object?", "Which shape is drawn in {colour}?",
-              "What is the shape of the {colour} object?", "Name the shape of the {colour} figure."),
-    "size": ("What size is the {colour} {shape}: small, medium or large?",
-             "Is the {colour} {shape} small, medium or large?",
-             "How big is the {colour} {shape} (small, medium or large)?"),
+    "colour": (
+        "What colour is the {shape}?",
+        "Which colour does the {shape} have?",
+        "What is the colour of the {shape}?",
+        "Name the colour of the {shape} in the picture.",
+        "What color is the {shape}?",
+    ),
+    "shape": (
+        "What shape is the {colour} object?",
+        "Which shape is drawn in {colour}?",
+        "What is the shape of the {colour} object?",
+        "Name the shape of the {colour} figure.",
+    ),
+    "size": (
+        "What size is the {colour} {shape}: small, medium or large?",
+        "Is the {colour} {shape} small, medium or large?",
+        "How big is the {colour} {shape} (small, medium or large)?",
+    ),
 }
 # With one object in the picture, the question need not name it.
 ALONE = {
@@ -62,10 +72,16 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
         answer, space, present = target.shape, SHAPES, [o.shape for o in objs]
     else:
         answer, space, present = sizes[t], SIZE_NAMES, list(sizes)
-    return draft("recognition", question, answer, "word",
-                 images=[render_objects(scene.content["objects"], scene.style, TILE, TILE)],
-                 answer_space=list(space), distractors=word_distractors(rng, answer, space, present),
-                 meta={"objects": scene.content["objects"], "target": t, "attribute": attribute})
+    return draft(
+        "recognition",
+        question,
+        answer,
+        "word",
+        images=[render_objects(scene.content["objects"], scene.style, TILE, TILE)],
+        answer_space=list(space),
+        distractors=word_distractors(rng, answer, space, present),
+        meta={"objects": scene.content["objects"], "target": t, "attribute": attribute},
+    )
 
 
 FAMILY = Family("recognition", draw, ask, build, ood="target is an unseen colour-shape pair")

@@ -22,13 +22,21 @@ MIN_OFFSET = 90  # px between the two centres along the asked axis: the relation
 CORNER_MARGIN = 50  # px between a corner object's centre and the image's centre lines
 
 PHRASES = {
-    "horizontal": ("Is the {a} to the left or to the right of the {b}?",
-                   "Is the {a} on the left or on the right of the {b}?",
-                   "Relative to the {b}, is the {a} on the left or on the right?"),
-    "vertical": ("Is the {a} above or below the {b}?", "Is the {a} located above or below the {b}?",
-                 "Relative to the {b}, is the {a} above it or below it?"),
-    "corner": ("In which corner of the image is the {a}?", "Which corner of the picture is the {a} in?",
-               "Where is the {a}: top-left, top-right, bottom-left or bottom-right?"),
+    "horizontal": (
+        "Is the {a} to the left or to the right of the {b}?",
+        "Is the {a} on the left or on the right of the {b}?",
+        "Relative to the {b}, is the {a} on the left or on the right?",
+    ),
+    "vertical": (
+        "Is the {a} above or below the {b}?",
+        "Is the {a} located above or below the {b}?",
+        "Relative to the {b}, is the {a} above it or below it?",
+    ),
+    "corner": (
+        "In which corner of the image is the {a}?",
+        "Which corner of the picture is the {a} in?",
+        "Where is the {a}: top-left, top-right, bottom-left or bottom-right?",
+    ),
 }
 
 
@@ -117,8 +125,16 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
     if kind == "corner":
         answer = scene.task["corner"]
         question = pick(rng, PHRASES["corner"]).format(a=a)
-        return draft("spatial", question, answer, "corner", images=[image], answer_space=list(CORNERS),
-                     distractors=word_distractors(rng, answer, CORNERS), meta=meta)
+        return draft(
+            "spatial",
+            question,
+            answer,
+            "corner",
+            images=[image],
+            answer_space=list(CORNERS),
+            distractors=word_distractors(rng, answer, CORNERS),
+            meta=meta,
+        )
     j = scene.task["b"]
     b = f"{rows[j][1]} {rows[j][0]}"
     if kind == "horizontal":
@@ -126,8 +142,16 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
     else:
         answer, space = ("above" if rows[i][3] < rows[j][3] else "below"), ["above", "below"]
     question = pick(rng, PHRASES[kind]).format(a=a, b=b)
-    return draft("spatial", question, answer, "word", images=[image], answer_space=space,
-                 distractors=[w for w in space if w != answer], meta=meta)
+    return draft(
+        "spatial",
+        question,
+        answer,
+        "word",
+        images=[image],
+        answer_space=space,
+        distractors=[w for w in space if w != answer],
+        meta=meta,
+    )
 
 
 FAMILY = Family("spatial", draw, ask, build, choice_rate=0.2, ood="a named object is an unseen colour-shape pair")

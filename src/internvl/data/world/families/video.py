@@ -22,8 +22,11 @@ FRAMES = (8, 16)
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 KINDS = ("direction", "mover")
 PHRASES = {
-    "direction": ("Which way does the {a} move?", "In which direction is the {a} moving: left, right, up or down?",
-                  "Where does the {a} go during the video: left, right, up or down?"),
+    "direction": (
+        "Which way does the {a} move?",
+        "In which direction is the {a} moving: left, right, up or down?",
+        "Where does the {a} go during the video: left, right, up or down?",
+    ),
     "mover": ("Which object moves in the video?", "Which shape is moving?", "What is the moving object?"),
 }
 
@@ -53,8 +56,11 @@ def draw(rng: np.random.Generator, ood: bool) -> Scene:
             end = list(start)
         tracks.append({"shape": s, "colour": c, "r": int(round(r)), "start": start, "end": end})
     order = [0, *[int(i) + 1 for i in rng.permutation(n - 1)]]  # the target is always drawn (listed) first
-    return Scene(content={"frames": int(rng.integers(FRAMES[0], FRAMES[1] + 1)), "tracks": [tracks[i] for i in order]},
-                 task={"kind": kind, "target": 0}, style=object_style(rng, scribbles=(0, 2)))
+    return Scene(
+        content={"frames": int(rng.integers(FRAMES[0], FRAMES[1] + 1)), "tracks": [tracks[i] for i in order]},
+        task={"kind": kind, "target": 0},
+        style=object_style(rng, scribbles=(0, 2)),
+    )
 
 
 def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
@@ -66,8 +72,10 @@ def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[st
     tracks = content["tracks"]
     moving = [i for i, tr in enumerate(tracks) if direction_of(tr) is not None]
     targets = [i for i in moving if i == 0 or not ood]
-    options = {"direction": [{"kind": "direction", "target": i} for i in targets],
-               "mover": [{"kind": "mover", "target": i} for i in targets if len(moving) == 1 and len(tracks) > 1]}
+    options = {
+        "direction": [{"kind": "direction", "target": i} for i in targets],
+        "mover": [{"kind": "mover", "target": i} for i in targets if len(moving) == 1 and len(tracks) > 1],
+    }
     kinds = [kind for kind in KINDS if options[kind]]
     if not kinds:
         raise ValueError("no video question fits: nothing moves")
@@ -91,8 +99,16 @@ def render_frames(content: dict[str, Any], style: dict[str, Any]) -> list:
         t = k / (n - 1)
         # static objects first, then the movers, the target last: moving things pass over still ones
         tracks = sorted(enumerate(content["tracks"]), key=lambda it: (it[0] == 0, it[1]["start"] != it[1]["end"]))
-        objs = [Obj(tr["shape"], tr["colour"], tr["start"][0] + t * (tr["end"][0] - tr["start"][0]),
-                    tr["start"][1] + t * (tr["end"][1] - tr["start"][1]), tr["r"]) for _, tr in tracks]
+        objs = [
+            Obj(
+                tr["shape"],
+                tr["colour"],
+                tr["start"][0] + t * (tr["end"][0] - tr["start"][0]),
+                tr["start"][1] + t * (tr["end"][1] - tr["start"][1]),
+                tr["r"],
+            )
+            for _, tr in tracks
+        ]
         frames.append(paint_objects(base.copy(), objs, style))  # same jitter seed: steady colours
     return frames
 
@@ -108,11 +124,27 @@ def build(scene: Scene, rng: np.random.Generator) -> Sample:
         answer = direction_of(target)
         assert answer is not None
         question = pick(rng, PHRASES["direction"]).format(a=name)
-        return draft("video", question, answer, "word", frames=frames, answer_space=list(DIRECTIONS),
-                     distractors=word_distractors(rng, answer, tuple(DIRECTIONS)), meta=meta)
+        return draft(
+            "video",
+            question,
+            answer,
+            "word",
+            frames=frames,
+            answer_space=list(DIRECTIONS),
+            distractors=word_distractors(rng, answer, tuple(DIRECTIONS)),
+            meta=meta,
+        )
     names = [f"{tr['colour']} {tr['shape']}" for tr in tracks]
-    return draft("video", pick(rng, PHRASES["mover"]), name, "object", frames=frames, answer_space=names,
-                 distractors=[nm for i, nm in enumerate(names) if i != t], meta=meta)
+    return draft(
+        "video",
+        pick(rng, PHRASES["mover"]),
+        name,
+        "object",
+        frames=frames,
+        answer_space=names,
+        distractors=[nm for i, nm in enumerate(names) if i != t],
+        meta=meta,
+    )
 
 
 FAMILY = Family("video", draw, ask, build, ood="the moving object is an unseen colour-shape pair")

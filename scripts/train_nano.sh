@@ -107,6 +107,11 @@ if [ "$QUICK" = 0 ]; then
     $PY -m internvl.cli eval run --model "$MODEL" --data $RUN/world-detail.tsv --out $RUN/eval-detail-${tiles}tiles \
       --max-tiles $tiles --batch-size 8 --max-new-tokens 32 --no-progress
   done
+  # The learning curve across the stages (docs/nano/stages.png): SFT checkpoints on 300 test samples.
+  $PY -m internvl.cli world export-tsv --out $RUN/world-test-300.tsv --split test --n 300 --workers 2
+  $PY -m internvl.nano.baselines prior --train $RUN/world-train --data $RUN/world-test-300.tsv --out $RUN/eval-prior-300
+  $PY benchmarks/nano_curves.py --vision $RUN/vision --sft $RUN/sft --steps 250,1000,2000,3000,4000,5000 \
+    --data $RUN/world-test-300.tsv --prior $RUN/eval-prior-300 --out docs/nano/stages.png
   cp $RUN/sft/metrics.png docs/nano/loss.png
   cp $RUN/compare/compare.png docs/nano/compare.png
 fi

@@ -285,3 +285,18 @@ def test_bf16_precision_computes_in_bf16_and_keeps_fp32_weights(tmp_path):
     assert all(v.dtype == torch.float32 for v in mixed.values())
     gaps = [float((full[k] - mixed[k]).abs().max()) for k in full]
     assert 0 < max(gaps) < 1e-2  # the same step, rounded differently
+
+
+def test_the_committed_encoder_asset_loads_as_a_nano_encoder():
+    """src/internvl/assets/nano-vision.safetensors: stage 1's output, the starting point of
+    `train_nano.sh --vision-asset` (at most 10 MB, bf16, the recipe's encoder shape)."""
+    from internvl.settings import load_settings
+
+    asset = Path(vision_pretrain.__file__).parents[1] / "assets" / "nano-vision.safetensors"
+    assert asset.stat().st_size <= 10 * 2**20
+    shape, weights = load_encoder(asset)
+    recipe = load_settings(
+        vision_pretrain.VisionPretrainSettings, Path(__file__).parents[1] / "configs" / "nano_vision.yaml"
+    )
+    assert shape == recipe.encoder and {v.dtype for v in weights.values()} == {torch.bfloat16}
+    InternViT(shape).load_state_dict(weights)  # strict: every tensor present, none extra

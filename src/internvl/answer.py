@@ -15,7 +15,7 @@ Sampling generators are seeded by `internvl.generate.sampling_generator`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -74,7 +74,7 @@ class AnswerText:
     first stop string, leading and trailing whitespace removed (trailing whitespace is held back until
     more text follows it), so the pieces joined equal the non-streamed answer."""
 
-    def __init__(self, decode: Any, stop_strings: tuple[str, ...]) -> None:
+    def __init__(self, decode: Callable[[list[int]], str], stop_strings: tuple[str, ...]) -> None:
         self._stream = TextStream(decode, stop_strings)
         self._started = False
         self._pending = ""  # trailing whitespace not yet released

@@ -506,8 +506,9 @@ def dtype_by_name(name: str | None) -> Any:
     """`torch.bfloat16` for "bf16" (or "bfloat16"), ...; None stays None (keep the stored dtype)."""
     if name is None:
         return None
-    if name.lower() not in DTYPE_NAMES:
+    key = name.lower()
+    if key not in DTYPE_NAMES:
         raise ConfigError(f"unknown dtype {name!r}; choose from {', '.join(sorted(DTYPE_NAMES))}")
     import torch
 
-    return getattr(torch, DTYPE_NAMES[name.lower()])
+    return getattr(torch, DTYPE_NAMES[key])

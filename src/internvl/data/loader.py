@@ -10,12 +10,12 @@ model always agree.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 from torch.utils.data import DataLoader
 
 from internvl.config import InternVLConfig
-from internvl.data.collate import Collator
+from internvl.data.collate import Collator, LossReduction
 from internvl.data.packing import PackedDataset, PackingSettings
 from internvl.data.sft import BadLinePolicy, SampleSettings, build_datasets
 from internvl.errors import ConfigError
@@ -32,8 +32,8 @@ class PackedDataOptions:
     max_packed_tokens: int = PackingSettings.max_packed_tokens  # tokens per pack (one pack = one micro-batch row)
     num_images_expected: int = PackingSettings.num_images_expected  # tiles per pack
     max_tiles: int = SampleSettings.max_tiles  # dynamic-tiling limit per image (a meta entry may override it)
-    max_length: int = 8192  # longest sample in tokens, before packing (SampleSettings.max_length)
-    loss_reduction: Literal["token", "sample", "square"] = "square"  # docs/sft.md#loss-weights
+    max_length: int | None = SampleSettings.max_length  # longest sample in tokens, before packing
+    loss_reduction: LossReduction = Collator.loss_reduction  # token | sample | square (docs/sft.md#loss-weights)
     min_num_frame: int = SampleSettings.min_num_frame  # frames sampled per video: randint(min, max)
     max_num_frame: int = SampleSettings.max_num_frame
     num_workers: int = 1  # DataLoader worker processes

@@ -51,9 +51,7 @@ class EmulatedBf16Linear(nn.Linear):
     @classmethod
     def from_linear(cls, layer: nn.Linear) -> "EmulatedBf16Linear":
         """The same parameters (shared, not copied) behind this forward."""
-        swapped = cls.__new__(cls)
-        nn.Module.__init__(swapped)
-        swapped.in_features, swapped.out_features = layer.in_features, layer.out_features
+        swapped = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         swapped.weight, swapped.bias = layer.weight, layer.bias
         return swapped
 

@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader
 
 from internvl.data.collate import Collator, len2weight, loss_weights, position_ids_from_documents
 from internvl.data.packing import PackedDataset, Packer, PackingSettings, concat, split_buffer
-from internvl.data.sft import IGNORE_INDEX, EncodedSample, ImageTokenIds, SampleSettings, build_datasets
+from internvl.data.sft import EncodedSample, SampleSettings, build_datasets
 from internvl.errors import ConfigError
+from internvl.inputs.prompt import IGNORE_INDEX, ImageTokenIds
 from tests.inputs_fixtures import make_image
 
 IDS = ImageTokenIds(start=151665, context=151667, end=151666)

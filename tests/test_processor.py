@@ -6,8 +6,9 @@ import torch
 
 from internvl.errors import ConfigError, InputError
 from internvl.inputs.processor import Processor, build_chat_prompt
+from internvl.inputs.prompt import ImageTokenIds, frame_lines
 from internvl.inputs.template import THINKING_SYSTEM_PROMPT, get_template
-from internvl.inputs.video import load_video, video_prompt
+from internvl.inputs.video import load_video
 from tests.inputs_fixtures import (
     OFFICIAL_IMAGES,
     hf_got_ocr2_processor,
@@ -84,7 +85,7 @@ def test_multi_image_multi_turn_matches_official_recipe(processor, qwen2_tokeniz
     assert ids.count(151667) == 256 * 7  # <IMG_CONTEXT>
     assert ids.count(151665) == ids.count(151666) == 3  # <img>, </img>
     assert ids.count(151645) == 4  # <|im_end|>: system, q1, a1, q2
-    assert (processor.image_context_id, processor.image_start_id, processor.image_end_id) == (151667, 151665, 151666)
+    assert processor.image_ids == ImageTokenIds(start=151665, context=151667, end=151666)
     assert processor.stop_token_id == 151645
 
 
@@ -151,8 +152,8 @@ def test_text_only(processor, qwen2_tokenizer):
 def test_video_parts_and_placeholders(tmp_path, processor, qwen2_tokenizer):
     clip = write_clip(tmp_path / "clip.avi")
     frames = load_video(clip, num_segments=4)
-    expected = official_chat_prompt(video_prompt(4) + "What happens?", None, [1] * 4)
-    assert expected.count("Frame4: <img>") == 1
+    expected = official_chat_prompt(frame_lines(4) + "What happens?", None, [1] * 4)
+    assert expected.count("Frame-4: <img>") == 1
 
     as_part = processor([user([video_part(clip, num_frames=4), "What happens?"])])
     assert as_part.prompt == expected and as_part.input_ids.tolist() == qwen2_tokenizer.encode(expected)
@@ -167,7 +168,7 @@ def test_video_parts_and_placeholders(tmp_path, processor, qwen2_tokenizer):
 def test_image_and_video_interleaved(tmp_path, processor, images):
     clip = write_clip(tmp_path / "clip.avi")
     out = processor([user(["Look: ", image_part(images[1]), video_part(clip, num_frames=2), "Same scene?"])])
-    expected = official_chat_prompt("Look: <image>\nFrame1: <image>\nFrame2: <image>\nSame scene?", None, [1, 1, 1])
+    expected = official_chat_prompt("Look: <image>\nFrame-1: <image>\nFrame-2: <image>\nSame scene?", None, [1, 1, 1])
     assert out.prompt == expected and out.tiles_per_image == [1, 1, 1]
     assert out.pixel_values.shape == (3, 3, 448, 448)
 

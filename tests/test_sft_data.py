@@ -15,8 +15,6 @@ import pytest
 import torch
 
 from internvl.data.sft import (
-    IGNORE_INDEX,
-    ConversationEncoder,
     LineIndex,
     SampleSettings,
     SupervisedDataset,
@@ -26,6 +24,8 @@ from internvl.data.sft import (
 )
 from internvl.errors import InputError
 from internvl.inputs.image import count_tiles, dummy_tile
+from internvl.inputs.prompt import IGNORE_INDEX, ConversationEncoder
+from internvl.inputs.template import get_template
 from tests.inputs_fixtures import (
     decoded_frame_ids,
     make_image,
@@ -404,7 +404,7 @@ def test_bos_tokenizer_gets_exactly_one_bos(qwen2_tokenizer):
     BOS, the first token of each dropped, prefix length minus one."""
     tokenizer = BosTokenizer(qwen2_tokenizer)
     turns = [("human", "Hi"), ("gpt", "Hello there."), ("human", "Again?"), ("gpt", "Yes.")]
-    ids, labels = ConversationEncoder(tokenizer, "internvl2_5").encode(SYS_2_5, turns)
+    ids, labels = ConversationEncoder(tokenizer, get_template("internvl2_5")).encode(SYS_2_5, turns)
 
     segments = [f"<|im_start|>system\n{SYS_2_5}<|im_end|>\n"]
     segments += [f"<|im_start|>{'user' if r == 'human' else 'assistant'}\n{v}<|im_end|>\n" for r, v in turns]

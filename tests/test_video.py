@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from internvl.errors import InputError
-from internvl.inputs.video import frame_indices, load_video, video_prompt
+from internvl.inputs.video import frame_indices, load_video
 from tests.inputs_fixtures import decoded_frame_ids, write_clip
 
 av = pytest.importorskip("av")
@@ -49,12 +49,6 @@ def test_frame_indices_examples():
         frame_indices(4, 10.0, 29, bound=(2.0, 1.0))
     with pytest.raises(InputError, match="num_segments"):
         frame_indices(0, 10.0, 29)
-
-
-def test_video_prompt():
-    assert video_prompt(3) == "Frame1: <image>\nFrame2: <image>\nFrame3: <image>\n"
-    assert video_prompt(2, label="Frame-") == "Frame-1: <image>\nFrame-2: <image>\n"
-    assert video_prompt(0) == ""
 
 
 @pytest.mark.parametrize("suffix", ["avi", "mkv"])  # AVI stores the frame count, Matroska does not

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from internvl.data.sft import IGNORE_INDEX, SampleSettings, build_datasets
+from internvl.data.sft import SampleSettings, build_datasets
 from internvl.data.world import FAMILIES, FAMILY_NAMES, SCORERS, export_sft, generate_sample, load_conversations
 from internvl.data.world.cli import main
 from internvl.data.world.export import read_jsonl, sft_line
@@ -18,6 +18,7 @@ from internvl.data.world.media import save_media
 from internvl.data.world.sample import media_prefix
 from internvl.data.world.vocab import OOD_PAIRS
 from internvl.errors import InputError
+from internvl.inputs.prompt import IGNORE_INDEX
 
 N = len(FAMILY_NAMES)  # one line per family
 

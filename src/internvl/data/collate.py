@@ -36,8 +36,9 @@ from typing import Any, Literal
 
 import torch
 
-from internvl.data.sft import IGNORE_INDEX, EncodedSample
+from internvl.data.sft import EncodedSample
 from internvl.errors import ConfigError, InputError
+from internvl.inputs.prompt import IGNORE_INDEX
 
 LossReduction = Literal["token", "sample", "square"]
 

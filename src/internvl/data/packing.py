@@ -30,8 +30,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from internvl.data.sft import IGNORE_INDEX, EncodedSample, ImageTokenIds, SupervisedDataset
+from internvl.data.sft import EncodedSample, SupervisedDataset
 from internvl.errors import ConfigError
+from internvl.inputs.prompt import IGNORE_INDEX, ImageTokenIds
 
 log = logging.getLogger(__name__)
 

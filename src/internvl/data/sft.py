@@ -7,11 +7,11 @@
   pass and a line is read only when its sample is asked for, so a dataset of millions of lines costs
   16 bytes per line of memory, not the file.
 * A line holds one image, several images (each gets `max(1, max_tiles // n_images)` tiles), a video
-  (frames, one tile each, announced as `Frame-1: <image>\\n…`, docs/images-and-video.md#video) or no media at all (one
-  dummy white tile with image flag 0 and no image tokens).
-* Tokenisation and label masking follow `preprocess_internvl2_5` (docs/sft.md#masking) for every template: the
-  system segment and each turn are tokenised separately; an assistant turn supervises its answer and
-  the template's end token (`<|im_end|>`, `<|end|>`), never the role prefix nor the newline after it.
+  (frames, one tile each) or no media at all (one dummy white tile with image flag 0 and no image tokens).
+* The prompt follows the rules the chat API uses too (`internvl.inputs.prompt`): images without
+  placeholders go before the first question (`Image-k: ` labels when there are several), a video's
+  frames are `Frame-k: <image>` lines, and tokenisation and label masking follow
+  `preprocess_internvl2_5` (docs/sft.md#masking) for every template.
 * A line that cannot be used (bad JSON, missing or malformed conversations, unknown or misplaced roles,
   images that do not match the `<image>` placeholders, a missing or unreadable media file, image tokens
   cut by truncation) is an `InputError` naming `annotation:line`. With `on_bad_line="skip"` it is
@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -43,26 +43,24 @@ from internvl.inputs.image import (
     split_into_tiles,
     tiles_to_tensor,
 )
-from internvl.inputs.template import Template, get_template
-from internvl.inputs.tokens import IMAGE_PLACEHOLDER, IMG_CONTEXT, IMG_END, IMG_START, VIDEO_PLACEHOLDER, image_block
-from internvl.inputs.video import load_video, video_prompt
+from internvl.inputs.prompt import (
+    IGNORE_INDEX,
+    ConversationEncoder,
+    ImageTokenIds,
+    Tokenizer,
+    expand_images,
+    frame_lines,
+    media_lines,
+)
+from internvl.inputs.template import get_template
+from internvl.inputs.tokens import IMAGE_PLACEHOLDER, IMG_END, VIDEO_PLACEHOLDER
+from internvl.inputs.video import load_video
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100  # label of a token that is not supervised
 JPEG_QUALITIES = tuple(range(75, 101))  # official train-time augmentation: JPEG re-encode at one of these
 
 BadLinePolicy = Literal["skip", "error"]
-
-
-class Tokenizer(Protocol):
-    """What this module needs of a `transformers` tokenizer (`PreTrainedTokenizerFast` has it)."""
-
-    pad_token_id: int | None
-
-    def __call__(self, text: list[str], add_special_tokens: bool = ...) -> Any: ...
-    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
-    def convert_tokens_to_ids(self, tokens: str) -> int | None: ...
 
 
 # ------------------------------------------------------------------------------------------ meta
@@ -219,26 +217,6 @@ class EncodedSample:
         return int(self.document_ids[-1]) + 1 if self.num_tokens else 0
 
 
-@dataclass(frozen=True)
-class ImageTokenIds:
-    """Ids of `<img>`, `<IMG_CONTEXT>` and `</img>` in one tokenizer."""
-
-    start: int
-    context: int
-    end: int
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer: Tokenizer) -> ImageTokenIds:
-        return cls(*(_single_token_id(tokenizer, t) for t in (IMG_START, IMG_CONTEXT, IMG_END)))
-
-
-def _single_token_id(tokenizer: Tokenizer, token: str) -> int:
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if token_id is None or tokenizer.encode(token, add_special_tokens=False) != [token_id]:
-        raise ConfigError(f"the tokenizer has no single token for {token!r}: add InternVL's special tokens first")
-    return token_id
-
-
 # ---------------------------------------------------------------------------- settings
 
 
@@ -259,61 +237,6 @@ class SampleSettings:
     max_num_frame: int = 32
     on_bad_line: BadLinePolicy = "error"
     seed: int = 0  # augmentation, frame counts and packing order derive from it
-
-
-# ------------------------------------------------------------------------- tokenisation + masking
-
-
-class ConversationEncoder:
-    """Turns (system, turns) into token ids and labels for one template (docs/sft.md#masking).
-
-    Segments: `system_template.format(system) + sep`, then `role + value + sep` per turn, each tokenised
-    on its own. An assistant segment is supervised except its role prefix and what follows the end
-    token in `sep` (the `\\n` of `<|im_end|>\\n`): the answer and `<|im_end|>` (or `<|end|>`) are learnt.
-    If the tokenizer adds a BOS (InternLM2), one BOS starts the sequence: the official effect of its
-    prepend-then-drop dance. When a prefix or suffix merges with the answer into one token (a rare BPE
-    edge case), the three parts are tokenised apart instead of mislabelling the merged token.
-    """
-
-    def __init__(self, tokenizer: Tokenizer, template: str | Template) -> None:
-        self.tokenizer = tokenizer
-        self.template = get_template(template) if isinstance(template, str) else template
-        self.stop = self.template.sep.strip()
-        if not self.template.sep.startswith(self.stop):
-            raise ConfigError(
-                f"template {self.template.name!r}: sep {self.template.sep!r} must start with its end token"
-            )
-        self.strip_values = self.template.name == "internlm2-chat"  # official preprocess_internlm strips
-        add_bos = bool(getattr(tokenizer, "add_bos_token", False))
-        self.bos_id: int | None = getattr(tokenizer, "bos_token_id", None) if add_bos else None
-        self.prefix_ids = self._tokenize([self.template.roles[1]])[0]
-        tail = self.template.sep[len(self.stop) :]
-        self.tail_ids = self._tokenize([tail])[0] if tail else []
-
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-
-    def encode(self, system: str, turns: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
-        """(input_ids, labels) for `turns` of ("human" | "gpt", text); not truncated."""
-        t = self.template
-        texts = [t.system_template.format(system_message=system) + t.sep]
-        texts += [(t.roles[0] if role == "human" else t.roles[1]) + value + t.sep for role, value in turns]
-        segments = self._tokenize(texts)
-        input_ids = [self.bos_id] if self.bos_id is not None else []
-        labels = [IGNORE_INDEX] * len(input_ids)
-        input_ids += segments[0]
-        labels += [IGNORE_INDEX] * len(segments[0])
-        p, q = len(self.prefix_ids), len(self.tail_ids)
-        for (role, value), ids in zip(turns, segments[1:]):
-            if role == "human":
-                input_ids += ids
-                labels += [IGNORE_INDEX] * len(ids)
-                continue
-            if len(ids) < p + q or ids[:p] != self.prefix_ids or ids[len(ids) - q :] != self.tail_ids:
-                ids = self.prefix_ids + self._tokenize([value + self.stop])[0] + self.tail_ids
-            input_ids += ids
-            labels += [IGNORE_INDEX] * p + ids[p : len(ids) - q] + [IGNORE_INDEX] * q
-        return input_ids, labels
 
 
 # --------------------------------------------------------------------------------- the dataset
@@ -340,7 +263,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
         self.spec = spec
         self.settings = settings
         self.dataset_index = dataset_index
-        self.encoder = ConversationEncoder(tokenizer, settings.template)
+        self.encoder = ConversationEncoder(tokenizer, get_template(settings.template))
         self.image_ids = ImageTokenIds.from_tokenizer(tokenizer)
         self.max_tiles = spec.max_dynamic_patch or settings.max_tiles
         self.lines = LineIndex(spec.annotation)
@@ -423,7 +346,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 raise InputError("'video' must be a path")
             _announce(turns, human, VIDEO_PLACEHOLDER, 1)
             chunks = self._video_frames(self._media_path(video), record.get("clip"), rng)
-            frames = video_prompt(len(chunks), label="Frame-")  # "Frame-1: <image>\n...", one tile each
+            frames = frame_lines(len(chunks))  # "Frame-1: <image>\n...", one tile each
             for k in human:
                 role, value = turns[k]
                 value = value.replace(VIDEO_PLACEHOLDER + "\n", frames).replace(VIDEO_PLACEHOLDER, frames[:-1])
@@ -432,23 +355,14 @@ class SupervisedDataset(torch.utils.data.Dataset):
             _announce(turns, human, IMAGE_PLACEHOLDER, 0)
             chunks = []
         tiles_per_image = [chunk.shape[0] for chunk in chunks]
-        for k in human:  # each <image> of the user turns, left to right, becomes its image block
-            role, value = turns[k]
-            pieces = value.split(IMAGE_PLACEHOLDER)
-            blocks = [image_block(n, self.settings.num_image_token) for n in tiles_per_image[: len(pieces) - 1]]
-            tiles_per_image = tiles_per_image[len(pieces) - 1 :]
-            turns[k] = (role, "".join(p + b for p, b in zip(pieces, [*blocks, ""])))
+        expanded = expand_images([turns[k][1] for k in human], tiles_per_image, self.settings.num_image_token)
+        for k, value in zip(human, expanded):
+            turns[k] = (turns[k][0], value)
 
         input_ids, labels = self.encoder.encode(system or self.encoder.template.system_message, turns)
         ids = torch.tensor(input_ids, dtype=torch.long)
         n_images = len(chunks)
-        found = [int((ids == t).sum()) for t in (self.image_ids.start, self.image_ids.context, self.image_ids.end)]
-        context = self.settings.num_image_token * sum(chunk.shape[0] for chunk in chunks)
-        if found != [n_images, context, n_images]:
-            raise InputError(
-                f"the text holds {found} {IMG_START}/{IMG_CONTEXT}/{IMG_END} tokens where its {n_images} image(s) "
-                f"need {[n_images, context, n_images]}: the text must not contain these tokens itself"
-            )
+        self.image_ids.check(ids, tiles_per_image, self.settings.num_image_token)
         max_length = self.settings.max_length
         if max_length is not None and len(input_ids) > max_length:
             ids, labels = ids[:max_length], labels[:max_length]
@@ -584,7 +498,8 @@ def _announce(turns: list[tuple[str, str]], human: list[int], placeholder: str, 
     found = sum(turns[k][1].count(placeholder) for k in human)
     if found == 0 and count > 0:
         role, value = turns[human[0]]
-        turns[human[0]] = (role, (placeholder + "\n") * count + value)
+        lines = media_lines(count) if placeholder == IMAGE_PLACEHOLDER else (placeholder + "\n") * count
+        turns[human[0]] = (role, lines + value)
     elif found != count:
         kind = "image(s)" if placeholder == IMAGE_PLACEHOLDER else "video(s)"
         raise InputError(f"the user turns hold {found} {placeholder} placeholder(s) for {count} {kind}")

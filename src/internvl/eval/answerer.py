@@ -10,7 +10,7 @@ import torch
 from internvl.chat import Chat, load
 from internvl.eval.formats import EvalItem
 from internvl.eval.runner import Answerer, RunSettings
-from internvl.inputs.video import video_prompt
+from internvl.inputs.prompt import frame_lines
 
 
 def generation_overrides(settings: RunSettings) -> dict[str, Any]:
@@ -38,8 +38,8 @@ def chat_answerer(chat: Chat, settings: RunSettings) -> Answerer:
         for item in items:
             pictures = item.load_images()
             if item.meta.get("media") == "video":
-                # frames of one video, one tile each, in the SFT prompt convention (docs/images-and-video.md#video)
-                frames = video_prompt(len(pictures), label="Frame-")
+                # frames of one video, one tile each, as training writes them (docs/images-and-video.md#video)
+                frames = frame_lines(len(pictures))
                 conversations.append([{"role": "user", "content": frames + item.prompt}])
                 images.append(pictures)
                 continue

@@ -11,8 +11,8 @@ Images and videos may also be given to the call (`images=`, `videos=`) and refer
 and `<video>` placeholders in user text, filled left to right. The rules:
 
 * An image part becomes `<image>\\n`, or `Image-{k}: <image>\\n` when the conversation holds more
-  than one image (the model-card multi-image convention; `label_images=False` turns labels off).
-* A video part (or a `<video>` placeholder, with its newline) becomes `Frame1: <image>\\n…FrameN:
+  than one image (`label_images=False` turns labels off).
+* A video part (or a `<video>` placeholder, with its newline) becomes `Frame-1: <image>\\n…Frame-N:
   <image>\\n`, each frame one tile.
 * Images passed in `images=` while no user text has an `<image>` placeholder are put at the start of
   the first user message, as if they were image parts (the official `chat()` rule, which prepends
@@ -20,6 +20,9 @@ and `<video>` placeholders in user text, filled left to right. The rules:
   the number of images (and videos): an `InputError` says which differs.
 * Each `<image>` then becomes `<img>` + `<IMG_CONTEXT>` x (num_image_token * tiles) + `</img>`,
   left to right, in user messages only (placeholders in system or assistant text stay literal).
+
+These rules, the image-block expansion, the context check and the tokenisation are shared with the
+SFT data (`internvl.inputs.prompt`, docs/prompts.md#one-prompt-for-both): a model is asked what it was taught.
 
 `build_chat_prompt` is the official `chat(question, history)` prompt, for callers that already hold
 tiles per image.
@@ -29,11 +32,11 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
-from internvl.errors import ConfigError, InputError
+from internvl.errors import InputError
 from internvl.inputs.image import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_TILE_SIZE,
@@ -41,27 +44,13 @@ from internvl.inputs.image import (
     Normalization,
     image_to_tiles,
 )
+from internvl.inputs.prompt import ImageTokenIds, Tokenizer, encode_prompt, frame_lines, image_label, single_token_id
 from internvl.inputs.template import Role, Template, get_template
-from internvl.inputs.tokens import (
-    IMAGE_PLACEHOLDER,
-    IMG_CONTEXT,
-    IMG_END,
-    IMG_START,
-    VIDEO_PLACEHOLDER,
-    image_block,
-)
-from internvl.inputs.video import DEFAULT_NUM_SEGMENTS, VideoFrames, load_video, video_prompt
+from internvl.inputs.tokens import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, image_block
+from internvl.inputs.video import DEFAULT_NUM_SEGMENTS, VideoFrames, load_video
 
 Message = Mapping[str, Any]
 VideoSource = str | os.PathLike[str]
-
-
-class Tokenizer(Protocol):
-    """What the processor needs of a `transformers` tokenizer (`PreTrainedTokenizerFast` has it)."""
-
-    def __call__(self, text: str, add_special_tokens: bool = ...) -> Any: ...
-    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
-    def convert_tokens_to_ids(self, tokens: str) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -135,10 +124,8 @@ class Processor:
         self.num_frames = num_frames
         self.split_tiles_across_images = split_tiles_across_images
         self.label_images = label_images
-        self.image_start_id = _single_token_id(tokenizer, IMG_START)
-        self.image_end_id = _single_token_id(tokenizer, IMG_END)
-        self.image_context_id = _single_token_id(tokenizer, IMG_CONTEXT)
-        self.stop_token_id = _single_token_id(tokenizer, self.template.stop_token)
+        self.image_ids = ImageTokenIds.from_tokenizer(tokenizer)
+        self.stop_token_id = single_token_id(tokenizer, self.template.stop_token)
 
     def __call__(
         self,
@@ -186,21 +173,14 @@ class Processor:
                     video = self._load_video(piece)
                     pixel_chunks.append(video.pixel_values)  # (frames, 3, S, S)
                     tiles_per_image.extend([1] * video.num_frames)
-                    frames = video_prompt(video.num_frames)  # Frame1: <image>\n…, one tile each
+                    frames = frame_lines(video.num_frames)  # Frame-1: <image>\n…, one tile each
                     text.append(frames.replace(IMAGE_PLACEHOLDER, image_block(1, self.num_image_token)))
             rendered.append((role, "".join(text)))
         if add_generation_prompt and rendered[-1][0] == "user":
             rendered.append(("assistant", None))
         prompt = self.template.render(rendered, system_message=system)
-
-        input_ids = torch.tensor(self.tokenizer(prompt, add_special_tokens=True)["input_ids"], dtype=torch.long)
-        counts = [int((input_ids == i).sum()) for i in (self.image_start_id, self.image_context_id, self.image_end_id)]
-        expected = [len(tiles_per_image), self.num_image_token * sum(tiles_per_image), len(tiles_per_image)]
-        if counts != expected:
-            raise InputError(
-                f"the prompt holds {counts} {IMG_START}/{IMG_CONTEXT}/{IMG_END} tokens where the images need "
-                f"{expected}: the message text must not contain these tokens itself"
-            )
+        input_ids = encode_prompt(self.tokenizer, self.template, rendered, system_message=system)
+        self.image_ids.check(input_ids, tiles_per_image, self.num_image_token)
         pixel_values = torch.cat(pixel_chunks) if pixel_chunks else None
         return ProcessedInputs(prompt, input_ids, pixel_values, tiles_per_image)
 
@@ -258,7 +238,6 @@ class Processor:
         # Image slots we place ourselves (parts, announced images) get a `<image>\n` line, labelled
         # `Image-k: ` when the conversation has several images; placeholders the user wrote stay as written.
         n_images = n_image_ph + sum(isinstance(p, _ImageSlot) for _, _, ps in raw for p in ps)
-        label = self.label_images and n_images > 1
         image_iter, video_iter = iter(images), iter(videos)
         k = 0  # images so far, in prompt order
         turns: list[tuple[Role, list[_Piece]]] = []
@@ -267,7 +246,7 @@ class Processor:
             for piece in pieces:
                 if isinstance(piece, _ImageSlot):
                     k += 1
-                    out += [f"Image-{k}: " if label else "", piece, "\n"]
+                    out += [image_label(k, n_images) if self.label_images else "", piece, "\n"]
                 elif isinstance(piece, _VideoSlot) or role == "assistant":
                     out.append(piece)
                 else:
@@ -329,13 +308,6 @@ class Processor:
             tile_size=self.tile_size,
             normalize=self.normalize,
         )
-
-
-def _single_token_id(tokenizer: Tokenizer, token: str) -> int:
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if token_id is None or tokenizer.encode(token, add_special_tokens=False) != [token_id]:
-        raise ConfigError(f"the tokenizer has no single token for {token!r}: is it an InternVL tokenizer?")
-    return token_id
 
 
 def build_chat_prompt(

@@ -40,7 +40,7 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 )
 
 IMAGE_PLACEHOLDER = "<image>"  # replaced by IMG_START + IMG_CONTEXT * (num_image_token * tiles) + IMG_END
-VIDEO_PLACEHOLDER = "<video>"  # replaced by one "Frame{i}: <image>\n" line per sampled frame
+VIDEO_PLACEHOLDER = "<video>"  # replaced by one "Frame-{i}: <image>\n" line per sampled frame (inputs/prompt.py)
 
 
 def image_block(num_tiles: int, num_image_token: int) -> str:

@@ -3,7 +3,7 @@
 Follows the official inference recipe (README `load_video`, docs/images-and-video.md#video): split the (optionally
 bounded) frame range into `num_segments` equal segments, take the middle frame of each, resize it
 to one S x S tile (no grid, no thumbnail), normalise. In the prompt the frames appear as
-`Frame1: <image>\\nFrame2: <image>\\n…`, each `<image>` worth one tile.
+`Frame-1: <image>\\nFrame-2: <image>\\n…` (`internvl.inputs.prompt.frame_lines`), each `<image>` worth one tile.
 
 Decoding uses PyAV (the `[video]` extra), imported only when a video is actually read. The official
 code decodes with decord; both use FFmpeg, but the YUV -> RGB conversion is not guaranteed to be
@@ -19,7 +19,6 @@ from PIL import Image
 
 from internvl.errors import InputError
 from internvl.inputs.image import DEFAULT_TILE_SIZE, Normalization, split_into_tiles, tiles_to_tensor
-from internvl.inputs.tokens import IMAGE_PLACEHOLDER
 
 DEFAULT_NUM_SEGMENTS = 8  # README / model cards; the MVBench eval uses 16
 
@@ -61,14 +60,6 @@ def frame_indices(
         raise InputError(f"video bound {bound} selects no frame (the video has frames 0..{max_frame} at {fps:g} fps)")
     segment = float(end_idx - start_idx) / num_segments
     return [int(start_idx + segment / 2 + round(segment * k)) for k in range(num_segments)]
-
-
-def video_prompt(num_frames: int, *, label: str = "Frame") -> str:
-    """`Frame1: <image>\\nFrame2: <image>\\n…` — the prefix put before the question (model cards).
-
-    `label="Frame-"` gives the SFT data convention (`Frame-1: <image>\\n…`).
-    """
-    return "".join(f"{label}{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(num_frames))
 
 
 def load_video(

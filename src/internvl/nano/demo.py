@@ -14,13 +14,13 @@ import time
 
 from internvl.chat import load
 from internvl.data.world import FAMILY_NAMES, SCORERS, generate_sample
-from internvl.inputs.video import video_prompt
+from internvl.inputs.prompt import frame_lines
 
 
 def ask(chat, sample) -> str:  # type: ignore[no-untyped-def]
     """The sample's question, posed the way the model was trained (video: one tile per frame)."""
     if sample.frames:
-        frames = video_prompt(len(sample.frames), label="Frame-")
+        frames = frame_lines(len(sample.frames))
         return chat.ask(frames + sample.prompt, images=sample.frames, max_tiles=1, max_new_tokens=96)
     return chat.ask(sample.prompt, images=sample.images, max_new_tokens=96)
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-IGNORE_INDEX = -100
+from internvl.inputs.prompt import IGNORE_INDEX
 
 
 def shift_targets(

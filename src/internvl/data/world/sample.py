@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from internvl.inputs.tokens import BOX_END, BOX_START, IMAGE_PLACEHOLDER, REF_END, REF_START, VIDEO_PLACEHOLDER
+from internvl.inputs.prompt import media_lines
+from internvl.inputs.tokens import BOX_END, BOX_START, REF_END, REF_START, VIDEO_PLACEHOLDER
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "test-ood")
 
@@ -133,6 +134,4 @@ def media_prefix(n_images: int, has_video: bool) -> str:
     """The placeholders that open the first human turn (docs/images-and-video.md#multiple-images, docs/images-and-video.md#video, docs/sft.md#annotation-lines)."""
     if has_video:
         return f"{VIDEO_PLACEHOLDER}\n"
-    if n_images == 1:
-        return f"{IMAGE_PLACEHOLDER}\n"
-    return "".join(f"Image-{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(n_images))
+    return media_lines(n_images)

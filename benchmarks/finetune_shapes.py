@@ -151,7 +151,7 @@ def main() -> None:
 
     from common import machine_line, publish  # benchmarks/common.py
 
-    from internvl.chat import load, nano_model_folder
+    from internvl.chat import load
     from internvl.train.sft import export_model, load_config, run
 
     start = time.perf_counter()
@@ -173,8 +173,7 @@ def main() -> None:
     config = load_config(
         Path(__file__).parents[1] / "configs" / "nano_finetune_shapes.yaml",
         [
-            f"model.path={nano_model_folder()}",
-            f"data.options.tokenizer={nano_model_folder()}",
+            "model.path=nano",  # the shipped model by name; the tokenizer defaults to the model's own
             f"data.options.meta_path={args.out / 'meta.json'}",
             f"output_dir={args.out / 'run'}",
             f"train.max_steps={args.steps}",

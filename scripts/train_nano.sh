@@ -70,7 +70,7 @@ fi
 # Stage 3: SFT with the encoder frozen.
 t=$(date +%s)
 $PY -m internvl.cli train sft configs/nano_sft.yaml output_dir=$RUN/sft model.path=$RUN/init \
-  data.options.meta_path=$RUN/world-train/meta.json data.options.tokenizer=$RUN/init train.device=$DEVICE \
+  data.options.meta_path=$RUN/world-train/meta.json train.device=$DEVICE \
   "${SFT_ARGS[@]}"
 echo "stage 3 (SFT) took $(minutes $t) minutes" >&2
 rm -rf "$MODEL"

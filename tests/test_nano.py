@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from internvl.chat import load, nano_model_folder
+from internvl.chat import load
 from internvl.cli import main as cli_main
 from internvl.data.world import export_sft, generate_sample
+from internvl.shipped import model_folder
 from internvl.weights import load_model
 
 
@@ -33,7 +34,7 @@ def test_nano_init_and_two_recipe_steps(world, tmp_path):
         [
             f"model.path={init}",
             f"data.options.meta_path={world / 'meta.json'}",
-            f"data.options.tokenizer={init}",
+            "data.options.tokenizer=",  # empty: the recipe takes the model's own tokenizer
             f"output_dir={tmp_path / 'run'}",
             "train.max_steps=2",
             "data.options.num_workers=0",
@@ -49,8 +50,17 @@ def test_nano_init_and_two_recipe_steps(world, tmp_path):
     assert metrics[-1]["samples"] > 0 and metrics[-1]["padding_share"] < 0.5
 
 
+def test_shipped_model_by_name(tmp_path):
+    from internvl.inputs.tokens import load_tokenizer
+
+    assert model_folder("nano") == Path(__file__).parents[1] / "src" / "internvl" / "assets" / "nano"
+    assert model_folder("./nano") == Path("nano")  # a path, not the name
+    assert model_folder(tmp_path) == tmp_path
+    assert load_tokenizer("nano").convert_tokens_to_ids("<IMG_CONTEXT>") is not None
+
+
 def test_embedded_nano_model_answers_without_arguments(capsys, tmp_path):
-    assert nano_model_folder().is_dir()
+    assert model_folder("nano").is_dir()
     chat = load()
     sample = generate_sample("recognition", "test", 0)
     answer = chat.ask(sample.prompt, images=sample.images, max_new_tokens=16)
@@ -101,7 +111,7 @@ def test_fast_paths_keep_the_nano_models_greedy_answers():
     fast = load(max_tiles=2)
     if can_pack():
         assert isinstance(fast.model.language.lm_head, PackedLinear)
-    plain_model = load_model(nano_model_folder(), dtype=torch.float32).eval()
+    plain_model = load_model("nano", dtype=torch.float32).eval()  # the shipped model by name
     plain_model.image_token_id = fast.model.image_token_id
     plain = dataclasses.replace(fast, model=plain_model)
     assert isinstance(plain, Chat)

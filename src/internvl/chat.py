@@ -28,6 +28,7 @@ from internvl.inputs.processor import Message, ProcessedInputs, Processor, Video
 from internvl.inputs.tokens import IMG_CONTEXT, load_tokenizer
 from internvl.model.internvl import InternVL
 from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights, quantize_int8
+from internvl.shipped import model_folder
 from internvl.weights import load_model
 
 log = logging.getLogger("internvl")
@@ -251,7 +252,7 @@ def load(
     """
     if quantize not in (None, "int8"):
         raise ConfigError(f"unknown quantize mode {quantize!r}; choose 'int8' or leave it unset")
-    folder = Path(folder) if folder is not None else nano_model_folder()
+    folder = model_folder(folder if folder is not None else "nano")
     device = device or default_device()
     if dtype is None and device == "cpu":
         dtype = torch.float32  # a CPU without bf16 matrix units runs bf16 matmuls far slower than fp32
@@ -285,13 +286,3 @@ def load(
         tile_size=config.vision.image_size,
     )
     return Chat(model, tokenizer, processor, generation or GenerationConfig(max_new_tokens=1024))
-
-
-def nano_model_folder() -> Path:
-    """The embedded nano model shipped inside the package."""
-    folder = Path(__file__).parent / "assets" / "nano"
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(
-            f"{folder}: the embedded nano model is not installed in this build; pass a checkpoint folder (--model)"
-        )
-    return folder

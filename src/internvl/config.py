@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from internvl.errors import ConfigError
+from internvl.shipped import model_folder
 
 # Language-model families and the architecture names that select them in config.json.
 ARCHITECTURE_TO_FAMILY = {
@@ -143,7 +144,7 @@ class InternVLConfig:
 
 def read_config(folder: str | Path) -> tuple[InternVLConfig, str]:
     """Read `folder/config.json`; return the config and its layout ("original" or "hf")."""
-    path = Path(folder) / "config.json"
+    path = model_folder(folder) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{path}: no config.json in the checkpoint folder")
     try:

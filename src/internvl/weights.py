@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from internvl.config import InternVLConfig, read_config, to_hf_dict, to_original_dict, write_json
 from internvl.errors import CheckpointError
 from internvl.model.internvl import InternVL
+from internvl.shipped import model_folder
 
 LAYOUTS = ("original", "hf")
 
@@ -395,8 +396,9 @@ def open_checkpoint_files(folder: Path) -> dict[str, StoredTensor]:
 
 
 def load_model(folder: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> InternVL:
-    """Build the model for `folder/config.json` and fill it from the checkpoint, strictly."""
-    folder = Path(folder)
+    """Build the model for `folder/config.json` (or a shipped model's name, `nano`) and fill it from the
+    checkpoint, strictly."""
+    folder = model_folder(folder)
     config, layout = read_config(folder)
     files = open_checkpoint_files(folder)
     if layout == "hf":

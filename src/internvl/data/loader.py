@@ -28,7 +28,7 @@ class PackedDataOptions:
     """`data.options` of `internvl.data.loader:packed_batches` (docs/sft.md)."""
 
     meta_path: str = ""  # the meta JSON naming the datasets (docs/sft.md#meta-file); required
-    tokenizer: str = ""  # folder with the tokenizer files (usually the checkpoint's); required
+    tokenizer: str = ""  # folder with the tokenizer files; the SFT recipe defaults it to model.path
     max_packed_tokens: int = PackingSettings.max_packed_tokens  # tokens per pack (one pack = one micro-batch row)
     num_images_expected: int = PackingSettings.num_images_expected  # tiles per pack
     max_tiles: int = SampleSettings.max_tiles  # dynamic-tiling limit per image (a meta entry may override it)

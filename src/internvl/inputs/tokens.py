@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from internvl.errors import CheckpointError
+from internvl.shipped import model_folder
 
 IMG_START = "<img>"
 IMG_END = "</img>"
@@ -49,7 +50,9 @@ def image_block(num_tiles: int, num_image_token: int) -> str:
 
 
 def load_tokenizer(folder: str | Path) -> Any:
-    """The checkpoint's tokenizer through transformers, never running code from the folder."""
+    """The checkpoint's tokenizer (a folder or a shipped model's name) through transformers, never running
+    code from the folder."""
+    folder = model_folder(folder)
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 

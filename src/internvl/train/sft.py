@@ -354,8 +354,11 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
     # 3. Data, and the length of the run.
+    options = dict(config.data.options)
+    if config.model.path and config.data.source != "synthetic" and not options.get("tokenizer"):
+        options["tokenizer"] = str(config.model.path)  # the model's own tokenizer by default
     source = data.build_batch_source(
-        config.data.source, config.data.options, model.config, state.rank, state.world_size, config.seed
+        config.data.source, options, model.config, state.rank, state.world_size, config.seed
     )
     max_steps = config.train.max_steps
     if max_steps <= 0:

@@ -47,3 +47,27 @@ def test_data_options_are_typed_and_named_when_wrong():
     with pytest.raises(ConfigError, match="loss_reduction"):
         from_dict(PackedDataOptions, {"loss_reduction": "mean"}, source="data.options")
     assert PackedDataOptions().max_packed_tokens == 16384  # one default, the official packing scripts'
+
+
+def test_a_recipe_without_a_data_source_is_an_error_not_noise():
+    from internvl.train.data import build_batch_source
+
+    assert SFTSettings().data.source == ""
+    with pytest.raises(ConfigError, match="data.source is not set: use internvl.data.loader:packed_batches"):
+        build_batch_source("", {}, nano(vocab_size=64), rank=0, world_size=1, seed=0)
+
+
+def test_recipes_are_checked_before_the_model_loads(tmp_path):
+    """`validate` (run first, and by --print-config): the shipped model by name, data.options typos, the meta file."""
+    from internvl.train.sft import validate
+
+    meta = tmp_path / "meta.json"
+    meta.write_text("{}")
+    recipe = CONFIGS / "nano_finetune_shapes.yaml"
+    validate(load_settings(SFTSettings, recipe, [f"data.options.meta_path={meta}"]))  # model.path: nano
+    with pytest.raises(ConfigError, match="unknown setting 'max_tile'"):
+        validate(load_settings(SFTSettings, recipe, [f"data.options.meta_path={meta}", "data.options.max_tile=1"]))
+    with pytest.raises(ConfigError, match="meta_path .*no such file"):
+        validate(load_settings(SFTSettings, recipe, [f"data.options.meta_path={tmp_path / 'missing.json'}"]))
+    with pytest.raises(ConfigError, match="is not a folder"):
+        validate(load_settings(SFTSettings, recipe, ["model.path=nano-typo", f"data.options.meta_path={meta}"]))

@@ -176,6 +176,7 @@ def test_cli_sft_print_config_plot_and_errors(model_dir, tmp_path, capsys):
         "train.device=cpu",
         "train.precision=fp32",
         "log.progress_bar=false",
+        "data.source=synthetic",
         "data.options={rows: 1, seq_len: 32, samples_per_row: 2, tiles_per_row: 1}",
     ]
     assert main(args + ["--print-config"]) == 0

@@ -10,6 +10,7 @@ model always agree.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Iterator
 
 from torch.utils.data import DataLoader
@@ -61,16 +62,25 @@ class PackedBatches:
         return iter(loader)
 
 
+SOURCE = "internvl.data.loader:packed_batches"  # how recipes name this loader (`data.source`)
+
+
+def check_options(options: dict[str, Any]) -> PackedDataOptions:
+    """`data.options` typed and checked before anything loads: unknown keys, bad types, missing paths."""
+    settings = from_dict(PackedDataOptions, options, source="data.options")
+    for required in ("meta_path", "tokenizer"):
+        if not getattr(settings, required):
+            raise ConfigError(f"data.options.{required} is required for {SOURCE} ({_HELP[required]})")
+    if not Path(settings.meta_path).is_file():
+        raise ConfigError(f"data.options.meta_path {settings.meta_path!r}: no such file ({_HELP['meta_path']})")
+    return settings
+
+
 def packed_batches(
     options: dict[str, Any], model_config: InternVLConfig, rank: int, world_size: int, seed: int
 ) -> PackedBatches:
     """Build this rank's source from `data.options` (see `PackedDataOptions`)."""
-    settings = from_dict(PackedDataOptions, options, source="data.options")
-    for required in ("meta_path", "tokenizer"):
-        if not getattr(settings, required):
-            raise ConfigError(
-                f"data.options.{required} is required for internvl.data.loader:packed_batches ({_HELP[required]})"
-            )
+    settings = check_options(options)
     tokenizer = load_tokenizer(settings.tokenizer)
     samples = SampleSettings(
         template=model_config.template,

@@ -19,10 +19,11 @@ from internvl.errors import InternVLError
 
 def _sft(args: argparse.Namespace) -> int:
     from internvl.settings import dump_yaml
-    from internvl.train.sft import load_config, run
+    from internvl.train.sft import load_config, run, validate
 
     config = load_config(args.recipe, args.overrides)
     if args.print_config:
+        validate(config)  # a typo in the recipe shows now, not after the model has loaded
         sys.stdout.write(dump_yaml(config))
         return 0
     result = run(config)

@@ -45,6 +45,11 @@ TENSOR_KEYS = (
 def build_batch_source(
     source: str, options: dict[str, Any], model_config: InternVLConfig, rank: int, world_size: int, seed: int
 ) -> Any:
+    if not source:
+        raise ConfigError(
+            "data.source is not set: use internvl.data.loader:packed_batches with data.options.meta_path for your "
+            "SFT data (docs/sft.md), or 'synthetic' for random smoke-test batches"
+        )
     if source == "synthetic":
         try:
             return SyntheticPackedBatches(model_config, rank=rank, world_size=world_size, seed=seed, **options)

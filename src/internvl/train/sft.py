@@ -35,10 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from internvl.data import loader
 from internvl.errors import CheckpointError, ConfigError
 from internvl.model.internvl import InternVL
 from internvl.model.llm import MoEMLP
 from internvl.settings import dump_yaml, load_settings
+from internvl.shipped import model_folder
 from internvl.train import TrainingError, checkpoint, data, distributed, lora, optim
 from internvl.train.loss import load_balancing_loss, shift_targets, weighted_cross_entropy_sum
 from internvl.train.metrics import MetricsLog, plot_metrics
@@ -79,7 +81,7 @@ class LoraSettings:
 
 @dataclass
 class DataSettings:
-    source: str = "synthetic"  # `synthetic` or `package.module:function` building this rank's batch source (data.py)
+    source: str = ""  # required: `package.module:function` building this rank's batch source, or `synthetic` (data.py)
     options: dict = field(default_factory=dict)  # the source types them (packed_batches: data.loader.PackedDataOptions)
 
 
@@ -159,11 +161,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return load_settings(SFTSettings, path, overrides)
 
 
+def data_options(config: SFTSettings) -> dict[str, Any]:
+    """`data.options`, with the tokenizer defaulting to the model's own (`model.path`) for real data."""
+    options = dict(config.data.options)
+    if config.model.path and config.data.source != "synthetic" and not options.get("tokenizer"):
+        options["tokenizer"] = str(config.model.path)
+    return options
+
+
 def validate(config: SFTSettings) -> None:
     if bool(config.model.path) == bool(config.model.preset):
         raise ConfigError("set exactly one of model.path (a checkpoint folder) and model.preset (random weights)")
-    if config.model.path and not Path(config.model.path).is_dir():
-        raise ConfigError(f"model.path {config.model.path!r} is not a folder")
+    if config.model.path and not model_folder(config.model.path).is_dir():
+        raise ConfigError(f"model.path {config.model.path!r} is not a folder (nor the name of a shipped model: nano)")
+    if config.data.source == loader.SOURCE:
+        loader.check_options(data_options(config))
     if config.train.gradient_accumulation_steps < 1:
         raise ConfigError("train.gradient_accumulation_steps must be at least 1")
     if config.train.loss_chunk_size < 1:
@@ -354,11 +366,8 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
     # 3. Data, and the length of the run.
-    options = dict(config.data.options)
-    if config.model.path and config.data.source != "synthetic" and not options.get("tokenizer"):
-        options["tokenizer"] = str(config.model.path)  # the model's own tokenizer by default
     source = data.build_batch_source(
-        config.data.source, options, model.config, state.rank, state.world_size, config.seed
+        config.data.source, data_options(config), model.config, state.rank, state.world_size, config.seed
     )
     max_steps = config.train.max_steps
     if max_steps <= 0:

@@ -150,15 +150,19 @@ def _export_jsonl(
             f.write(line + "\n")
             max_patch = max(max_patch, tiles)
     name = f"world_{prefix}{split.replace('-', '_')}"
+    return write_meta(out / ("meta.json" if kind == "sft" else "meta_pairs.json"), name, annotation, n, max_patch)
+
+
+def write_meta(meta: Path, name: str, annotation: Path, n: int, max_dynamic_patch: int) -> Path:
+    """A one-entry meta file (docs/sft.md#meta-file) for ``annotation``, its media under ``images/`` beside it."""
     entry = {
-        "root": str((out / "images").resolve()) + os.sep,
+        "root": str((annotation.parent / "images").resolve()) + os.sep,
         "annotation": str(annotation.resolve()),
         "data_augment": False,
         "repeat_time": 1,
         "length": n,
-        "max_dynamic_patch": max_patch,
+        "max_dynamic_patch": max_dynamic_patch,
     }
-    meta = out / ("meta.json" if kind == "sft" else "meta_pairs.json")
     meta.write_text(json.dumps({name: entry}, indent=2) + "\n")
     return meta
 

@@ -5,7 +5,7 @@ seen, and the world test accuracy against training compute (minutes of this CPU,
         --steps 250,1000,2000,3000,5000 --data runs/nano/world-test-300.tsv \
         --prior runs/nano/eval-prior --out docs/nano/stages.png
 
-For each SFT step it exports that checkpoint (`internvl train merge-lora`, bf16 as shipped) and runs
+For each SFT step it exports that checkpoint (`internvl train export`, bf16 as shipped) and runs
 `internvl eval run` on `--data` into `SFT_RUN/curve/step-N` (a finished evaluation is reused). The
 minutes of a point are stage 1's training seconds plus SFT's at that step, both read from the runs'
 metrics.jsonl (`elapsed_s`). Nothing is timed here: rerun it on the same runs and it draws the same plot.
@@ -40,7 +40,7 @@ def evaluate_step(sft: Path, step: int, data: Path) -> Path:
     if not checkpoint.is_dir():
         raise SystemExit(f"nano_curves: {checkpoint}: no such checkpoint (keep more with checkpoint.keep_last)")
     cli = [sys.executable, "-m", "internvl.cli"]
-    subprocess.run([*cli, "train", "merge-lora", str(checkpoint), str(model), "--dtype", "bf16"], check=True)
+    subprocess.run([*cli, "train", "export", str(checkpoint), str(model), "--dtype", "bf16"], check=True)
     subprocess.run(
         [
             *cli,

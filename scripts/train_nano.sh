@@ -74,7 +74,7 @@ $PY -m internvl.cli train sft configs/nano_sft.yaml output_dir=$RUN/sft model.pa
   "${SFT_ARGS[@]}"
 echo "stage 3 (SFT) took $(minutes $t) minutes" >&2
 rm -rf "$MODEL"
-$PY -m internvl.cli train merge-lora $RUN/sft "$MODEL" --layout original --dtype bf16
+$PY -m internvl.cli train export $RUN/sft "$MODEL" --layout original --dtype bf16
 if [ "$QUICK" = 0 ] && [ "$VISION_ASSET" = 0 ]; then
   $PY -c "import sys; from safetensors.torch import load_file, save_file; from safetensors import safe_open
 w = load_file(sys.argv[1]); meta = safe_open(sys.argv[1], 'pt').metadata()

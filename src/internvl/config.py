@@ -146,6 +146,11 @@ def read_config(folder: str | Path) -> tuple[InternVLConfig, str]:
     """Read `folder/config.json`; return the config and its layout ("original" or "hf")."""
     path = model_folder(folder) / "config.json"
     if not path.is_file():
+        if (path.parent / "trainer_state.json").is_file():
+            raise ConfigError(
+                f"{path.parent} is a training checkpoint, not a model folder: export it first with "
+                f"`internvl train export {path.parent} OUT` and pass OUT"
+            )
         raise ConfigError(f"{path}: no config.json in the checkpoint folder")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))

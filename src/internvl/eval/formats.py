@@ -1,4 +1,4 @@
-"""Benchmark files -> `EvalItem`s: VLMEvalKit TSV and our own JSONL.
+"""Benchmark files -> `EvalItem`s: VLMEvalKit TSV and our own JSONL (SFT data too: `eval/sft_items.py`).
 
 Every reader validates as it goes and raises `InputError` naming the file and the line (and, for
 TSV, the row index) of the first malformed row, so that a user can fix a real benchmark file.
@@ -143,7 +143,10 @@ def open_image(source: ImageSource, item_id: str = "?") -> Image.Image:
 
 
 def load_items(path: str | Path, kind: str | None = None, metric: str | None = None) -> list[EvalItem]:
-    """Read a `.tsv` (VLMEvalKit) or `.jsonl` (ours) benchmark file; see the module docstring."""
+    """Read a `.tsv` (VLMEvalKit) or `.jsonl` (ours) benchmark file, or SFT data (a meta `.json`, or a
+    `.jsonl` of conversations: `internvl.eval.sft_items`); see the module docstring."""
+    from internvl.eval import sft_items  # it builds EvalItems: imported here, not at the top, to avoid a cycle
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such data file")
@@ -151,9 +154,16 @@ def load_items(path: str | Path, kind: str | None = None, metric: str | None = N
     suffix = path.suffix.lower()
     if suffix == ".tsv":
         return read_tsv(path, kind=kind, metric=forced)
+    if suffix == ".jsonl" and sft_items.is_sft_jsonl(path):
+        return sft_items.read_sft_jsonl(path, metric=forced)
     if suffix == ".jsonl":
         return read_jsonl(path, kind=kind, metric=forced)
-    raise InputError(f"{path}: unknown data format {suffix!r}; use a VLMEvalKit .tsv or an internvl .jsonl file")
+    if suffix == ".json":
+        return sft_items.read_sft_meta(path, metric=forced)
+    raise InputError(
+        f"{path}: unknown data format {suffix!r}; use a VLMEvalKit .tsv, an internvl .jsonl, "
+        "or SFT data (a meta .json or a .jsonl of conversations)"
+    )
 
 
 def resolve_metric(kind: str | None, metric: str | None) -> str | None:

@@ -8,7 +8,7 @@
     data.py         the batch-source contract, resumable batch streams, a synthetic packed source
     metrics.py      metrics.jsonl and the loss / learning-rate plot
     sft.py          supervised fine-tuning: `run(config)`
-    cli.py          `internvl train sft | merge-lora`, `internvl plot`
+    cli.py          `internvl train sft | export` (alias merge-lora), `internvl plot`
 
 Recipes are read by `internvl.settings` (YAML into dataclasses, dotted `key=value` overrides).
 Importing this package is cheap: torch and peft load with the modules that need them.

@@ -6,7 +6,7 @@ Layout of one checkpoint, `RUN/checkpoints/step-000120/`:
     optimizer.pt          AdamW state with full tensors, keyed by parameter name (torch.save, tensors only)
     trainer_state.json    step, schedule (a function of the step), data position, samples/tokens consumed, world size
     rng/rank-00000.pt     python / numpy / torch (/ CUDA) RNG states of each rank
-    config.yaml           the resolved recipe (what `merge-lora` rebuilds the model from)
+    config.yaml           the resolved recipe (what `internvl train export` rebuilds the model from)
 
 Protocol: every file goes into `RUN/checkpoints/.step-000120.partial/`, is fsync'ed, and only then the
 folder is renamed to `step-000120` (a rename is atomic on POSIX file systems) and the parent folder is

@@ -1,7 +1,7 @@
 """Command-line wiring of the training recipes, for `internvl.cli` to register with `add_train_commands`.
 
     internvl train sft RECIPE.yaml [dotted.key=value ...] [--print-config]
-    internvl train merge-lora RUN_OR_CHECKPOINT OUT [--layout original|hf] [--dtype bf16]
+    internvl train export RUN_OR_CHECKPOINT OUT [--layout original|hf] [--dtype bf16]
     internvl plot RUN [--out FILE]
 
 Until registered there, the same commands run as `python -m internvl.train.cli train sft ...`.
@@ -49,7 +49,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
-    """`train sft`, `train merge-lora` and `plot`."""
+    """`train sft`, `train export` (alias `merge-lora`) and `plot`."""
     train = subparsers.add_parser("train", help="fine-tune a model (recipes configured by YAML)")
     recipes = train.add_subparsers(dest="recipe_command", required=True)
 
@@ -66,11 +66,12 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     sft.set_defaults(func=_sft)
 
     merge = recipes.add_parser(
-        "merge-lora",
-        help="merge a run's LoRA adapters into a plain checkpoint folder",
+        "export",
+        aliases=["merge-lora"],
+        help="export a training checkpoint as a model folder (LoRA adapters merged)",
         description="Rebuild the model of a training checkpoint, merge its LoRA adapters (if any) into the base "
-        "weights and save a plain checkpoint that internvl.weights.load_model (and transformers, for "
-        "--layout hf) loads.",
+        "weights and save a plain checkpoint folder that --model, internvl.load and internvl.weights.load_model "
+        "(and transformers, for --layout hf) load. `merge-lora` is the same command's older name.",
     )
     merge.add_argument("checkpoint", help="a checkpoint folder (RUN/checkpoints/step-N) or a run folder (its latest)")
     merge.add_argument("out", help="output folder (replaced atomically)")

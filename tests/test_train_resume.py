@@ -67,6 +67,17 @@ def test_resume_reproduces_the_uninterrupted_loss_curve_exactly(model_dir, refer
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+def test_a_finished_run_says_so_at_once(model_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    first = sft.run(tiny_recipe(model_dir, run_dir, steps=2))
+    start = time.perf_counter()
+    again = sft.run(tiny_recipe(model_dir, run_dir, steps=2))
+    assert time.perf_counter() - start < 1.0  # nothing is loaded
+    assert again["already_finished"] and again["step"] == 2 and again["loss"] == first["loss"]
+    assert "already finished at step 2" in capsys.readouterr().err
+    assert not sft.run(tiny_recipe(model_dir, run_dir, steps=3)).get("already_finished")  # more steps: trains on
+
+
 def test_resume_never_starts_over(model_dir, tmp_path):
     run_dir = tmp_path / "run"
     sft.run(tiny_recipe(model_dir, run_dir, steps=2))

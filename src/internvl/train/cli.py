@@ -27,7 +27,7 @@ def _sft(args: argparse.Namespace) -> int:
         sys.stdout.write(dump_yaml(config))
         return 0
     result = run(config)
-    if result["step"] and os.environ.get("RANK", "0") == "0":
+    if result["step"] and os.environ.get("RANK", "0") == "0" and not result.get("already_finished"):
         print(f"step {result['step']}: loss {result['loss']:.4f}; checkpoint {result['checkpoint']}", file=sys.stderr)
     return 0
 

@@ -21,6 +21,7 @@ with one micro-batch per step the two are identical.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
@@ -307,6 +308,9 @@ def seed_everything(seed: int) -> None:
 def run(config: SFTSettings) -> dict[str, Any]:
     """Train as `config` says; returns {"step", "loss", "run_dir", "checkpoint"} of the last step."""
     validate(config)
+    finished = finished_run(config)
+    if finished is not None:
+        return finished
     state = distributed.setup(config.train.device, config.distributed.backend, config.distributed.init_method)
     try:
         return _train(config, state)
@@ -314,10 +318,36 @@ def run(config: SFTSettings) -> dict[str, Any]:
         distributed.teardown(state)
 
 
+def finished_run(config: SFTSettings) -> dict[str, Any] | None:
+    """The result of a run whose last checkpoint already reached `train.max_steps`, read without loading
+    anything (running a finished recipe again says so at once); None when there is training left."""
+    if config.checkpoint.resume != "auto" or config.train.max_steps <= 0:
+        return None
+    last = checkpoint.latest_checkpoint(config.output_dir)
+    if last is None:
+        return None
+    trainer_state = json.loads((last / "trainer_state.json").read_text())
+    if trainer_state["step"] < config.train.max_steps:
+        return None
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"{config.output_dir}: already finished at step {trainer_state['step']} ({last}); "
+            "raise train.max_steps to train on, or use another output_dir",
+            file=sys.stderr,
+        )
+    return {
+        "step": trainer_state["step"],
+        "loss": trainer_state.get("loss", float("nan")),
+        "run_dir": str(config.output_dir),
+        "checkpoint": str(last),
+        "already_finished": True,
+    }
+
+
 def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any]:
     config = dataclasses.replace(config)
     if config.model.path:
-        config.model = dataclasses.replace(config.model, path=str(Path(config.model.path).resolve()))
+        config.model = dataclasses.replace(config.model, path=str(model_folder(config.model.path).resolve()))
     run_dir = Path(config.output_dir)
     accum = config.train.gradient_accumulation_steps
     autocast: dict[str, Any] = dict(

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
+from internvl import threads
 from internvl.config import dtype_by_name
 from internvl.errors import InternVLError
 
@@ -116,6 +117,7 @@ def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)"
     )
+    threads.add_option(p)
     p.set_defaults(func=_chat)
 
 
@@ -135,10 +137,6 @@ def _serve(args: argparse.Namespace) -> int:
         raise InputError(f"serving needs the [serve] extra: pip install 'internvl[serve]' ({exc})") from exc
 
     logging.basicConfig(level=logging.INFO, format="internvl: %(message)s", stream=sys.stderr)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     chat = load(
         args.model,
         dtype=dtype_by_name(args.dtype),
@@ -192,7 +190,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    threads.add_option(p)
     p.set_defaults(func=_serve)
 
 
@@ -246,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    threads.apply(getattr(args, "threads", None))
     try:
         return int(args.func(args) or 0)
     except InternVLError as exc:

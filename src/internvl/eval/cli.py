@@ -16,12 +16,14 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
+from internvl import threads
 from internvl.errors import InternVLError
 from internvl.eval.formats import KINDS, load_items
 from internvl.eval.judge import Judge, JudgeSettings
 from internvl.eval.report import compare, format_compare_table, write_compare_chart
 from internvl.eval.runner import PREDICTIONS_FILE, Answerer, RunSettings, default_generation, rescore, run_eval
 from internvl.eval.scoring import METRICS, ScoringSettings
+from internvl.shipped import SHIPPED
 
 AnswererFactory = Callable[[RunSettings], Answerer]
 
@@ -50,11 +52,17 @@ def _add_subcommands(parser: argparse.ArgumentParser, answerer_factory: Answerer
     commands = parser.add_subparsers(dest="eval_command", metavar="{run,score,compare}", required=True)
 
     run = commands.add_parser("run", help="answer a benchmark file with a model, score and report (restartable)")
-    run.add_argument("--data", required=True, type=Path, help="benchmark file: VLMEvalKit .tsv or internvl .jsonl")
+    run.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="benchmark file: VLMEvalKit .tsv, internvl .jsonl, or SFT data (meta .json or .jsonl of conversations)",
+    )
     run.add_argument("--out", required=True, type=Path, help="run folder (created; rerun the same command to resume)")
-    run.add_argument("--model", default=None, help="model folder")
+    run.add_argument("--model", default=None, help="model folder, or nano (the shipped model; the default)")
     _add_data_arguments(run)
     run.add_argument("--limit", type=int, default=None, help="answer only the first N items")
+    threads.add_option(run)
     run.add_argument("--batch-size", type=int, default=1, help="items per answerer call (default 1)")
     run.add_argument(
         "--max-tiles", type=int, default=6, help="dynamic-tiling limit per image (default 6; 1 = no tiling)"
@@ -139,6 +147,14 @@ def _scoring(args: argparse.Namespace) -> tuple[ScoringSettings, Judge | None]:
     return config, judge
 
 
+def recorded_model(model: str | None) -> str | None:
+    """The model as settings.json records it: a shipped model's name as is, a folder as an absolute path
+    (so that the record still says which model answered when read from elsewhere)."""
+    if model is None or model in SHIPPED:
+        return model
+    return str(Path(model).resolve())
+
+
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The RunSettings a `run` command line asks for."""
     generation = {
@@ -149,7 +165,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         "num_beams": 1,
     }
     return RunSettings(
-        model=args.model,
+        model=recorded_model(args.model),
         max_tiles=args.max_tiles,
         template=args.template,
         system_prompt=args.system_prompt,
@@ -204,14 +220,16 @@ def handle_compare(args: argparse.Namespace) -> int:
     (args.out / "compare.json").write_text(json.dumps(comparison, indent=2) + "\n", encoding="utf-8")
     try:
         write_compare_chart(comparison, args.out / "compare.png")
+        print(f"wrote {args.out / 'compare.json'} and {args.out / 'compare.png'}", file=sys.stderr)
     except ImportError:
-        print("note: matplotlib is not installed, no compare.png written", file=sys.stderr)
+        print(f"wrote {args.out / 'compare.json'} (matplotlib is not installed: no compare.png)", file=sys.stderr)
     return 0
 
 
 def main(argv: Sequence[str] | None = None, answerer_factory: AnswererFactory | None = None) -> int:
     """Parse and dispatch; library errors become a one-line message and exit code 1."""
     args = build_parser(answerer_factory).parse_args(argv)
+    threads.apply(getattr(args, "threads", None))
     try:
         return args.func(args)
     except InternVLError as error:

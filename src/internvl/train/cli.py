@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Sequence
 
+from internvl import threads
 from internvl.errors import InternVLError
 
 
@@ -63,6 +64,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     sft.add_argument("recipe", help="YAML recipe (see configs/sft_*.yaml)")
     sft.add_argument("overrides", nargs="*", help="dotted.key=value settings applied after the recipe")
     sft.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+    threads.add_option(sft)
     sft.set_defaults(func=_sft)
 
     merge = recipes.add_parser(
@@ -89,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="internvl", description="InternVL training commands")
     add_train_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    threads.apply(getattr(args, "threads", None))
     try:
         return int(args.func(args) or 0)
     except InternVLError as exc:

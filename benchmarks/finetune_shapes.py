@@ -107,14 +107,15 @@ def questions(rng: np.random.Generator, figures: list[tuple[str, str]]) -> list[
 
 
 def write_split(out: Path, name: str, n: int, seed: int) -> list[dict]:
-    """Pictures under OUT/images/NAME and OUT/NAME.jsonl (official SFT format: one conversation per picture)."""
+    """Pictures under OUT/images/NAME and OUT/NAME.jsonl (official SFT format: one conversation per picture),
+    image paths relative to OUT: the layout README's "Fine-tune on your own data" describes."""
     rng = np.random.default_rng(seed)
     (out / "images" / name).mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(n):
         image, figures = make_picture(rng)
-        path = f"{name}/{i:05d}.png"
-        image.save(out / "images" / path)
+        path = f"images/{name}/{i:05d}.png"
+        image.save(out / path)
         turns = []
         for k, (question, answer) in enumerate(questions(rng, figures)):
             turns += [
@@ -130,7 +131,7 @@ def score(chat, out: Path, records: list[dict]) -> float:  # type: ignore[no-unt
     """Exact-match accuracy over every question of the held-out pictures, each asked alone."""
     right = total = 0
     for record in records:
-        image = Image.open(out / "images" / record["image"]).convert("RGB")
+        image = Image.open(out / record["image"]).convert("RGB")
         turns = record["conversations"]
         asked = [turns[k]["value"].removeprefix("<image>\n") for k in range(0, len(turns), 2)]
         answers = chat.ask_batch(asked, images=[[image]] * len(asked), max_new_tokens=6)
@@ -159,7 +160,7 @@ def main() -> None:
     test = write_split(args.out, "test", args.test, seed=2)
     meta = {
         "shapes_train": {
-            "root": str((args.out / "images").resolve()) + "/",
+            "root": str(args.out.resolve()) + "/",
             "annotation": str((args.out / "train.jsonl").resolve()),
             "repeat_time": 1,
             "length": args.train,

@@ -182,14 +182,35 @@ def test_interrupted_save_keeps_previous_checkpoint(checkpoint, tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_save_keeps_tokenizer_files(checkpoint, tmp_path):
+def test_save_replaces_only_checkpoint_files(checkpoint, tmp_path):
     model = load_model(checkpoint)
     target = tmp_path / "saved"
-    target.mkdir()
+    save_model(model, target, max_shard_bytes=200_000)  # an earlier, sharded checkpoint
     (target / "tokenizer.json").write_text("{}")
-    (target / "model-00001-of-00009.safetensors").write_text("stale")
+    (target / "notes").mkdir()
+    (target / "notes" / "keep.safetensors").write_text("mine")
     save_model(model, target)
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    names = sorted(p.name for p in target.iterdir())
+    assert names == ["config.json", "model.safetensors", "notes", "tokenizer.json"]  # stale shards gone
+    assert (target / "notes" / "keep.safetensors").read_text() == "mine"  # subfolders are never touched
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_save_refuses_a_folder_that_is_not_a_checkpoint(checkpoint, tmp_path):
+    model = load_model(checkpoint)
+    home = tmp_path / "home"
+    (home / "photos").mkdir(parents=True)
+    (home / "thesis.bin").write_text("years of work")
+    with pytest.raises(CheckpointError, match="not empty and holds no checkpoint.*--overwrite"):
+        save_model(model, home)
+    assert sorted(p.name for p in home.iterdir()) == ["photos", "thesis.bin"]
+    save_model(model, home, overwrite=True)  # consent: weight files there are replaced, the rest stays
+    assert sorted(p.name for p in home.iterdir()) == ["config.json", "model.safetensors", "photos"]
+    with pytest.raises(CheckpointError, match="exists and is not a folder"):
+        save_model(model, home / "config.json")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(CheckpointError, match="cannot write there"):  # its parent cannot be made
+        save_model(model, tmp_path / "a-file" / "out")
 
 
 def test_saved_original_config_has_official_fields(checkpoint, tmp_path):
@@ -284,3 +305,14 @@ def test_parity_check_detects_broken_mappings(tmp_path, monkeypatch):
 
     monkeypatch.setattr(weights, "_language_map", swapped)
     assert (logits(load_model(tmp_path / "fused")) - good).abs().max() > 1e-2
+
+
+def test_convert_cli_refuses_a_folder_that_is_not_a_checkpoint(checkpoint, tmp_path, capsys):
+    dst = tmp_path / "dst"
+    (dst / "keep").mkdir(parents=True)
+    assert cli_main(["convert", str(checkpoint), str(dst), "--layout", "hf"]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err
+    assert [p.name for p in dst.iterdir()] == ["keep"]
+    assert cli_main(["convert", str(checkpoint), str(dst), "--layout", "hf", "--overwrite"]) == 0
+    assert (dst / "keep").is_dir() and (dst / "config.json").is_file()
+    assert cli_main(["convert", str(checkpoint), str(dst), "--layout", "original"]) == 0  # a checkpoint now

@@ -14,17 +14,22 @@ from internvl.errors import InternVLError
 def _convert(args: argparse.Namespace) -> int:
     from internvl.weights import convert_checkpoint
 
-    convert_checkpoint(args.src, args.dst, layout=args.layout, dtype=dtype_by_name(args.dtype))
+    convert_checkpoint(
+        args.src, args.dst, layout=args.layout, dtype=dtype_by_name(args.dtype), overwrite=args.overwrite
+    )
     print(f"wrote {args.layout} layout to {args.dst}", file=sys.stderr)
     return 0
 
 
 def add_convert_command(subparsers: argparse._SubParsersAction) -> None:
+    from internvl.weights import OVERWRITE_HELP
+
     p = subparsers.add_parser("convert", help="convert a checkpoint between the original and hf layouts")
     p.add_argument("src", help="checkpoint folder (either layout)")
-    p.add_argument("dst", help="output folder (replaced atomically)")
+    p.add_argument("dst", help="output folder (its config.json and weight files are replaced; nothing else)")
     p.add_argument("--layout", choices=["original", "hf"], required=True, help="layout to write")
     p.add_argument("--dtype", default=None, help="cast weights (float32, bfloat16, float16); default: keep")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=_convert)
 
 

@@ -493,14 +493,23 @@ def piece_rows(model: InternVL, name: str, source: Source, rows: int) -> list[in
     return [rows // parts] * parts
 
 
-def save_model(model: InternVL, folder: str | Path, layout: str = "original", max_shard_bytes: int = 5 * 2**30) -> None:
-    """Write config.json and safetensors shards for `layout`, atomically.
+def save_model(
+    model: InternVL,
+    folder: str | Path,
+    layout: str = "original",
+    max_shard_bytes: int = 5 * 2**30,
+    overwrite: bool = False,
+) -> None:
+    """Write config.json and safetensors shards for `layout` into `folder`.
 
-    Everything is written to a temporary folder beside `folder` and renamed into place, so an
-    interrupted save never leaves a half-written checkpoint. Non-weight files already in `folder`
-    (tokenizer files, for instance) are carried over.
+    The files are written to a temporary folder beside `folder` first, then moved in (`_move_in`), so
+    an interrupted save never leaves a mix of old and new weights behind a config.json. Only config.json and weight
+    files (`*.safetensors`, `*.bin`, `*.index.json`) of an earlier checkpoint are replaced; anything
+    else in `folder` (tokenizer files, subfolders) is left alone. A non-empty `folder` that holds no
+    checkpoint is refused unless `overwrite` (a typo like `convert model ~` must not touch a home).
     """
     folder = Path(folder)
+    check_destination(folder, overwrite)
     if any(name.endswith(("weight_int8", "weight_packed")) for name, _ in model.named_buffers()):
         raise CheckpointError(
             "a model loaded for inference (int8 or pre-packed weights, as `internvl.load` "
@@ -514,23 +523,57 @@ def save_model(model: InternVL, folder: str | Path, layout: str = "original", ma
     raw["torch_dtype"] = str(dtype).removeprefix("torch.")
     tensors = {key: t.contiguous().cpu() for key, t in checkpoint_tensors(model, layout)}
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-", dir=folder.parent))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-", dir=folder.parent))
+    except OSError as exc:
+        raise CheckpointError(f"{folder}: cannot write there ({exc.strerror})") from exc
     try:
         write_json(tmp / "config.json", raw)
         _write_shards(tensors, tmp, max_shard_bytes)
-        if folder.exists():
-            for item in folder.iterdir():
-                keep = item.is_file() and not (item.name == "config.json" or _is_weight_file(item.name))
-                if keep:
-                    shutil.copy2(item, tmp / item.name)
         for item in tmp.iterdir():  # mkdtemp's private modes would otherwise stick to the checkpoint
             item.chmod(0o644)
-        tmp.chmod(0o755)
-        _replace_folder(tmp, folder)
-    except BaseException:
+        _move_in(tmp, folder)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+OVERWRITE_HELP = (
+    "write into a non-empty folder that holds no checkpoint (only config.json and weight files are replaced)"
+)
+
+
+def check_destination(folder: Path, overwrite: bool = False) -> None:
+    """Refuse a destination that is a file, or a non-empty folder without a checkpoint (unless `overwrite`)."""
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{folder}: exists and is not a folder; choose a folder for the checkpoint")
+    if folder.is_dir() and not (folder / "config.json").is_file() and any(folder.iterdir()) and not overwrite:
+        raise CheckpointError(
+            f"{folder}: the folder is not empty and holds no checkpoint; choose a new or empty folder, "
+            "or pass --overwrite (only config.json and weight files are ever replaced)"
+        )
+
+
+def _move_in(new: Path, folder: Path) -> None:
+    """Replace the checkpoint files of `folder` by those of `new` (every other file stays).
+
+    The old config.json and weights are first moved aside into a hidden sibling folder (deleted at the
+    end), config.json first; the new weights are moved in, config.json last. Interrupted midway,
+    `folder` holds no config.json, so no loader takes it for a checkpoint, and the old files are still
+    in `.NAME.old-*` beside it.
+    """
+    folder.mkdir(exist_ok=True)
+    old = [
+        item
+        for item in folder.iterdir()
+        if item.is_file() and (item.name == "config.json" or _is_weight_file(item.name))
+    ]
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+    for item in sorted(old, key=lambda item: item.name != "config.json"):  # config.json first
+        os.replace(item, aside / item.name)
+    for item in sorted(new.iterdir(), key=lambda item: item.name == "config.json"):  # config.json last
+        os.replace(item, folder / item.name)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _is_weight_file(name: str) -> bool:
@@ -561,26 +604,18 @@ def _write_shards(tensors: dict[str, torch.Tensor], folder: Path, max_shard_byte
     write_json(folder / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
-def _replace_folder(new: Path, target: Path) -> None:
-    """Put `new` at `target`; an existing target is moved aside first and removed only afterwards."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def convert_checkpoint(src: str | Path, dst: str | Path, layout: str, dtype: torch.dtype | None = None) -> None:
+def convert_checkpoint(
+    src: str | Path, dst: str | Path, layout: str, dtype: torch.dtype | None = None, overwrite: bool = False
+) -> None:
     """Load `src` (either layout) and write it to `dst` in `layout`, with its tokenizer files."""
-    src, dst = Path(src), Path(dst)
+    src, dst = model_folder(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise CheckpointError(f"{dst}: converting in place is not supported; choose another destination")
+    check_destination(dst, overwrite)  # before the load: a bad destination fails at once
     model = load_model(src, dtype=dtype)
     if model.image_token_id is None:
         model.image_token_id = image_token_id_from_tokenizer(src)
-    save_model(model, dst, layout=layout)
+    save_model(model, dst, layout=layout, overwrite=overwrite)
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)

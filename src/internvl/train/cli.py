@@ -37,7 +37,9 @@ def _merge_lora(args: argparse.Namespace) -> int:
     from internvl.config import dtype_by_name
     from internvl.train.sft import export_model
 
-    out = export_model(args.checkpoint, args.out, layout=args.layout, dtype=dtype_by_name(args.dtype))
+    out = export_model(
+        args.checkpoint, args.out, layout=args.layout, dtype=dtype_by_name(args.dtype), overwrite=args.overwrite
+    )
     print(f"wrote a merged {args.layout} checkpoint to {out}", file=sys.stderr)
     return 0
 
@@ -51,6 +53,8 @@ def _plot(args: argparse.Namespace) -> int:
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     """`train sft`, `train export` (alias `merge-lora`) and `plot`."""
+    from internvl.weights import OVERWRITE_HELP
+
     train = subparsers.add_parser("train", help="fine-tune a model (recipes configured by YAML)")
     recipes = train.add_subparsers(dest="recipe_command", required=True)
 
@@ -76,9 +80,10 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
         "(and transformers, for --layout hf) load. `merge-lora` is the same command's older name.",
     )
     merge.add_argument("checkpoint", help="a checkpoint folder (RUN/checkpoints/step-N) or a run folder (its latest)")
-    merge.add_argument("out", help="output folder (replaced atomically)")
+    merge.add_argument("out", help="output folder (its config.json and weight files are replaced; nothing else)")
     merge.add_argument("--layout", choices=["original", "hf"], default="original", help="checkpoint layout to write")
     merge.add_argument("--dtype", default=None, help="cast the merged weights (bfloat16, float16, float32)")
+    merge.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     merge.set_defaults(func=_merge_lora)
 
     plot = subparsers.add_parser("plot", help="plot a training run's loss and learning rate (RUN/metrics.png)")

@@ -45,7 +45,7 @@ from internvl.shipped import model_folder
 from internvl.train import TrainingError, checkpoint, data, distributed, lora, optim
 from internvl.train.loss import load_balancing_loss, shift_targets, weighted_cross_entropy_sum
 from internvl.train.metrics import MetricsLog, plot_metrics
-from internvl.weights import load_model, save_model
+from internvl.weights import check_destination, load_model, save_model
 
 PARTS = optim.PARTS
 
@@ -638,7 +638,11 @@ def load_weights(
 
 
 def export_model(
-    checkpoint_path: str | Path, out: str | Path, layout: str = "original", dtype: torch.dtype | None = None
+    checkpoint_path: str | Path,
+    out: str | Path,
+    layout: str = "original",
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """A run's checkpoint as a plain model folder: LoRA merged into the base weights, loadable by
     `internvl.weights.load_model` (and the official / transformers code for the layout)."""
@@ -647,6 +651,7 @@ def export_model(
     from internvl.weights import TOKENIZER_FILES
 
     folder = checkpoint.resolve_checkpoint(checkpoint_path)
+    check_destination(Path(out), overwrite)  # before the work: a bad destination fails at once
     config = load_config(folder / "config.yaml")
     model = build_model(config.model)
     lora.apply_lora(
@@ -663,7 +668,7 @@ def export_model(
     if dtype is not None:
         model.to(dtype)
     out = Path(out)
-    save_model(model, out, layout=layout)
+    save_model(model, out, layout=layout, overwrite=overwrite)
     if config.model.path:
         for name in TOKENIZER_FILES:
             if (Path(config.model.path) / name).is_file():

@@ -19,6 +19,7 @@ SFT_RECIPES = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "nano_v
 DATA_OF_NANO_RECIPES = {
     "nano_sft.yaml": "runs/nano/world-train/meta.json",
     "nano_finetune_shapes.yaml": "runs/shapes/meta.json",
+    "nano_warmup.yaml": "runs/nano/warmup/meta.json",
 }
 
 
@@ -71,3 +72,22 @@ def test_recipes_are_checked_before_the_model_loads(tmp_path):
         validate(load_settings(SFTSettings, recipe, [f"data.options.meta_path={tmp_path / 'missing.json'}"]))
     with pytest.raises(ConfigError, match="is not a folder"):
         validate(load_settings(SFTSettings, recipe, ["model.path=nano-typo", f"data.options.meta_path={meta}"]))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=-1", "optim.lr must be a finite number >= 0, got -1"),
+        ("optim.lr=.nan", "optim.lr must be a finite number >= 0, got nan"),
+        ("optim.lr=0", "optim.lr must be positive"),
+        ("optim.lr_vision=.inf", "optim.lr_vision must be a finite"),
+        ("optim.weight_decay=-0.1", "optim.weight_decay must be"),
+        ("optim.betas=[0.9, 1.5]", "optim.betas must lie in"),
+        ("optim.warmup_steps=-3", "optim.warmup_steps must be >= 0"),
+    ],
+)
+def test_bad_optimiser_numbers_are_refused_before_training(override, message):
+    from internvl.train.sft import check_optim
+
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        check_optim(load_settings(SFTSettings, None, [override]).optim)

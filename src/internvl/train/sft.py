@@ -189,6 +189,27 @@ def validate(config: SFTSettings) -> None:
         raise ConfigError("distributed.strategy=none under torchrun would train unrelated copies; use ddp or fsdp")
     if len(config.optim.betas) != 2:
         raise ConfigError(f"optim.betas must be two numbers, got {config.optim.betas}")
+    check_optim(config.optim)
+
+
+def check_optim(optim: OptimSettings) -> None:
+    """Learning rates and the schedule's numbers make sense before any weight moves (a NaN rate would
+    otherwise be caught only after it had spoiled one update)."""
+    rates = {"lr": optim.lr, "lr_vision": optim.lr_vision, "lr_projector": optim.lr_projector}
+    rates["lr_language"] = optim.lr_language
+    for name, value in rates.items():
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"optim.{name} must be a finite number >= 0, got {value}")
+    if not optim.lr > 0:
+        raise ConfigError(f"optim.lr must be positive, got {optim.lr} (freeze a part to keep it fixed)")
+    for name in ("weight_decay", "eps", "warmup_ratio", "min_lr_ratio", "max_grad_norm"):
+        value = getattr(optim, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"optim.{name} must be a finite number >= 0, got {value}")
+    if not all(math.isfinite(b) and 0 <= b < 1 for b in optim.betas):
+        raise ConfigError(f"optim.betas must lie in [0, 1), got {optim.betas}")
+    if optim.warmup_steps < 0:
+        raise ConfigError(f"optim.warmup_steps must be >= 0, got {optim.warmup_steps}")
 
 
 # ----------------------------------------------------------------------------------------------

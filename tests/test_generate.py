@@ -425,3 +425,38 @@ def test_stream_text_over_generation(qwen2, batch):
     for row, piece in stream_text(stream(model, ids, mask, pixels, config), tiny_decode):
         texts[row] += piece
     assert texts == [tiny_decode(row) for row in tokens]
+
+
+def test_extreme_sampling_numbers_sample_or_are_refused():
+    """Hostile but legal numbers sample without nan (issue: a 500 from the server); non-finite ones are refused."""
+    from internvl.errors import ConfigError
+    from internvl.generate import GenerationConfig, pick_tokens
+
+    logits = torch.randn(3, 64) * 5
+    present = torch.zeros(3, 64, dtype=torch.bool)
+    present[:, :20] = True
+    generator = torch.Generator().manual_seed(0)
+    tiny = pick_tokens(logits, GenerationConfig(temperature=1e-300), present, generator)
+    assert torch.equal(tiny, logits.argmax(-1))  # a vanishing temperature is greedy, not nan
+    for config in (
+        GenerationConfig(temperature=0.7, repetition_penalty=1e-300),
+        GenerationConfig(temperature=1e300, top_k=3, top_p=0.5),
+        GenerationConfig(temperature=1.0, repetition_penalty=1e300),
+    ):
+        picked = pick_tokens(logits, config, present, generator)
+        assert picked.shape == (3,) and bool(((picked >= 0) & (picked < 64)).all())
+    for bad in ({"temperature": float("nan")}, {"top_p": float("nan")}, {"repetition_penalty": float("inf")}):
+        with pytest.raises(ConfigError, match="must be a finite number"):
+            GenerationConfig(**bad)
+
+
+def test_an_unavailable_device_is_one_line():
+    from internvl.chat import check_device
+    from internvl.errors import ConfigError
+
+    check_device("cpu")
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            check_device("cuda")

@@ -38,6 +38,16 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device: str) -> None:
+    """A device this machine has: a line naming it, not a traceback from deep inside torch."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {device!r}; use cpu or cuda (cuda:N)") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine or in this PyTorch build; use cpu")
+
+
 @dataclass
 class Chat:
     """A model, its tokenizer and processor, and default generation settings."""
@@ -254,6 +264,7 @@ def load(
         raise ConfigError(f"unknown quantize mode {quantize!r}; choose 'int8' or leave it unset")
     folder = model_folder(folder if folder is not None else "nano")
     device = device or default_device()
+    check_device(device)
     if dtype is None and device == "cpu":
         dtype = torch.float32  # a CPU without bf16 matrix units runs bf16 matmuls far slower than fp32
     model = load_model(folder, dtype=dtype, device=device)

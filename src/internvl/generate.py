@@ -21,6 +21,7 @@ therefore tell "stopped" from "ran out of `max_new_tokens`", and cut text at a s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -74,6 +75,9 @@ class GenerationConfig:
         object.__setattr__(self, "stop_strings", tuple(self.stop_strings))
         if self.max_new_tokens < 0:
             raise ConfigError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:
@@ -140,7 +144,12 @@ def pick_tokens(
         logits = apply_repetition_penalty(logits, present, config.repetition_penalty)
     if config.greedy:
         return logits.argmax(dim=-1)
-    logits = logits / config.temperature
+    # Scale after shifting each row's largest logit to 0: a tiny temperature (or an extreme penalty) then
+    # sends the others towards -inf, where logits / temperature would overflow to inf and softmax to nan.
+    big = torch.finfo(logits.dtype).max
+    logits = logits.nan_to_num(nan=-big, posinf=big, neginf=-big)
+    temperature = max(config.temperature, torch.finfo(logits.dtype).tiny)  # 1e-300 is 0 in float32
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if config.top_k > 0:
         logits = top_k_filter(logits, config.top_k)
     if config.top_p < 1.0:

@@ -12,8 +12,9 @@
 # Stages (each one resumable command with its own output folder and YAML recipe; run the script again
 # after an interruption and each stage goes on from its last checkpoint; delete the run folder to start over):
 #   1. vision pre-training     python -m internvl.nano.vision_pretrain configs/nano_vision.yaml  -> RUN/vision
-#   2. world + tokenizer + init (stage 1's encoder, random projector and decoder)                -> RUN/init
-#   3. SFT, encoder frozen     internvl train sft configs/nano_sft.yaml                           -> RUN/sft
+#      data: world + warm-up pictures + tokenizer + init (stage 1's encoder, random projector and decoder)
+#   2. warm-up, encoder frozen internvl train sft configs/nano_warmup.yaml                        -> RUN/warm
+#   3. SFT, encoder frozen     internvl train sft configs/nano_sft.yaml (world + warm-up mix)     -> RUN/sft
 # then the export (bf16, original layout) and the evaluation on the world's test split.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,17 +33,18 @@ done
 bash scripts/setup.sh
 PY=.venv/bin/python
 if [ "$QUICK" = 1 ]; then
-  RUN=runs/nano-quick; TRAIN_SAMPLES=4000; TEST_SAMPLES=300; MODEL=$RUN/model
-  VISION_ARGS=(steps=700 eval_every=100); SFT_ARGS=(train.max_steps=700 checkpoint.every_steps=100)
+  RUN=runs/nano-quick; TRAIN_SAMPLES=4000; WARMUP_PICTURES=2000; TEST_SAMPLES=300; MODEL=$RUN/model
+  VISION_ARGS=(steps=700 eval_every=100); WARM_ARGS=(train.max_steps=200)
+  SFT_ARGS=(train.max_steps=500 checkpoint.every_steps=100)
 else
-  RUN=runs/nano; TRAIN_SAMPLES=20000; TEST_SAMPLES=1000; MODEL=src/internvl/assets/nano
-  VISION_ARGS=(); SFT_ARGS=()
+  RUN=runs/nano; TRAIN_SAMPLES=20000; WARMUP_PICTURES=6000; TEST_SAMPLES=1000; MODEL=src/internvl/assets/nano
+  VISION_ARGS=(); WARM_ARGS=(); SFT_ARGS=()
 fi
 # Both recipes compute in bf16 (autocast). A CPU without native bf16 runs that slower than fp32: use fp32 there
 # (the package's own test of the CPU, internvl.model.linear.cpu_has_native_bf16).
 if [ "$DEVICE" = cpu ] && ! $PY -c "import sys; from internvl.model.linear import cpu_has_native_bf16 as f; sys.exit(not f())"; then
   echo "this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32" >&2
-  VISION_ARGS+=(precision=fp32); SFT_ARGS+=(train.precision=fp32)
+  VISION_ARGS+=(precision=fp32); WARM_ARGS+=(train.precision=fp32); SFT_ARGS+=(train.precision=fp32)
 fi
 start=$(date +%s)
 minutes() { echo $(( ($(date +%s) - $1) / 60 )); }
@@ -57,20 +59,33 @@ else
   echo "stage 1 (vision pre-training) took $(minutes $t) minutes" >&2
 fi
 
-# Stage 2: training conversations (4 questions about a picture + a last "Describe what the picture shows."
-# turn), the tokenizer, and the initial checkpoint with stage 1's encoder. Done once per run folder.
+# Data, done once per run folder: training conversations (4 questions about a picture + a last "Describe what
+# the picture shows." turn), the warm-up pictures (one or two large objects) and their mix with the world,
+# the tokenizer, and the initial checkpoint with stage 1's encoder.
 if [ ! -f $RUN/world-train/meta.json ]; then
   $PY -m internvl.cli world generate --out $RUN/world-train --split train --n "$TRAIN_SAMPLES" --workers 2 \
     --questions-per-image 4 --describe
+fi
+if [ ! -f $RUN/warmup/mix.json ]; then
+  $PY -m internvl.nano.warmup --out $RUN/warmup --n "$WARMUP_PICTURES" --mix $RUN/world-train/meta.json
 fi
 if [ ! -f $RUN/init/config.json ]; then
   $PY -m internvl.nano.init --data $RUN/world-train --out $RUN/init --vision "$VISION"
 fi
 
-# Stage 3: SFT with the encoder frozen.
+# Stage 2: the warm-up, encoder frozen: projector and decoder learn to read large objects.
 t=$(date +%s)
-$PY -m internvl.cli train sft configs/nano_sft.yaml output_dir=$RUN/sft model.path=$RUN/init \
-  data.options.meta_path=$RUN/world-train/meta.json train.device=$DEVICE \
+$PY -m internvl.cli train sft configs/nano_warmup.yaml output_dir=$RUN/warm model.path=$RUN/init \
+  data.options.meta_path=$RUN/warmup/meta.json train.device=$DEVICE "${WARM_ARGS[@]}"
+if [ ! -f $RUN/warm-model/config.json ]; then
+  $PY -m internvl.cli train export $RUN/warm $RUN/warm-model --dtype float32
+fi
+echo "stage 2 (warm-up) took $(minutes $t) minutes" >&2
+
+# Stage 3: SFT on the world mixed with the warm-up pictures, encoder frozen, from stage 2's model.
+t=$(date +%s)
+$PY -m internvl.cli train sft configs/nano_sft.yaml output_dir=$RUN/sft model.path=$RUN/warm-model \
+  data.options.meta_path=$RUN/warmup/mix.json train.device=$DEVICE \
   "${SFT_ARGS[@]}"
 echo "stage 3 (SFT) took $(minutes $t) minutes" >&2
 rm -rf "$MODEL"

@@ -17,7 +17,7 @@ from internvl.train.sft import SFTSettings
 CONFIGS = Path(__file__).parents[1] / "configs"
 SFT_RECIPES = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "nano_vision.yaml")
 DATA_OF_NANO_RECIPES = {
-    "nano_sft.yaml": "runs/nano/world-train/meta.json",
+    "nano_sft.yaml": "runs/nano/warmup/mix.json",
     "nano_finetune_shapes.yaml": "runs/shapes/meta.json",
     "nano_warmup.yaml": "runs/nano/warmup/meta.json",
 }

@@ -369,7 +369,12 @@ def test_cli_run_with_a_factory_is_restartable(data_file, tmp_path, capsys):
     assert main(argv, answerer_factory=factory) == 130  # the fake model is interrupted after one batch
     assert len(read_predictions(tmp_path / "r" / "predictions.jsonl")) == 4
     assert main(argv, answerer_factory=factory) == 0
-    assert made[0] == made[1] and made[0].model == str(Path("m").resolve()) and made[0].max_tiles == 2 and made[0].chain_of_thought
+    assert (
+        made[0] == made[1]
+        and made[0].model == str(Path("m").resolve())
+        and made[0].max_tiles == 2
+        and made[0].chain_of_thought
+    )
     assert made[0].generation["max_new_tokens"] == 64
     assert main([*argv[:-3], "--no-progress"], answerer_factory=factory) == 1  # other settings
     assert "other settings" in capsys.readouterr().err

@@ -544,10 +544,12 @@ OVERWRITE_HELP = (
 
 
 def check_destination(folder: Path, overwrite: bool = False) -> None:
-    """Refuse a destination that is a file, or a non-empty folder without a checkpoint (unless `overwrite`)."""
+    """Refuse a destination that is a file, or a folder holding more than tokenizer files and no checkpoint
+    (unless `overwrite`): a folder with only tokenizer files is a checkpoint being assembled."""
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder}: exists and is not a folder; choose a folder for the checkpoint")
-    if folder.is_dir() and not (folder / "config.json").is_file() and any(folder.iterdir()) and not overwrite:
+    foreign = folder.is_dir() and any(not (p.is_file() and p.name in TOKENIZER_FILES) for p in folder.iterdir())
+    if foreign and not (folder / "config.json").is_file() and not overwrite:
         raise CheckpointError(
             f"{folder}: the folder is not empty and holds no checkpoint; choose a new or empty folder, "
             "or pass --overwrite (only config.json and weight files are ever replaced)"

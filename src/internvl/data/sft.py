@@ -322,15 +322,21 @@ class SupervisedDataset(torch.utils.data.Dataset):
         """EncodedSample i, or an `InputError` that starts with `annotation:line`."""
         where = self.where(i)
         try:
-            text = self.lines.read(int(self._order[i]))
-            return self._build(
-                json_record(text), np.random.default_rng((self.settings.seed, self.dataset_index, i)), where
-            )
+            return self.build_sample(self.record(i), self.rng(i), where)
         except InputError as e:
             message = str(e)
             raise InputError(message if message.startswith(where) else f"{where}: {message}") from e
 
-    def _build(self, record: dict[str, Any], rng: np.random.Generator, where: str) -> EncodedSample:
+    def record(self, i: int) -> dict[str, Any]:
+        """Line i as a JSON object (an `InputError` if it is not one)."""
+        return json_record(self.lines.read(int(self._order[i])))
+
+    def rng(self, i: int) -> np.random.Generator:
+        """Sample i's random stream (augmentation, frame counts): the same in every process and epoch."""
+        return np.random.default_rng((self.settings.seed, self.dataset_index, i))
+
+    def build_sample(self, record: dict[str, Any], rng: np.random.Generator, where: str) -> EncodedSample:
+        """One SFT record (`conversations` and its media) -> EncodedSample; `where` labels its errors."""
         system, turns = parse_conversations(record, strip=self.encoder.strip_values)
         human = [k for k, (role, _) in enumerate(turns) if role == "human"]
         images, video = record.get("image"), record.get("video")

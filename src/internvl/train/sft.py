@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from internvl.data import loader
 from internvl.errors import CheckpointError, ConfigError
 from internvl.model.internvl import InternVL
 from internvl.model.llm import MoEMLP
-from internvl.settings import dump_yaml, load_settings
+from internvl.settings import dump_yaml, from_dict, load_settings
 from internvl.shipped import model_folder
 from internvl.train import TrainingError, checkpoint, data, distributed, lora, optim
 from internvl.train.loss import load_balancing_loss, shift_targets, weighted_cross_entropy_sum
@@ -304,6 +304,80 @@ class SFTObjective(nn.Module):
         return ce_sum, aux
 
 
+class Objective(Protocol):
+    """What a recipe optimises (SFT here, MPO in `internvl.train.mpo`); the loop around it is shared.
+
+    `module` is what gets wrapped for DDP / FSDP2: every parameter the loss touches. `step` runs the
+    forward and backward passes of one optimiser step's micro-batches (gradients synchronised on the
+    last one) and returns the step's metrics averaged over ranks, "loss" among them. Its state (for
+    example a running mean the loss reads) goes into checkpoints."""
+
+    module: nn.Module
+
+    def step(self, wrapped: nn.Module, batches: list[dict[str, Any]], autocast: dict[str, Any]) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class SFTSteps:
+    """SFT's step: Σ w·CE / Σw over every micro-batch of the step on every rank (module docstring),
+    plus the MoE load-balancing loss."""
+
+    def __init__(self, model: InternVL, config: SFTSettings, state: distributed.Distributed) -> None:
+        self.module: nn.Module = SFTObjective(model, config.train.loss_chunk_size)
+        self.state = state
+        self.normalization = config.train.loss_normalization
+        self.has_experts = model.config.text.num_experts > 0
+        coef = config.train.moe_aux_loss_coef
+        if coef is None:
+            coef = model.config.text.router_aux_loss_coef if self.has_experts else 0.0
+        self.aux_coef = coef
+
+    def step(self, wrapped: nn.Module, batches: list[dict[str, Any]], autocast: dict[str, Any]) -> dict[str, float]:
+        state, accum = self.state, len(batches)
+        inputs = [model_inputs(b, state.device) for b in batches]
+        # Σw of every micro-batch of this step on every rank: the loss normaliser (docs/sft.md#loss-weights).
+        shifted = [shift_targets(x.pop("labels"), x.pop("loss_weight"), x.get("document_ids")) for x in inputs]
+        weight_sums = torch.tensor([float(w.sum()) for _, w in shifted], dtype=torch.float64)
+        state.all_reduce_sum(weight_sums)
+        if self.normalization == "global":
+            denominators = [float(weight_sums.sum()) / state.world_size] * accum  # DDP's gradient mean ÷ world
+        else:
+            denominators = [float(w) / state.world_size * accum for w in weight_sums]
+
+        step_loss = torch.zeros((), dtype=torch.float64)
+        step_aux = torch.zeros((), dtype=torch.float64)
+        for index, (x, (targets, weights)) in enumerate(zip(inputs, shifted)):
+            with distributed.gradient_sync(wrapped, enabled=index == accum - 1):  # sync on the last one only
+                with torch.autocast(**autocast):
+                    ce_sum, aux = wrapped(targets=targets, weights=weights, **x)
+                micro_loss = ce_sum / max(denominators[index], 1e-12)
+                (micro_loss + self.aux_coef * aux / accum).backward()
+            step_loss += micro_loss.detach().double().cpu()
+            step_aux += aux.detach().double().cpu() / accum
+        totals = torch.stack([step_loss, step_aux])
+        state.all_reduce_sum(totals)
+        metrics = {"loss": float(totals[0]) / state.world_size}
+        if self.has_experts:
+            metrics["aux_loss"] = float(totals[1]) / state.world_size
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def sft_objective(model: InternVL, config: SFTSettings, state: distributed.Distributed, source: Any) -> Objective:
+    return SFTSteps(model, config, state)
+
+
+MakeObjective = Callable[[InternVL, SFTSettings, distributed.Distributed, Any], Objective]
+
+
 def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
     """The contract's tensors on `device`, minus what changes nothing (an all-ones mask, one document per row)."""
     out = {k: batch[k].to(device, non_blocking=True) for k in data.TENSOR_KEYS if batch.get(k) is not None}
@@ -326,15 +400,16 @@ def seed_everything(seed: int) -> None:
 # The recipe
 
 
-def run(config: SFTSettings) -> dict[str, Any]:
-    """Train as `config` says; returns {"step", "loss", "run_dir", "checkpoint"} of the last step."""
+def run(config: SFTSettings, make_objective: MakeObjective = sft_objective) -> dict[str, Any]:
+    """Train as `config` says; returns {"step", "loss", "run_dir", "checkpoint"} of the last step.
+    `make_objective(model, config, state, source)` builds what is optimised (SFT by default)."""
     validate(config)
     finished = finished_run(config)
     if finished is not None:
         return finished
     state = distributed.setup(config.train.device, config.distributed.backend, config.distributed.init_method)
     try:
-        return _train(config, state)
+        return _train(config, state, make_objective)
     finally:
         distributed.teardown(state)
 
@@ -365,7 +440,7 @@ def finished_run(config: SFTSettings) -> dict[str, Any] | None:
     }
 
 
-def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any]:
+def _train(config: SFTSettings, state: distributed.Distributed, make_objective: MakeObjective) -> dict[str, Any]:
     config = dataclasses.replace(config)
     if config.model.path:
         config.model = dataclasses.replace(config.model, path=str(model_folder(config.model.path).resolve()))
@@ -392,14 +467,14 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
             "FSDP2 with MoE experts is not supported (ranks route tokens to different experts); "
             "use distributed.strategy=ddp"
         )
-    aux_coef = config.train.moe_aux_loss_coef
-    if aux_coef is None:
-        aux_coef = model.config.text.router_aux_loss_coef if has_experts else 0.0
-
-    # 2. Wrap for data parallelism (DDP) or sharding (FSDP2), then the optimiser over the wrapped parameters.
-    objective = SFTObjective(model, config.train.loss_chunk_size)
+    # 2. What the recipe computes (SFT: weighted CE), then data parallelism (DDP) or sharding (FSDP2),
+    #    then the optimiser over the wrapped parameters.
+    source = data.build_batch_source(
+        config.data.source, data_options(config), model.config, state.rank, state.world_size, config.seed
+    )
+    objective = make_objective(model, config, state, source)
     wrapped = distributed.wrap(
-        objective,
+        objective.module,
         model,
         config.distributed.strategy,
         state,
@@ -416,10 +491,7 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
     optimizer = optim.build_optimizer(groups, tuple(config.optim.betas), config.optim.eps)  # type: ignore[arg-type]
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
-    # 3. Data, and the length of the run.
-    source = data.build_batch_source(
-        config.data.source, data_options(config), model.config, state.rank, state.world_size, config.seed
-    )
+    # 3. The length of the run.
     max_steps = config.train.max_steps
     if max_steps <= 0:
         if not hasattr(source, "__len__"):
@@ -450,6 +522,7 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
                 "uninterrupted run",
                 file=sys.stderr,
             )
+        objective.load_state_dict(progress.get("objective", {}))
         if saved["rng"] is not None:
             checkpoint.set_rng_state(saved["rng"])
         else:
@@ -482,27 +555,7 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
     while step < stop_at:
         step_start = time.perf_counter()
         batches = [next(stream) for _ in range(accum)]
-        inputs = [model_inputs(b, state.device) for b in batches]
-
-        # Σw of every micro-batch of this step on every rank: the loss normaliser (docs/sft.md#loss-weights).
-        shifted = [shift_targets(x.pop("labels"), x.pop("loss_weight"), x.get("document_ids")) for x in inputs]
-        weight_sums = torch.tensor([float(w.sum()) for _, w in shifted], dtype=torch.float64)
-        state.all_reduce_sum(weight_sums)
-        if config.train.loss_normalization == "global":
-            denominators = [float(weight_sums.sum()) / state.world_size] * accum  # DDP's gradient mean ÷ world
-        else:
-            denominators = [float(w) / state.world_size * accum for w in weight_sums]
-
-        step_loss = torch.zeros((), dtype=torch.float64)
-        step_aux = torch.zeros((), dtype=torch.float64)
-        for index, (x, (targets, weights)) in enumerate(zip(inputs, shifted)):
-            with distributed.gradient_sync(wrapped, enabled=index == accum - 1):  # sync on the last one only
-                with torch.autocast(**autocast):
-                    ce_sum, aux = wrapped(targets=targets, weights=weights, **x)
-                micro_loss = ce_sum / max(denominators[index], 1e-12)
-                (micro_loss + aux_coef * aux / accum).backward()
-            step_loss += micro_loss.detach().double().cpu()
-            step_aux += aux.detach().double().cpu() / accum
+        step_metrics = objective.step(wrapped, batches, autocast)
 
         # Statistics of the whole step over all ranks.
         real = sum(
@@ -511,10 +564,9 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
         )
         every = sum(b["input_ids"].numel() for b in batches)
         samples = sum(int(b.get("num_samples", b["input_ids"].shape[0])) for b in batches)
-        stats = torch.tensor([float(step_loss), float(step_aux), real, every, samples], dtype=torch.float64)
+        stats = torch.tensor([real, every, samples], dtype=torch.float64)
         state.all_reduce_sum(stats)
-        loss_value = float(stats[0]) / state.world_size
-        aux_value = float(stats[1]) / state.world_size
+        loss_value = step_metrics["loss"]
         if not math.isfinite(loss_value):
             raise TrainingError(nonfinite_message("loss", loss_value, step + 1, config, last_checkpoint))
 
@@ -527,10 +579,10 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        samples_seen += int(stats[4])
-        tokens_seen += int(stats[2])
+        samples_seen += int(stats[2])
+        tokens_seen += int(stats[0])
         seconds = time.perf_counter() - step_start
-        tokens_per_s = float(stats[2]) / max(seconds, 1e-9)
+        tokens_per_s = float(stats[0]) / max(seconds, 1e-9)
 
         # Log, show, save.
         if metrics is not None and (step % config.log.every_steps == 0 or step == stop_at):
@@ -540,14 +592,13 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
                 "lr": config.optim.lr * factor,
                 "grad_norm": grad_norm,
                 "tokens_per_s": tokens_per_s,
-                "padding_share": 1.0 - float(stats[2]) / max(float(stats[3]), 1.0),
+                "padding_share": 1.0 - float(stats[0]) / max(float(stats[1]), 1.0),
                 "samples": samples_seen,
                 "tokens": tokens_seen,
                 "elapsed_s": time.perf_counter() - started,
             }
             record.update({f"lr_{part}": lr for part, lr in lrs.items()})
-            if has_experts:
-                record["aux_loss"] = aux_value
+            record.update({name: value for name, value in step_metrics.items() if name != "loss"})
             metrics.write(record)
         bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
         bar.update(1)
@@ -567,6 +618,7 @@ def _train(config: SFTSettings, state: distributed.Distributed) -> dict[str, Any
                     "lr_factor": factor,
                 },
                 "loss": loss_value,
+                "objective": objective.state_dict(),
             }
             last_checkpoint = save(config, run_dir, step, wrapped, model, optimizer, progress, state)
     bar.close()
@@ -673,10 +725,14 @@ def export_model(
 
     folder = checkpoint.resolve_checkpoint(checkpoint_path)
     check_destination(Path(out), overwrite)  # before the work: a bad destination fails at once
-    config = load_config(folder / "config.yaml")
-    model = build_model(config.model)
+    model_settings, lora_settings = checkpoint_model_settings(folder)
+    model = build_model(model_settings)
     lora.apply_lora(
-        model, config.lora.language_rank, config.lora.vision_rank, config.lora.alpha_multiplier, config.lora.dropout
+        model,
+        lora_settings.language_rank,
+        lora_settings.vision_rank,
+        lora_settings.alpha_multiplier,
+        lora_settings.dropout,
     )
     weights = load_file(str(folder / "model.safetensors"))
     names = set(model.state_dict())
@@ -690,8 +746,24 @@ def export_model(
         model.to(dtype)
     out = Path(out)
     save_model(model, out, layout=layout, overwrite=overwrite)
-    if config.model.path:
+    if model_settings.path:
         for name in TOKENIZER_FILES:
-            if (Path(config.model.path) / name).is_file():
-                shutil.copy2(Path(config.model.path) / name, out / name)
+            if (Path(model_settings.path) / name).is_file():
+                shutil.copy2(Path(model_settings.path) / name, out / name)
     return out
+
+
+def checkpoint_model_settings(folder: Path) -> tuple[ModelSettings, LoraSettings]:
+    """The model and LoRA settings a checkpoint was trained with (any recipe: SFT, MPO), from its config.yaml."""
+    import yaml
+
+    path = folder / "config.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise CheckpointError(f"{path}: cannot read the run's settings ({e})") from e
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: not a recipe (a mapping of settings)")
+    model_settings = from_dict(ModelSettings, raw.get("model", {}), source=str(path), prefix="model.")
+    lora_settings = from_dict(LoraSettings, raw.get("lora") or {}, source=str(path), prefix="lora.")
+    return model_settings, lora_settings

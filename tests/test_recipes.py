@@ -15,11 +15,14 @@ from internvl.settings import from_dict, load_settings
 from internvl.train.sft import SFTSettings
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-SFT_RECIPES = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "nano_vision.yaml")
+SFT_RECIPES = sorted(
+    p.name for p in CONFIGS.glob("*.yaml") if p.name != "nano_vision.yaml" and not p.name.startswith("mpo")
+)
 DATA_OF_NANO_RECIPES = {
     "nano_sft.yaml": "runs/nano/warmup/mix.json",
     "nano_finetune_shapes.yaml": "runs/shapes/meta.json",
     "nano_warmup.yaml": "runs/nano/warmup/meta.json",
+    "nano_sft_more.yaml": "runs/nano/more-mix.json",
 }
 
 
@@ -91,3 +94,15 @@ def test_bad_optimiser_numbers_are_refused_before_training(override, message):
 
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         check_optim(load_settings(SFTSettings, None, [override]).optim)
+
+
+def test_the_mpo_recipe_loads_and_refuses_to_start_without_pairs():
+    from internvl.train import mpo
+
+    recipe = mpo.load_config(CONFIGS / "mpo.yaml")
+    assert recipe.data.source == "internvl.data.preference:pair_batches"
+    assert (recipe.mpo.beta, recipe.mpo.loss_weights) == (0.1, [0.8, 0.2, 1.0])
+    with pytest.raises(ConfigError, match="data.options.meta_path is required"):
+        from internvl.data.preference import check_pair_options
+
+        check_pair_options({**recipe.data.options, "tokenizer": "x"})

@@ -218,6 +218,12 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     add(subparsers)
 
 
+def add_data_command(subparsers: argparse._SubParsersAction) -> None:
+    from internvl.data.mmpr import add_data_command as add
+
+    add(subparsers)
+
+
 def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
     from internvl.bench import add_arguments, run
 
@@ -233,6 +239,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_eval_command,
     add_world_command,
     add_train_commands,
+    add_data_command,
     add_bench_command,
 ]
 

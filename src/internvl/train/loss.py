@@ -97,3 +97,30 @@ def load_balancing_loss(
         tokens_per_expert = (assigned * mask[:, None, None]).sum(dim=0) / total
         prob_per_expert = (probs * mask[:, None]).sum(dim=0) / total
     return (tokens_per_expert * prob_per_expert[None]).sum() * num_experts
+
+
+def _chunk_log_probs(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden).float()
+    return -F.cross_entropy(logits, targets, reduction="none")
+
+
+def target_log_probs(
+    hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk_size: int = 1024
+) -> torch.Tensor:
+    """log p(target_t) at every position with a target (float32, batch x seq), 0 where targets is -100.
+
+    The preference losses sum these per row (`internvl.train.preference`); like
+    `weighted_cross_entropy_sum`, only supervised positions go through the head, chunk by chunk."""
+    keep = targets != IGNORE_INDEX
+    out = torch.zeros(targets.shape, dtype=torch.float32, device=hidden.device)
+    rows, wanted = hidden[keep], targets[keep]
+    if rows.shape[0] == 0:
+        return out + head(hidden.reshape(-1, hidden.shape[-1])[:1]).float().sum() * 0.0
+    pieces = []
+    for start in range(0, rows.shape[0], chunk_size):
+        piece = slice(start, start + chunk_size)
+        if torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in head.parameters())):
+            pieces.append(checkpoint(_chunk_log_probs, head, rows[piece], wanted[piece], use_reentrant=False))
+        else:
+            pieces.append(_chunk_log_probs(head, rows[piece], wanted[piece]))
+    return out.masked_scatter(keep, torch.cat(pieces))

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from internvl.config import InternVLConfig
 from internvl.data.collate import Collator, LossReduction
 from internvl.data.packing import PackedDataset, PackingSettings
-from internvl.data.sft import BadLinePolicy, SampleSettings, build_datasets
+from internvl.data.sft import BadLinePolicy, SampleSettings, build_datasets, model_sample_settings
 from internvl.errors import ConfigError
 from internvl.inputs.tokens import load_tokenizer
 from internvl.settings import from_dict
@@ -82,18 +82,7 @@ def packed_batches(
     """Build this rank's source from `data.options` (see `PackedDataOptions`)."""
     settings = check_options(options)
     tokenizer = load_tokenizer(settings.tokenizer)
-    samples = SampleSettings(
-        template=model_config.template,
-        num_image_token=model_config.num_image_token,
-        tile_size=model_config.vision.image_size,
-        max_tiles=settings.max_tiles,
-        use_thumbnail=model_config.use_thumbnail,
-        max_length=settings.max_length,
-        on_bad_line=settings.on_bad_line,
-        min_num_frame=settings.min_num_frame,
-        max_num_frame=settings.max_num_frame,
-        seed=seed,
-    )
+    samples = model_sample_settings(model_config, settings, seed)
     datasets = build_datasets(settings.meta_path, tokenizer, samples)
     packing = PackingSettings(
         num_images_expected=settings.num_images_expected, max_packed_tokens=settings.max_packed_tokens, seed=seed

@@ -22,7 +22,14 @@ import torch
 
 from internvl.config import InternVLConfig
 from internvl.data.collate import Collator
-from internvl.data.sft import BadLinePolicy, EncodedSample, SampleSettings, SupervisedDataset, read_meta
+from internvl.data.sft import (
+    BadLinePolicy,
+    EncodedSample,
+    SampleSettings,
+    SupervisedDataset,
+    model_sample_settings,
+    read_meta,
+)
 from internvl.errors import ConfigError, InputError
 from internvl.inputs.prompt import Tokenizer
 from internvl.inputs.tokens import load_tokenizer
@@ -204,18 +211,7 @@ def pair_batches(
     """Build this rank's source from `data.options` (see `PairDataOptions`)."""
     settings = check_pair_options(options)
     tokenizer = load_tokenizer(settings.tokenizer)
-    samples = SampleSettings(
-        template=model_config.template,
-        num_image_token=model_config.num_image_token,
-        tile_size=model_config.vision.image_size,
-        max_tiles=settings.max_tiles,
-        use_thumbnail=model_config.use_thumbnail,
-        max_length=settings.max_length,
-        on_bad_line=settings.on_bad_line,
-        min_num_frame=settings.min_num_frame,
-        max_num_frame=settings.max_num_frame,
-        seed=seed,
-    )
+    samples = model_sample_settings(model_config, settings, seed)
     datasets = build_pair_datasets(settings.meta_path, tokenizer, samples)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return PairBatches(

@@ -239,6 +239,23 @@ class SampleSettings:
     seed: int = 0  # augmentation, frame counts and packing order derive from it
 
 
+def model_sample_settings(model_config: Any, options: Any, seed: int) -> SampleSettings:
+    """SampleSettings for a model (template, tokens per tile, tile size, thumbnail) and a data source's
+    typed options (max_tiles, max_length, on_bad_line, min_num_frame, max_num_frame)."""
+    return SampleSettings(
+        template=model_config.template,
+        num_image_token=model_config.num_image_token,
+        tile_size=model_config.vision.image_size,
+        max_tiles=options.max_tiles,
+        use_thumbnail=model_config.use_thumbnail,
+        max_length=options.max_length,
+        on_bad_line=options.on_bad_line,
+        min_num_frame=options.min_num_frame,
+        max_num_frame=options.max_num_frame,
+        seed=seed,
+    )
+
+
 # --------------------------------------------------------------------------------- the dataset
 
 

@@ -55,6 +55,22 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+RECIPES = (
+    (
+        "sft",
+        "supervised fine-tuning",
+        "Supervised fine-tuning configured by a YAML recipe; settings can be overridden as dotted.key=value "
+        "(e.g. optim.lr=1e-4 lora.language_rank=16). Under torchrun each process trains one data-parallel rank.",
+    ),
+    (
+        "mpo",
+        "Mixed Preference Optimization on chosen / rejected pairs",
+        "MPO (0.8 DPO + 0.2 BCO + 1.0 SFT on the chosen answer) on MPO JSONL pairs named by a meta JSON, "
+        "configured by a YAML recipe; everything but the loss is the SFT recipe (docs/mpo.md).",
+    ),
+)
+
+
 def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     """`train sft`, `train mpo`, `train export` (alias `merge-lora`) and `plot`."""
     from internvl.weights import OVERWRITE_HELP
@@ -62,30 +78,13 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="fine-tune a model (recipes configured by YAML)")
     recipes = train.add_subparsers(dest="recipe_command", required=True)
 
-    sft = recipes.add_parser(
-        "sft",
-        help="supervised fine-tuning",
-        description="Supervised fine-tuning configured by a YAML recipe; settings can be overridden as "
-        "dotted.key=value (e.g. optim.lr=1e-4 lora.language_rank=16). Under torchrun each process "
-        "trains one data-parallel rank.",
-    )
-    sft.add_argument("recipe", help="YAML recipe (see configs/sft_*.yaml)")
-    sft.add_argument("overrides", nargs="*", help="dotted.key=value settings applied after the recipe")
-    sft.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
-    threads.add_option(sft)
-    sft.set_defaults(func=_recipe)
-
-    mpo = recipes.add_parser(
-        "mpo",
-        help="Mixed Preference Optimization on chosen / rejected pairs",
-        description="MPO (0.8 DPO + 0.2 BCO + 1.0 SFT on the chosen answer) on MPO JSONL pairs named by a meta JSON, "
-        "configured by a YAML recipe; everything but the loss is the SFT recipe (docs/mpo.md).",
-    )
-    mpo.add_argument("recipe", help="YAML recipe (see configs/mpo_*.yaml)")
-    mpo.add_argument("overrides", nargs="*", help="dotted.key=value settings applied after the recipe")
-    mpo.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
-    threads.add_option(mpo)
-    mpo.set_defaults(func=_recipe)
+    for name, summary, description in RECIPES:
+        command = recipes.add_parser(name, help=summary, description=description)
+        command.add_argument("recipe", help=f"YAML recipe (see configs/{name if name == 'mpo' else 'sft_'}*.yaml)")
+        command.add_argument("overrides", nargs="*", help="dotted.key=value settings applied after the recipe")
+        command.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+        threads.add_option(command)
+        command.set_defaults(func=_recipe)
 
     merge = recipes.add_parser(
         "export",

@@ -149,6 +149,47 @@ def test_cli_interactive(model_folder, images, capsys, monkeypatch):
     assert code == 0 and out.count("\n") == 2  # two questions, two answers; prompts and notes go to stderr
 
 
+def test_cli_interactive_refuses_a_bad_image_alone_and_survives_bad_bytes(
+    model_folder, images, tmp_path, capsys, monkeypatch
+):
+    """Issue 16, defects 17 and 5: a bad /image is refused when attached (the others stay), and a line
+    that is not UTF-8 is an error message, not the end of the session."""
+
+    seen = []
+    from internvl.chat import Session
+
+    real_ask = Session.ask
+
+    def spy(self, question, images=(), **kwargs):
+        seen.append(list(images))
+        return real_ask(self, question, images=images, **kwargs)
+
+    monkeypatch.setattr(Session, "ask", spy)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a picture")
+
+    class Terminal:
+        """Lines typed one at a time, decoded as they come (bytes that are not UTF-8 fail on their line)."""
+
+        def __init__(self, lines: list[bytes]) -> None:
+            self.lines = lines
+
+        def readline(self) -> str:
+            return self.lines.pop(0).decode("utf-8") if self.lines else ""
+
+        def isatty(self) -> bool:
+            return False
+
+    lines = [f"/image {images[0]}\n".encode(), f"/image {bad}\n".encode(), b"\xff\xfe\n", b"what colour\n", b"/exit\n"]
+    stdin = Terminal(lines)
+    monkeypatch.setattr("sys.stdin", stdin)
+    code = cli_main(["chat", "--model", str(model_folder), "--max-new-tokens", "3"])
+    _, err = capsys.readouterr()
+    assert code == 0
+    assert "bad.png" in err and "1 image(s) still attached" in err and "not valid text" in err
+    assert seen == [[str(images[0])]]
+
+
 def test_bf16_on_cpu_keeps_the_vision_side_in_fp32_where_bf16_is_emulated(model_folder, images):
     from internvl.model.linear import CPU_HAS_NATIVE_BF16
 

@@ -97,6 +97,58 @@ def test_not_a_safetensors_file(checkpoint):
         load_model(checkpoint)
 
 
+def test_a_header_that_is_a_json_list_is_named(checkpoint):
+    """Issue 16, defect 11: valid JSON of the wrong kind is a corrupt header, not an AttributeError."""
+    path = checkpoint / "model.safetensors"
+    data = path.read_bytes()
+    header_len = struct.unpack("<Q", data[:8])[0]
+    path.write_bytes(data[:8] + b"[1, 2]".ljust(header_len) + data[8 + header_len :])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: corrupt safetensors header \(a JSON list"):
+        load_model(checkpoint)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"[1, 2]", "a config is a JSON object, got a list"),
+        (b'{"model_type": "internvl_chat", "x": "\xff\xfe"}', "not UTF-8 text"),
+    ],
+)
+def test_a_config_of_the_wrong_kind_is_one_line(checkpoint, content, message):
+    (checkpoint / "config.json").write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_model(checkpoint)
+
+
+def test_impossible_downsample_ratio_is_named(checkpoint):
+    edit_config(checkpoint, lambda c: c.update(downsample_ratio=0))
+    with pytest.raises(ConfigError, match="downsample_ratio must be in \\(0, 1\\]"):
+        load_model(checkpoint)
+
+
+def test_index_whose_weight_map_is_a_list_is_named(checkpoint):
+    (checkpoint / "model.safetensors").rename(checkpoint / "model-00001-of-00001.safetensors")
+    (checkpoint / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["a", "b"]}))
+    with pytest.raises(CheckpointError, match="weight_map must map tensor names to shard files"):
+        load_model(checkpoint)
+
+
+def test_absurd_sizes_are_refused_before_anything_is_built(checkpoint, monkeypatch):
+    """Defect 6: the config is checked against the weights' headers before the model is built or allocated."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built before the layer count was checked")
+
+    edit_config(checkpoint, lambda c: c["llm_config"].update(num_hidden_layers=100_000))
+    with monkeypatch.context() as patch:
+        patch.setattr(weights, "InternVL", never)
+        with pytest.raises(CheckpointError, match="the config asks for 100000 decoder layers, the weights hold 2"):
+            load_model(checkpoint)
+    edit_config(checkpoint, lambda c: c["llm_config"].update(num_hidden_layers=2, vocab_size=2**40))
+    with pytest.raises(CheckpointError, match=r"has shape \[\d+, \d+\], expected \[1099511627776, "):
+        load_model(checkpoint)
+
+
 def test_sharded_round_trip_and_missing_shard(checkpoint, tmp_path):
     model = load_model(checkpoint)
     save_model(model, tmp_path / "sharded", layout="original", max_shard_bytes=200_000)

@@ -326,7 +326,51 @@ ERRORS = {  # name: (request body, status, code)
         403,
         "media_not_allowed",
     ),
+    # Strict types (issue 16, defect 10): no string for a number, no boolean for a number, no string for a boolean.
+    "max_tokens as a string": ({"model": MODEL, "messages": TEXT, "max_tokens": "8"}, 400, "invalid_value"),
+    "max_tokens as a boolean": ({"model": MODEL, "messages": TEXT, "max_tokens": True}, 400, "invalid_value"),
+    "n as a string": ({"model": MODEL, "messages": TEXT, "n": "2"}, 400, "invalid_value"),
+    "stream as a string": ({"model": MODEL, "messages": TEXT, "stream": "yes"}, 400, "invalid_value"),
+    # Defects 9 and 5: deep nesting and text that is not Unicode are bad JSON, not a crash.
+    "JSON nested too deeply": (
+        b'{"model": "tiny", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        400,
+        "invalid_json",
+    ),
+    "a lone surrogate in a message": (
+        b'{"model": "tiny", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+        400,
+        "invalid_json",
+    ),
+    "a lone surrogate in stop": (
+        b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stop": ["\\udfff"]}',
+        400,
+        "invalid_json",
+    ),
+    "non-UTF-8 bytes": (
+        b'{"model": "tiny", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+        400,
+        "invalid_json",
+    ),
 }
+
+
+def test_file_urls_with_a_nul_byte_or_a_missing_file_name_only_the_clients_path(server, media_dir):
+    """Defects 9 and 15: a NUL byte is a 400, and errors never show where a link points or the server's paths."""
+    nul = post(
+        server,
+        {"model": MODEL, "messages": [{"role": "user", "content": [image_part(f"file://{media_dir}/a%00.png")]}]},
+    )
+    assert nul.status_code == 400 and "NUL" in nul.json()["error"]["message"]
+    (media_dir / "link.png").symlink_to("/etc/hostname")
+    try:
+        link = post(
+            server,
+            {"model": MODEL, "messages": [{"role": "user", "content": [image_part(f"file://{media_dir}/link.png")]}]},
+        )
+        assert link.status_code == 403 and "/etc/hostname" not in link.text and "link.png" in link.text
+    finally:
+        (media_dir / "link.png").unlink()
 
 
 @pytest.mark.parametrize("name", list(ERRORS))

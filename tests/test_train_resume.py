@@ -140,3 +140,28 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint_usable(model_dir, 
     assert losses(run_dir) == losses(reference)
     ours, theirs = final_weights(run_dir), final_weights(reference)
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "garbage random state"])
+def test_a_damaged_checkpoint_is_named_with_the_previous_one_to_resume_from(model_dir, tmp_path, damage):
+    """Issue 16, defect 12: one line naming the file and the checkpoint before it, not a traceback."""
+    from internvl import CheckpointError
+
+    run_dir = tmp_path / "run"
+    sft.run(tiny_recipe(model_dir, run_dir, *SETTINGS, steps=4))
+    last = checkpoint.latest_checkpoint(run_dir)
+    if damage == "truncated weights":
+        path = last / "model.safetensors"
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path = last / "rng" / "rank-00000.pt"
+        path.write_bytes(os.urandom(64))
+    with pytest.raises(CheckpointError) as info:
+        sft.run(tiny_recipe(model_dir, run_dir, *SETTINGS, steps=6))
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "step-000002" in message and "checkpoint.resume=" in message
+    # The advice works: resuming from the previous checkpoint finishes the run.
+    result = sft.run(
+        tiny_recipe(model_dir, run_dir, *SETTINGS, f"checkpoint.resume={run_dir}/checkpoints/step-000002", steps=6)
+    )
+    assert result["step"] == 6

@@ -76,6 +76,8 @@ def _answer(chat, question: str, images: list[str], videos: list[str], streaming
 def _interactive(chat, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     """A conversation on the terminal: the images of the command line go with the first question;
     `/image PATH` attaches one to the next question, `/reset` forgets the history, `/exit` ends."""
+    from internvl.inputs.image import load_image
+
     session = chat.session()
     pending = list(args.image)
     print("internvl chat: type a question; /image PATH, /reset, /exit", file=sys.stderr)
@@ -84,6 +86,9 @@ def _interactive(chat, args: argparse.Namespace) -> int:  # type: ignore[no-unty
             line = input("> " if sys.stdin.isatty() else "").strip()
         except EOFError:
             return 0
+        except UnicodeDecodeError as exc:  # bytes that are not text: say so, keep the conversation
+            print(f"internvl: error: the line is not valid text ({exc.reason}); type it again", file=sys.stderr)
+            continue
         if not line:
             continue
         if line in ("/exit", "/quit"):
@@ -92,7 +97,13 @@ def _interactive(chat, args: argparse.Namespace) -> int:  # type: ignore[no-unty
             session.reset()
             continue
         if line.startswith("/image "):
-            pending.append(line.removeprefix("/image ").strip())
+            path = line.removeprefix("/image ").strip()
+            try:  # checked now: a bad picture is refused alone, the ones attached before it stay
+                load_image(path)
+            except InternVLError as exc:
+                print(f"internvl: error: {exc} (not attached; {len(pending)} image(s) still attached)", file=sys.stderr)
+                continue
+            pending.append(path)
             continue
         try:
             print(session.ask(line, images=pending), flush=True)
@@ -142,19 +153,11 @@ def _serve(args: argparse.Namespace) -> int:
         raise InputError(f"serving needs the [serve] extra: pip install 'internvl[serve]' ({exc})") from exc
 
     logging.basicConfig(level=logging.INFO, format="internvl: %(message)s", stream=sys.stderr)
-    chat = load(
-        args.model,
-        dtype=dtype_by_name(args.dtype),
-        device=args.device,
-        max_tiles=args.max_tiles,
-        quantize=args.quantize,
-    )
-    name = args.served_model_name or (Path(args.model).name if args.model else "internvl-nano")
     settings = ServeSettings(
         host=args.host,
         port=args.port,
-        model_name=name,
-        api_key=args.api_key or os.environ.get("INTERNVL_API_KEY"),
+        model_name=args.served_model_name or (Path(args.model).name if args.model else "internvl-nano"),
+        api_key=args.api_key if args.api_key is not None else os.environ.get("INTERNVL_API_KEY"),
         allow_url_fetch=args.allow_url_fetch,
         allowed_media_dir=args.allowed_media_dir,
         max_request_bytes=args.max_request_bytes,
@@ -162,6 +165,22 @@ def _serve(args: argparse.Namespace) -> int:
         max_image_pixels=args.max_image_pixels,
         max_tokens=args.max_tokens,
         max_tiles=args.max_tiles_cap,
+        shutdown_timeout_s=args.shutdown_timeout,
+    )
+    settings.check()  # before the model loads: a bad flag is one line at once
+    for flag, value, least in (("--max-batch", args.max_batch, 1), ("--max-queue", args.max_queue, 0)):
+        if value < least:
+            raise InputError(f"{flag} must be at least {least}, got {value}")
+    if args.max_seq_len is not None and args.max_seq_len < 1:
+        raise InputError(f"--max-seq-len must be at least 1 (or left out for the default), got {args.max_seq_len}")
+    if args.max_tiles is not None and args.max_tiles < 1:
+        raise InputError(f"--max-tiles must be at least 1, got {args.max_tiles}")
+    chat = load(
+        args.model,
+        dtype=dtype_by_name(args.dtype),
+        device=args.device,
+        max_tiles=args.max_tiles,
+        quantize=args.quantize,
     )
     engine = EngineSettings(max_batch=args.max_batch, max_queue=args.max_queue, max_seq_len=args.max_seq_len)
     run_server(chat, settings, engine)
@@ -190,6 +209,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-request-bytes", type=int, default=32 * 2**20, help="cap on a request body")
     p.add_argument("--max-tiles", type=int, default=None, help="default tiles per image (default: the model config's)")
     p.add_argument("--max-tiles-cap", type=int, default=12, help="cap on a request's max_tiles")
+    p.add_argument(
+        "--shutdown-timeout", type=float, default=30.0, help="seconds running answers get to finish on Ctrl-C"
+    )
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 on CPU)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument(

@@ -156,6 +156,10 @@ def read_config(folder: str | Path) -> tuple[InternVLConfig, str]:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config is a JSON object, got a {type(raw).__name__}")
     return config_from_dict(raw, source=str(path))
 
 
@@ -163,13 +167,36 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> tuple[Inter
     model_type = raw.get("model_type")
     architectures = raw.get("architectures") or []
     if model_type == "internvl_chat" or "InternVLChatModel" in architectures:
-        return _from_original(raw, source), "original"
+        return _checked(_from_original(raw, source), source), "original"
     if model_type == "internvl" or "InternVLForConditionalGeneration" in architectures:
-        return _from_hf(raw, source), "hf"
+        return _checked(_from_hf(raw, source), source), "hf"
     raise ConfigError(
         f"{source}: unknown architecture (model_type={model_type!r}, architectures={architectures}); "
         "expected an InternVLChatModel (original) or InternVLForConditionalGeneration (hf) checkpoint"
     )
+
+
+def _checked(config: InternVLConfig, source: str) -> InternVLConfig:
+    """Numbers the model cannot be built with are one line naming the key, not a crash deep inside."""
+    ratio = config.downsample_ratio
+    grid = config.vision.image_size // config.vision.patch_size
+    if not (0 < ratio <= 1) or abs(grid * ratio - round(grid * ratio)) > 1e-6:
+        raise ConfigError(
+            f"{source}: downsample_ratio must be in (0, 1] and turn the {grid}x{grid} patch grid into whole "
+            f"tokens, got {ratio}"
+        )
+    sizes = {
+        "vocab_size": config.text.vocab_size,
+        "hidden_size": config.text.hidden_size,
+        "num_hidden_layers": config.text.num_layers,
+        "vision hidden_size": config.vision.hidden_size,
+        "image_size": config.vision.image_size,
+        "patch_size": config.vision.patch_size,
+    }
+    for key, value in sizes.items():
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{source}: {key} must be a positive integer, got {value!r}")
+    return config
 
 
 def _require(raw: dict[str, Any], key: str, source: str) -> Any:

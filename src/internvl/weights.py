@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -280,6 +281,8 @@ class SafetensorsReader:
                 header = json.loads(f.read(header_len))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise CheckpointError(f"{path}: corrupt safetensors header ({exc})") from exc
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path}: corrupt safetensors header (a JSON {type(header).__name__}, not an object)")
         base = 8 + header_len
         self.entries: dict[str, _Entry] = {}
         for name, info in header.items():
@@ -368,9 +371,11 @@ def open_checkpoint_files(folder: Path) -> dict[str, StoredTensor]:
             reader = reader_cls(path)
             return {key: StoredTensor(reader, key) for key in reader.entries}
         try:
-            weight_map: dict[str, str] = json.loads(path.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            weight_map: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path}: malformed index file ({exc!r})") from exc
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{path}: malformed index file (weight_map must map tensor names to shard files)")
         shard_cls = SafetensorsReader if name.startswith("model.safetensors") else BinReader
         readers: dict[str, SafetensorsReader | BinReader] = {}
         for shard in sorted(set(weight_map.values())):
@@ -409,13 +414,17 @@ def load_model(folder: str | Path, dtype: torch.dtype | None = None, device: str
             False  # a stored head wins over the tie flag (docs/checkpoints.md#the-hf-layout)
         )
     dtype = dtype or _checkpoint_dtype(files)
+    _check_layer_count(config, files, folder)  # before building: a config of 100000 layers is refused at once
     with torch.device("meta"):
         model = InternVL(config).to(dtype)  # no memory yet: parameters are allocated once, below
-    model.to_empty(device="cpu")
     if config.text.tie_word_embeddings:
         model.language.lm_head.weight = model.language.embed.weight
     mapping = checkpoint_map(model, layout)
     _check_keys(mapping, files, folder)
+    _check_shapes(model, mapping, files)  # before allocating: a vocab_size of 2**40 never reaches the allocator
+    model.to_empty(device="cpu")
+    if config.text.tie_word_embeddings:
+        model.language.lm_head.weight = model.language.embed.weight
     params = dict(model.named_parameters())
     for name, source in mapping.items():
         _fill(params[name].data, piece_rows(model, name, source, params[name].shape[0]), source, files)
@@ -446,6 +455,35 @@ def _check_keys(mapping: dict[str, Source], files: dict[str, StoredTensor], fold
         raise CheckpointError(
             f"{files[unexpected[0]].path}: unexpected tensor {unexpected[0]!r}{more}; the config does not describe this checkpoint"
         )
+
+
+_LANGUAGE_LAYER = re.compile(r"^language_model\.model\.layers\.(\d+)\.")
+
+
+def _check_layer_count(config: InternVLConfig, files: dict[str, StoredTensor], folder: Path) -> None:
+    """The decoder's layer count in config.json against the layers the weights hold."""
+    indices = {int(m.group(1)) for key in files if (m := _LANGUAGE_LAYER.match(key))}
+    if indices and config.text.num_layers != max(indices) + 1:
+        raise CheckpointError(
+            f"{folder / 'config.json'}: the config asks for {config.text.num_layers} decoder layers, "
+            f"the weights hold {max(indices) + 1}"
+        )
+
+
+def _check_shapes(model: InternVL, mapping: dict[str, Source], files: dict[str, StoredTensor]) -> None:
+    """Every stored tensor's shape against the config's, on the meta model (nothing allocated yet)."""
+    params = dict(model.named_parameters())
+    for name, source in mapping.items():
+        shape = params[name].shape
+        sizes = piece_rows(model, name, source, shape[0]) if len(source.keys) > 1 else [shape[0]]
+        for key, rows in zip(source.keys, sizes):
+            wanted = (rows, *shape[1:])
+            stored = files[key]
+            if tuple(stored.entry.shape) != tuple(wanted):
+                raise CheckpointError(
+                    f"{stored.path}: tensor {key!r} has shape {list(stored.entry.shape)}, "
+                    f"expected {list(wanted)} for the config's dimensions"
+                )
 
 
 def _fill(param: torch.Tensor, sizes: list[int], source: Source, files: dict[str, StoredTensor]) -> None:

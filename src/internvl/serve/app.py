@@ -149,6 +149,16 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, f"the body is not valid JSON ({exc})", code="invalid_json") from exc
+    except RecursionError as exc:
+        raise APIError(400, "the body is not valid JSON (nested too deeply)", code="invalid_json") from exc
+    try:  # text that cannot be UTF-8 (lone surrogates from \ud800 escapes) is refused here, not deep inside
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise APIError(
+            400,
+            f"the body holds invalid Unicode ({exc.reason} at {exc.object[exc.start : exc.end]!a})",
+            code="invalid_json",
+        ) from exc
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:

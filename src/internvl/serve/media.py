@@ -95,14 +95,22 @@ def _read_file_url(url: str, settings: ServeSettings, label: str) -> bytes:
     if parsed.netloc not in ("", "localhost"):
         raise APIError(400, f"{label}: file URLs must name a local path (file:///...)", code="invalid_url")
     root = settings.allowed_media_dir.resolve()
-    path = Path(urllib.parse.unquote(parsed.path)).resolve()
-    if not path.is_relative_to(root):
-        raise APIError(403, f"{label}: {path} is outside the allowed media folder", code="media_not_allowed")
-    if not path.is_file():
-        raise APIError(400, f"{label}: no such file {path}", code="invalid_url")
-    if path.stat().st_size > settings.max_media_bytes:
-        raise APIError(413, f"{label}: the file exceeds {settings.max_media_bytes} bytes", code="media_too_large")
-    return path.read_bytes()
+    given = urllib.parse.unquote(parsed.path)  # errors name the client's own path, never what it resolves to
+    if "\x00" in given:
+        raise APIError(400, f"{label}: the file path holds a NUL byte", code="invalid_url")
+    try:
+        path = Path(given).resolve()
+        if not path.is_relative_to(root):
+            raise APIError(403, f"{label}: {given} is outside the allowed media folder", code="media_not_allowed")
+        if not path.is_file():
+            raise APIError(400, f"{label}: no such file {given}", code="invalid_url")
+        if path.stat().st_size > settings.max_media_bytes:
+            raise APIError(413, f"{label}: the file exceeds {settings.max_media_bytes} bytes", code="media_too_large")
+        return path.read_bytes()
+    except OSError as exc:
+        raise APIError(
+            400, f"{label}: cannot read {given} ({exc.strerror or type(exc).__name__})", code="invalid_url"
+        ) from exc
 
 
 def _fetch(url: str, settings: ServeSettings, label: str) -> bytes:

@@ -59,9 +59,10 @@ def describe_validation_error(error: ValidationError) -> tuple[str, str | None]:
 
 
 class _Wire(BaseModel):
-    """Unknown fields are ignored (clients send many optional ones)."""
+    """Unknown fields are ignored (clients send many optional ones). Types are strict: "8" is not an
+    integer, true is not a number, "yes" is not a boolean (an integer is still a valid float)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class ImageURL(_Wire):

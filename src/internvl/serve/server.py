@@ -21,6 +21,7 @@ def run_server(chat: Chat, settings: ServeSettings, engine_settings: EngineSetti
     """Serve `chat` until interrupted."""
     import uvicorn
 
+    settings.check()
     if not _is_loopback(settings.host) and settings.api_key is None:
         log.warning(
             "listening on %s without an API key: anyone who can reach this port can use the model "
@@ -28,7 +29,13 @@ def run_server(chat: Chat, settings: ServeSettings, engine_settings: EngineSetti
             settings.host,
         )
     app = create_app(Engine(chat, engine_settings), settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),  # Ctrl-C: running answers get this long
+    )
 
 
 def _is_loopback(host: str) -> bool:

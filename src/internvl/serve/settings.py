@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from internvl.errors import InputError
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -30,3 +32,32 @@ class ServeSettings:
     max_n: int = 8
     max_tiles: int = 12
     fetch_timeout_s: float = 10.0
+    shutdown_timeout_s: float = 30.0  # on Ctrl-C, answers still running after this long are cut off
+
+    def check(self) -> None:
+        """One line naming the flag when a setting would make the server useless or crash at start."""
+        if not 1 <= self.port <= 65535:
+            raise InputError(f"--port must be between 1 and 65535, got {self.port}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise InputError(
+                "the API key is empty (--api-key or INTERNVL_API_KEY): every request would be refused; "
+                "give a key or unset it"
+            )
+        if self.allowed_media_dir is not None and not self.allowed_media_dir.is_dir():
+            raise InputError(f"--allowed-media-dir {self.allowed_media_dir}: no such folder")
+        positive = {
+            "--max-request-bytes": self.max_request_bytes,
+            "--max-image-pixels": self.max_image_pixels,
+            "--max-tokens": self.max_tokens,
+            "--max-tiles-cap": self.max_tiles,
+            "--max-n": self.max_n,
+            "--max-media-bytes": self.max_media_bytes,
+            "--max-video-frames": self.max_video_frames,
+        }
+        for flag, value in positive.items():
+            if value < 1:
+                raise InputError(f"{flag} must be at least 1, got {value}")
+        if self.max_images < 0:
+            raise InputError(f"--max-images must be 0 (text only) or more, got {self.max_images}")
+        if not self.shutdown_timeout_s > 0:
+            raise InputError(f"the shutdown timeout must be positive, got {self.shutdown_timeout_s}")

@@ -189,14 +189,43 @@ def commit(partial: Path, final: Path) -> None:
 
 
 def load_checkpoint(folder: str | Path, rank: int) -> dict[str, Any]:
-    """Everything a rank needs to resume: weights, optimiser state, trainer state, its RNG state (or None)."""
+    """Everything a rank needs to resume: weights, optimiser state, trainer state, its RNG state (or None).
+
+    A file that cannot be read (truncated, garbage, from another program) is one `CheckpointError` naming
+    it and the run's previous checkpoint, if there is one, to resume from instead."""
     folder = Path(folder)
-    try:
-        trainer_state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-        weights = load_file(str(folder / "model.safetensors"))
-        optimizer = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{folder}: cannot read the training checkpoint ({exc})") from exc
     rng_path = folder / "rng" / f"rank-{rank:05d}.pt"
-    rng = torch.load(rng_path, weights_only=True) if rng_path.is_file() else None
-    return {"trainer_state": trainer_state, "weights": weights, "optimizer": optimizer, "rng": rng}
+    readers: list[tuple[str, Path, Any]] = [
+        ("trainer_state", folder / STATE_FILE, lambda p: json.loads(p.read_text(encoding="utf-8"))),
+        ("weights", folder / "model.safetensors", lambda p: load_file(str(p))),
+        ("optimizer", folder / "optimizer.pt", lambda p: torch.load(p, map_location="cpu", weights_only=True)),
+        ("rng", rng_path, lambda p: torch.load(p, weights_only=True) if p.is_file() else None),
+    ]
+    loaded: dict[str, Any] = {}
+    for name, path, read in readers:
+        try:
+            loaded[name] = read(path)
+        except Exception as exc:  # safetensors, pickle and JSON errors have no common base class
+            raise CheckpointError(
+                f"{path}: cannot read this training checkpoint file ({_short(exc)}){_fallback(folder)}"
+            ) from exc
+    rng = loaded["rng"]
+    if rng is not None and not (isinstance(rng, dict) and {"python", "numpy", "torch"} <= set(rng)):
+        raise CheckpointError(f"{rng_path}: not a random-state file{_fallback(folder)}")
+    return loaded
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _fallback(folder: Path) -> str:
+    """Advice naming the checkpoint before `folder` in its run, if any."""
+    earlier = [p for p in complete_checkpoints(folder.parent.parent) if p.name < folder.name]
+    if earlier:
+        return (
+            f". Resume from the previous checkpoint with checkpoint.resume={earlier[-1]} "
+            f"(or move {folder.name} aside and resume automatically)"
+        )
+    return ". There is no earlier checkpoint in this run: start again with checkpoint.resume=never"

@@ -189,6 +189,8 @@ GOOD = {"conversations": [human("Hi"), gpt("Hello")]}
 BAD_LINES = [
     ('{"conversations": [', "not valid JSON"),
     ('["a list"]', "must be a JSON object"),
+    ('{"conversations": [{"from": "human", "value": "Hi \\ud800"}, {"from": "gpt", "value": "x"}]}', "invalid Unicode"),
+    ("[" * 50_000 + "]" * 50_000, "nested too deeply"),
     ({"image": "wide.png"}, "missing 'conversations'"),
     ({"conversations": [{"from": "user", "value": "Hi"}, gpt("Hello")]}, "unknown role 'user'"),
     (

@@ -13,6 +13,7 @@ the pairs for the reference log-probability cache (`internvl.train.mpo`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,6 +35,8 @@ from internvl.errors import ConfigError, InputError
 from internvl.inputs.prompt import Tokenizer
 from internvl.inputs.tokens import load_tokenizer
 from internvl.settings import from_dict
+
+log = logging.getLogger(__name__)
 
 SOURCE = "internvl.data.preference:pair_batches"  # how recipes name this source (`data.source`)
 
@@ -94,7 +97,7 @@ class PreferencePairs(torch.utils.data.Dataset):
             return self.load(i)
         except InputError as e:
             self.samples.bad_lines += 1
-            print(f"warning: skipping a bad MPO line: {e}")
+            log.warning("skipping a bad MPO line (%d so far in %s): %s", self.samples.bad_lines, self.samples.name, e)
             return None
 
 

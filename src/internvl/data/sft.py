@@ -458,8 +458,15 @@ def json_record(text: str) -> dict[str, Any]:
         record = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"not valid JSON ({e.msg} at column {e.colno})") from e
+    except RecursionError as e:
+        raise InputError("not valid JSON (nested too deeply)") from e
     if not isinstance(record, dict):
         raise InputError(f"a line must be a JSON object, got {type(record).__name__}")
+    if "\\ud" in text.lower():  # a \\uDXXX escape may be a lone surrogate, text no tokenizer takes
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError(f"the line holds invalid Unicode ({e.reason})") from e
     return record
 
 

@@ -400,6 +400,13 @@ class BosTokenizer:
     def convert_tokens_to_ids(self, token):
         return self.inner.convert_tokens_to_ids(token)
 
+    @property
+    def added_tokens_decoder(self):
+        return self.inner.added_tokens_decoder
+
+    def decode(self, ids):
+        return self.inner.decode(ids)
+
 
 def test_bos_tokenizer_gets_exactly_one_bos(qwen2_tokenizer):
     """`preprocess_internvl2_5` with a BOS tokenizer (docs/sft.md#masking): BOS string prepended to the first segment, every segment tokenised with its

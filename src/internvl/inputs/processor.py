@@ -92,6 +92,8 @@ class Processor:
     `max_dynamic_patch`), `min_tiles`, `use_thumbnail`, `tile_size` (`force_image_size`).
     `split_tiles_across_images=True` gives each of n images max(1, max_tiles // n) tiles (the
     official training rule); by default every image gets `max_tiles` (official multi-image inference).
+    Message text is untrusted: a `<|im_start|>` or `<|im_end|>` typed in it is encoded as plain text, so
+    it cannot add a turn (docs/prompts.md#untrusted-text); `trusted_text=True` parses it as the special token.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class Processor:
         num_frames: int = DEFAULT_NUM_SEGMENTS,
         split_tiles_across_images: bool = False,
         label_images: bool = True,
+        trusted_text: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.template: Template = get_template(template, system_message=system_message, thinking=thinking)
@@ -124,6 +127,7 @@ class Processor:
         self.num_frames = num_frames
         self.split_tiles_across_images = split_tiles_across_images
         self.label_images = label_images
+        self.trusted_text = trusted_text
         self.image_ids = ImageTokenIds.from_tokenizer(tokenizer)
         self.stop_token_id = single_token_id(tokenizer, self.template.stop_token)
 
@@ -179,7 +183,9 @@ class Processor:
         if add_generation_prompt and rendered[-1][0] == "user":
             rendered.append(("assistant", None))
         prompt = self.template.render(rendered, system_message=system)
-        input_ids = encode_prompt(self.tokenizer, self.template, rendered, system_message=system)
+        input_ids = encode_prompt(
+            self.tokenizer, self.template, rendered, system_message=system, trusted=self.trusted_text
+        )
         self.image_ids.check(input_ids, tiles_per_image, self.num_image_token)
         pixel_values = torch.cat(pixel_chunks) if pixel_chunks else None
         return ProcessedInputs(prompt, input_ids, pixel_values, tiles_per_image)

@@ -22,6 +22,7 @@ the pieces below, so that a model is asked at inference exactly what it was taug
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,7 +31,7 @@ import torch
 
 from internvl.errors import ConfigError, InputError
 from internvl.inputs.template import Role, Template
-from internvl.inputs.tokens import IMAGE_PLACEHOLDER, IMG_CONTEXT, IMG_END, IMG_START, image_block
+from internvl.inputs.tokens import IMAGE_PLACEHOLDER, IMG_CONTEXT, IMG_END, IMG_START, SPECIAL_TOKENS, image_block
 
 IGNORE_INDEX = -100  # the label of a token that is not supervised
 
@@ -40,7 +41,7 @@ class Tokenizer(Protocol):
 
     pad_token_id: int | None
 
-    def __call__(self, text: Any, add_special_tokens: bool = ...) -> Any: ...
+    def __call__(self, text: Any, add_special_tokens: bool = ..., **kwargs: Any) -> Any: ...
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
     def convert_tokens_to_ids(self, tokens: str) -> int | None: ...
 
@@ -114,15 +115,63 @@ class ImageTokenIds:
 # ------------------------------------------------------------------------------ tokenisation
 
 
+def structural_tokens(tokenizer: Tokenizer) -> tuple[str, ...]:
+    """The tokenizer's special tokens that shape a conversation (`<|im_start|>`, `<|im_end|>`,
+    `<|endoftext|>`, ...): every special added token except InternVL's nine, which messages may hold
+    (`<ref>`/`<box>` in grounding prompts; image tokens are checked by `ImageTokenIds.check`)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    found = {token.content for token in added.values() if getattr(token, "special", False)}
+    found |= set(getattr(tokenizer, "all_special_tokens", ()) or ())
+    return tuple(sorted(found - set(SPECIAL_TOKENS), key=len, reverse=True))
+
+
+def guarded_segments(pieces: Sequence[tuple[str, bool]], guarded: Sequence[str]) -> list[tuple[str, bool]]:
+    """Rendered pieces -> (text, literal) segments: each structural token written inside a message becomes
+    a literal segment (tokenised as plain characters); everything else joins into ordinary segments, cut
+    only there, so their tokens are those of the whole prompt."""
+    pattern = re.compile("|".join(re.escape(token) for token in guarded)) if guarded else None
+    segments: list[tuple[str, bool]] = []
+    buffer = ""
+    for text, is_message in pieces:
+        if not is_message or pattern is None:
+            buffer += text
+            continue
+        last = 0
+        for match in pattern.finditer(text):
+            buffer += text[last : match.start()]
+            if buffer:
+                segments.append((buffer, False))
+            segments.append((match.group(), True))
+            buffer, last = "", match.end()
+        buffer += text[last:]
+    if buffer:
+        segments.append((buffer, False))
+    return segments
+
+
 def encode_prompt(
     tokenizer: Tokenizer,
     template: Template,
     turns: Sequence[tuple[Role, str | None]],
     system_message: str | None = None,
+    trusted: bool = False,
 ) -> torch.Tensor:
-    """Inference: the rendered prompt (a None message is the generation slot) tokenised in one call -> (L,)."""
-    prompt = template.render(turns, system_message=system_message)
-    return torch.tensor(tokenizer(prompt, add_special_tokens=True)["input_ids"], dtype=torch.long)
+    """Inference: the rendered prompt (a None message is the generation slot) tokenised -> (L,).
+
+    Message text cannot add conversation structure (docs/prompts.md#untrusted-text): a `<|im_end|>` or
+    `<|im_start|>` written in a message is encoded as the characters it is made of, not as the special
+    token. Prompts without such text are tokenised in one call, as the official code does. `trusted=True`
+    parses special tokens everywhere (for callers who build structure into their messages on purpose)."""
+    pieces = template.render_pieces(turns, system_message=system_message)
+    guarded = () if trusted else structural_tokens(tokenizer)
+    segments = guarded_segments(pieces, guarded)
+    if len(segments) <= 1:
+        prompt = "".join(text for text, _ in pieces)
+        return torch.tensor(tokenizer(prompt, add_special_tokens=True)["input_ids"], dtype=torch.long)
+    ids: list[int] = list(tokenizer("", add_special_tokens=True)["input_ids"])  # a BOS, for tokenizers that add one
+    for text, literal in segments:
+        ids += tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
 
 
 class ConversationEncoder:
@@ -146,6 +195,7 @@ class ConversationEncoder:
         add_bos = bool(getattr(tokenizer, "add_bos_token", False))
         self.bos_id: int | None = getattr(tokenizer, "bos_token_id", None) if add_bos else None
         self.prefix_ids = self._tokenize([template.roles[1]])[0]
+        self.guarded = structural_tokens(tokenizer)
         tail = template.sep[len(self.stop) :]
         self.tail_ids = self._tokenize([tail])[0] if tail else []
 
@@ -153,11 +203,25 @@ class ConversationEncoder:
         return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def encode(self, system: str, turns: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
-        """(input_ids, labels) for `turns` of ("human" | "gpt", text); not truncated."""
+        """(input_ids, labels) for `turns` of ("human" | "gpt", text); not truncated. As at inference
+        (`encode_prompt`), a structural token written in a message is encoded as plain characters."""
         t = self.template
-        texts = [t.system_template.format(system_message=system) + t.sep]
-        texts += [(t.roles[0] if role == "human" else t.roles[1]) + value + t.sep for role, value in turns]
+        head, _, tail = t.system_template.partition("{system_message}")
+        pieces = [[(head, False), (system, True), (tail + t.sep, False)]]
+        pieces += [
+            [(t.roles[0] if role == "human" else t.roles[1], False), (value, True), (t.sep, False)]
+            for role, value in turns
+        ]
+        texts = ["".join(text for text, _ in segment) for segment in pieces]
         segments = self._tokenize(texts)
+        for k, segment in enumerate(pieces):
+            guarded = guarded_segments(segment, self.guarded)
+            if len(guarded) > 1:  # rare: a message holding <|im_end|> and the like
+                segments[k] = [
+                    i
+                    for text, literal in guarded
+                    for i in self.tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
+                ]
         input_ids = [self.bos_id] if self.bos_id is not None else []
         labels = [IGNORE_INDEX] * len(input_ids)
         input_ids += segments[0]

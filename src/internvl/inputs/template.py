@@ -73,17 +73,25 @@ class Template:
         A message that is None or "" renders as the bare role prefix: the official generation slot
         (so an empty assistant answer cannot be rendered — the official code behaves the same).
         """
+        return "".join(text for text, _ in self.render_pieces(turns, system_message))
+
+    def render_pieces(
+        self, turns: Sequence[tuple[Role, str | None]], system_message: str | None = None
+    ) -> list[tuple[str, bool]]:
+        """`render` as (text, is_message) pieces: the template's own text, and the caller's messages
+        (the system message included), so that tokenisation can treat message text as untrusted."""
         system = self.system_message if system_message is None else system_message
-        prompt = self.system_template.format(system_message=system) + self.sep
+        head, _, tail = self.system_template.partition("{system_message}")
+        pieces = [(head, False), (system, True), (tail + self.sep, False)]
         prefix = {"user": self.roles[0], "assistant": self.roles[1]}
         for role, message in turns:
             if role not in prefix:
                 raise InputError(f"unknown role {role!r} in a conversation: use 'user' or 'assistant'")
             if message:
-                prompt += prefix[role] + message + self.sep
+                pieces += [(prefix[role], False), (message, True), (self.sep, False)]
             else:
-                prompt += prefix[role]  # the generation slot
-        return prompt
+                pieces.append((prefix[role], False))  # the generation slot
+        return [(text, is_message) for text, is_message in pieces if text]
 
 
 _CHATML_SYSTEM = "<|im_start|>system\n{system_message}"

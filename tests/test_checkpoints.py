@@ -368,3 +368,45 @@ def test_convert_cli_refuses_a_folder_that_is_not_a_checkpoint(checkpoint, tmp_p
     assert cli_main(["convert", str(checkpoint), str(dst), "--layout", "hf", "--overwrite"]) == 0
     assert (dst / "keep").is_dir() and (dst / "config.json").is_file()
     assert cli_main(["convert", str(checkpoint), str(dst), "--layout", "original"]) == 0  # a checkpoint now
+
+
+@pytest.mark.parametrize("name", ["qwen2-300m", "qwen3-300m", "llama-300m", "internlm2-6b"])
+def test_original_to_hf_to_original_loses_nothing(name, tmp_path):
+    """Issue 16, lossless round trips: every tensor, and the config fields (template, system message,
+    tiling, image token id), come back; an InternLM2 decoder comes back fused, not as Llama."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for file in ("config.json", "model.safetensors"):
+        shutil.copy(OFFICIAL / name / file, source / file)
+    edit_config(
+        source,
+        lambda c: c.update(
+            template="internlm2-chat", system_message="Be brief.", max_dynamic_patch=9, image_token_id=999
+        ),
+    )
+    weights.convert_checkpoint(source, tmp_path / "hf", "hf")
+    weights.convert_checkpoint(tmp_path / "hf", tmp_path / "back", "original")
+    before, after = (
+        load_file(str(source / "model.safetensors")),
+        load_file(str(tmp_path / "back" / "model.safetensors")),
+    )
+    assert sorted(before) == sorted(after)
+    assert all(torch.equal(before[key], after[key]) for key in before)
+    original, _ = weights.read_config(source)
+    returned, layout = weights.read_config(tmp_path / "back")
+    assert layout == "original" and returned == original
+    assert (returned.template, returned.system_message, returned.max_dynamic_patch, returned.image_token_id) == (
+        "internlm2-chat",
+        "Be brief.",
+        9,
+        999,
+    )
+
+
+def test_hf_image_token_id_survives_a_trip_through_the_original_layout(tmp_path):
+    model = build_hf_model("qwen2")
+    model.config.image_token_id = 999
+    model.save_pretrained(tmp_path / "hf")  # no tokenizer travels with it
+    weights.convert_checkpoint(tmp_path / "hf", tmp_path / "orig", "original")
+    weights.convert_checkpoint(tmp_path / "orig", tmp_path / "hf2", "hf")
+    assert json.loads((tmp_path / "hf2" / "config.json").read_text())["image_token_id"] == 999

@@ -233,7 +233,16 @@ def _from_original(raw: dict[str, Any], source: str) -> InternVLConfig:
         use_thumbnail=bool(raw.get("use_thumbnail", True)),
         min_dynamic_patch=int(raw.get("min_dynamic_patch", 1)),
         max_dynamic_patch=int(raw.get("max_dynamic_patch", 6)),
+        image_token_id=_optional_int(raw.get("image_token_id"), "image_token_id", source),  # our extra key
     )
+
+
+def _optional_int(value: Any, key: str, source: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+    return value
 
 
 def _vision_from_original(raw: dict[str, Any], source: str) -> VisionConfig:
@@ -356,15 +365,40 @@ def _from_hf(raw: dict[str, Any], source: str) -> InternVLConfig:
     feature_layer = raw.get("vision_feature_layer", -1)
     if not isinstance(feature_layer, int):
         raise ConfigError(f"{source}: vision_feature_layer must be one integer, got {feature_layer!r}")
+    text = _text_from_hf_dict(text_raw, f"{source} text_config")
+    if raw.get(HF_ORIGINAL_LLM_KEY) == "InternLM2ForCausalLM" and text.family == "llama":
+        text.family = "internlm2"  # saved by us from an InternLM2 model: the same weights, fused again on the way back
+    extras = {
+        key: raw[key] for key in HF_EXTRA_KEYS if raw.get(key) is not None
+    }  # what we wrote (official files: none)
     return InternVLConfig(
         vision=_vision_from_hf(vision_raw, source),
-        text=_text_from_hf_dict(text_raw, f"{source} text_config"),
+        text=text,
         downsample_ratio=float(raw.get("downsample_ratio", 0.5)),
         ps_version="v2",  # the transformers-native model always shuffles the v2 way
         select_layer=feature_layer,
-        template="internvl2_5",
+        template=str(extras.get("template", "internvl2_5")),
+        system_message=extras.get("system_message"),
+        dynamic_image_size=bool(extras.get("dynamic_image_size", True)),
+        use_thumbnail=bool(extras.get("use_thumbnail", True)),
+        min_dynamic_patch=int(extras.get("min_dynamic_patch", 1)),
+        max_dynamic_patch=int(extras.get("max_dynamic_patch", 12)),
         image_token_id=int(raw.get("image_token_id", 151667)),
     )
+
+
+# Keys the hf layout has no field for, which we write next to transformers' own (transformers keeps unknown
+# keys as attributes and ignores them): the chat template and tiling of the original config, so that a
+# round trip original -> hf -> original loses nothing, and the InternLM2 origin of a Llama-spelt decoder.
+HF_EXTRA_KEYS = (
+    "template",
+    "system_message",
+    "dynamic_image_size",
+    "use_thumbnail",
+    "min_dynamic_patch",
+    "max_dynamic_patch",
+)
+HF_ORIGINAL_LLM_KEY = "internvl_original_llm"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -476,6 +510,8 @@ def to_original_dict(config: InternVLConfig) -> dict[str, Any]:
     }
     if config.system_message is not None:
         out["system_message"] = config.system_message
+    if config.image_token_id is not None:
+        out["image_token_id"] = config.image_token_id  # our extra key: official code ignores it
     return out
 
 
@@ -517,6 +553,13 @@ def to_hf_dict(config: InternVLConfig) -> dict[str, Any]:
         "vision_feature_layer": config.select_layer,
         "vision_feature_select_strategy": "default",
         "tie_word_embeddings": config.text.tie_word_embeddings,
+        "template": config.template,
+        "dynamic_image_size": config.dynamic_image_size,
+        "use_thumbnail": config.use_thumbnail,
+        "min_dynamic_patch": config.min_dynamic_patch,
+        "max_dynamic_patch": config.max_dynamic_patch,
+        **({"system_message": config.system_message} if config.system_message is not None else {}),
+        **({HF_ORIGINAL_LLM_KEY: "InternLM2ForCausalLM"} if config.text.family == "internlm2" else {}),
     }
 
 

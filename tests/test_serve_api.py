@@ -552,3 +552,71 @@ def test_url_fetching_when_allowed(tmp_path):
     with pytest.raises(APIError) as caught:  # a link inside the folder that points out of it
         load_image_url(outside.as_uri(), ServeSettings(allowed_media_dir=tmp_path), "image")
     assert caught.value.status == 403
+
+
+def test_a_prompt_that_cannot_fit_is_refused_before_pixels_are_decoded(chat, monkeypatch):
+    """Issue 16, defect 2: image tokens come from the tile grid of each header; no pixel is decoded, no
+    tile made, when the request cannot fit."""
+    from internvl.serve import prepare
+    from internvl.serve.protocol import APIError, ChatCompletionRequest
+
+    def never(*args, **kwargs):
+        raise AssertionError("decoded or tokenised a request that cannot fit")
+
+    monkeypatch.setattr(prepare, "decode_image", never)
+    monkeypatch.setattr(type(chat.processor), "__call__", never)
+    settings = ServeSettings(model_name=MODEL, max_images=16, max_image_pixels=4096 * 4096)
+    preparer = prepare.Preparer(chat, settings, max_seq_len=1024, max_n=1)
+    big = data_url(encode(Image.new("RGB", (4000, 3000), "red")))  # 12 tiles + thumbnail each
+    request = ChatCompletionRequest.model_validate(
+        {"model": MODEL, "max_tiles": 12, "messages": [{"role": "user", "content": [image_part(big)] * 6}]}
+    )
+    with pytest.raises(APIError) as info:
+        preparer(request)
+    assert info.value.code == "context_length_exceeded" and "78 image tiles" in str(info.value)
+
+
+def test_a_huge_text_is_refused_before_it_is_tokenised(server, chat, monkeypatch):
+    """Defect 3: a cheap lower bound (bytes / the longest token) refuses it without tokenising it."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("tokenised a text that cannot fit")
+
+    monkeypatch.setattr(type(chat.processor), "__call__", never)
+    response = post(server, {"model": MODEL, "messages": [{"role": "user", "content": "word " * 35_000}]})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
+
+
+def _partial_body(server, declared: int, sent: bytes, wait_s: float = 0.0) -> bytes:
+    """Send headers announcing `declared` bytes, then only `sent`; return what the server answers (if anything)."""
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        head = (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {KEY}\r\nContent-Length: {declared}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + sent)
+        if not wait_s:
+            return b""
+        time.sleep(wait_s)
+        return sock.recv(65536)
+
+
+def test_a_client_that_leaves_mid_body_is_one_debug_line_and_a_slow_one_gets_408(server, monkeypatch, caplog):
+    """Issue 16, defect 4."""
+    import logging
+    import time
+
+    from internvl.serve import app as serve_app
+
+    with caplog.at_level(logging.DEBUG, logger="internvl.serve"):
+        for _ in range(20):
+            _partial_body(server, 1000, b'{"model": "tiny", ')
+        time.sleep(0.5)
+    assert "unhandled error" not in caplog.text and "Traceback" not in caplog.text
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    monkeypatch.setattr(serve_app, "BODY_TIMEOUT_S", 0.3)
+    answer = _partial_body(server, 1000, b'{"model": "tiny", ', wait_s=1.0)
+    assert b" 408 " in answer.split(b"\r\n")[0] and b"request_timeout" in answer

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from internvl.errors import InputError
 from internvl.serve import protocol
@@ -129,18 +130,33 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     return app
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+BODY_TIMEOUT_S = 60.0  # a body that takes longer to arrive gets 408 (slow or stalled senders hold no slot)
+
+
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes and with 408 when it has not
+    arrived within `timeout_s`. A client that leaves while sending is logged as one debug line."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise APIError(
             413, f"the request body ({declared} bytes) exceeds the limit of {limit} bytes", code="request_too_large"
         )
     body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise APIError(413, f"the request body exceeds the limit of {limit} bytes", code="request_too_large")
+    timeout_s = BODY_TIMEOUT_S if timeout_s is None else timeout_s
+
+    async def receive() -> None:
+        async for piece in request.stream():
+            body.extend(piece)
+            if len(body) > limit:
+                raise APIError(413, f"the request body exceeds the limit of {limit} bytes", code="request_too_large")
+
+    try:
+        await asyncio.wait_for(receive(), timeout_s)
+    except asyncio.TimeoutError as exc:
+        raise APIError(408, f"the request body did not arrive within {timeout_s:g} s", code="request_timeout") from exc
+    except ClientDisconnect as exc:
+        log.debug("a client left while sending its request body (%d bytes received)", len(body))
+        raise APIError(400, "the client disconnected while sending the request", code="client_disconnected") from exc
     return bytes(body)
 
 

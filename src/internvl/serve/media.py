@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,9 +41,34 @@ def image_format(data: bytes) -> str | None:
 
 def load_image_url(url: str, settings: ServeSettings, label: str) -> Image.Image:
     """The RGB image at `url` (a data:, file: or http(s): URL); `label` names it in errors."""
+    return decode_image(read_image_url(url, settings, label), settings, label)
+
+
+def read_image_url(url: str, settings: ServeSettings, label: str) -> bytes:
+    """The encoded bytes of the image at `url`, checked to be a PNG, JPEG, WebP or GIF."""
     data = read_url(url, settings, label, kind="image")
     if image_format(data) is None:
         raise APIError(400, f"{label}: not a PNG, JPEG, WebP or GIF image", code="invalid_image")
+    return data
+
+
+def image_size(data: bytes, settings: ServeSettings, label: str) -> tuple[int, int]:
+    """(width, height) from the image's header, no pixel decoded; the pixel cap is checked here."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise APIError(400, f"{label}: cannot read the image header ({exc})", code="invalid_image") from exc
+    if width * height > settings.max_image_pixels:
+        raise APIError(
+            400,
+            f"{label}: {width}x{height} pixels is over this server's cap of {settings.max_image_pixels}",
+            code="invalid_image",
+        )
+    return width, height
+
+
+def decode_image(data: bytes, settings: ServeSettings, label: str) -> Image.Image:
     try:
         return load_image(data, max_pixels=settings.max_image_pixels, name=label)
     except InputError as exc:  # undecodable, truncated, or over the pixel cap

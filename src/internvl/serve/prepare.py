@@ -17,8 +17,9 @@ from typing import Any
 from internvl.chat import Chat
 from internvl.errors import ConfigError, InputError
 from internvl.generate import GenerationConfig
+from internvl.inputs.image import count_tiles
 from internvl.inputs.processor import ProcessedInputs
-from internvl.serve.media import load_image_url, read_url
+from internvl.serve.media import decode_image, image_size, read_image_url, read_url
 from internvl.serve.protocol import (
     APIError,
     ChatCompletionRequest,
@@ -54,11 +55,14 @@ class Preparer:
         self.max_seq_len = max_seq_len  # prompt + answer tokens the engine gives one answer
         self.max_n = max_n  # choices per request: the cap, and at most the engine's batch
         self._lock = threading.Lock()
+        self._longest: int | None = None
 
     def __call__(self, request: ChatCompletionRequest) -> Prepared:
         self._check_caps(request)
         with tempfile.TemporaryDirectory(prefix="internvl-serve-") as scratch:  # videos are decoded from files
-            messages = self._messages(request, Path(scratch))
+            messages, sizes = self._messages(request, Path(scratch))
+            self._check_fit(request, messages, sizes)  # before any pixel is decoded or any text tokenised
+            self._decode_images(messages)
             with self._lock:
                 try:
                     inputs = self.chat.processor(messages, max_tiles=request.max_tiles)
@@ -113,9 +117,13 @@ class Preparer:
                     param="messages",
                 )
 
-    def _messages(self, request: ChatCompletionRequest, scratch: Path) -> list[dict[str, Any]]:
-        """OpenAI messages -> the processor's messages (images as RGB images, videos as files in `scratch`)."""
+    def _messages(
+        self, request: ChatCompletionRequest, scratch: Path
+    ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+        """OpenAI messages -> the processor's messages (images as their encoded bytes, decoded later by
+        `_decode_images`; videos as files in `scratch`), and each image's size read from its header."""
         messages: list[dict[str, Any]] = []
+        sizes: list[tuple[int, int]] = []
         for i, message in enumerate(request.messages):
             role = "system" if message.role == "developer" else message.role
             if isinstance(message.content, str):
@@ -134,13 +142,69 @@ class Preparer:
                         param="messages",
                     )
                 elif isinstance(part, ImagePart):
-                    content.append({"type": "image", "image": load_image_url(part.image_url.url, self.settings, label)})
+                    data = read_image_url(part.image_url.url, self.settings, label)
+                    sizes.append(image_size(data, self.settings, label))
+                    content.append({"type": "image", "image": data, "label": label})
                 else:
                     path = scratch / f"video-{i}-{j}"
                     path.write_bytes(read_url(part.video_url.url, self.settings, label, kind="video"))
                     content.append({"type": "video", "video": path, "num_frames": part.video_url.num_frames})
             messages.append({"role": role, "content": content})
-        return messages
+        return messages, sizes
+
+    def _check_fit(
+        self, request: ChatCompletionRequest, messages: list[dict[str, Any]], sizes: list[tuple[int, int]]
+    ) -> None:
+        """Refuse, in microseconds, a request whose prompt cannot fit: its images' tokens come from their
+        tile grids (header sizes), its text's from a lower bound (UTF-8 bytes / the longest token's bytes)."""
+        processor = self.chat.processor
+        budget = request.max_tiles or processor.max_tiles
+        if processor.split_tiles_across_images and sizes:
+            budget = max(1, budget // len(sizes))
+        tiles = sum(
+            count_tiles(
+                w,
+                h,
+                min_tiles=min(processor.min_tiles, budget),
+                max_tiles=budget,
+                tile_size=processor.tile_size,
+                use_thumbnail=processor.use_thumbnail,
+            )
+            for w, h in sizes
+        )
+        text_bytes = 0
+        for message in messages:
+            content = message["content"]
+            texts = [content] if isinstance(content, str) else [p["text"] for p in content if p.get("type") == "text"]
+            text_bytes += sum(len(text.encode("utf-8", "replace")) for text in texts)
+        at_least = tiles * processor.num_image_token + -(-text_bytes // self.longest_token_bytes)
+        limit = request.token_limit() or 1
+        if at_least + limit > self.max_seq_len:
+            raise APIError(
+                400,
+                f"the prompt is at least {at_least} tokens ({tiles} image tiles and {text_bytes} bytes of text) + "
+                f"{limit} to generate, over the {self.max_seq_len} tokens this server gives a conversation: use "
+                "fewer or smaller images (max_tiles), a shorter text or a lower max_tokens",
+                code="context_length_exceeded",
+                param="messages",
+            )
+
+    def _decode_images(self, messages: list[dict[str, Any]]) -> None:
+        """Decode the images `_messages` left as bytes (pixel cap checked from the header first)."""
+        for message in messages:
+            if isinstance(message["content"], str):
+                continue
+            for part in message["content"]:
+                if part.get("type") == "image":
+                    part["image"] = decode_image(part["image"], self.settings, part.pop("label"))
+
+    @property
+    def longest_token_bytes(self) -> int:
+        """The most UTF-8 bytes one token's text can hold (an upper bound: text / this <= its tokens)."""
+        if self._longest is None:
+            vocab = self.chat.tokenizer.get_vocab() if hasattr(self.chat.tokenizer, "get_vocab") else {}
+            self._longest = max((len(token.encode("utf-8", "replace")) for token in vocab), default=64)
+        return self._longest
 
     def _config(self, request: ChatCompletionRequest, prompt_tokens: int) -> GenerationConfig:
         room = self.max_seq_len - prompt_tokens

@@ -8,6 +8,8 @@ reaches the running batch.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -42,6 +44,31 @@ class Prepared:
     ignore_eos: bool
 
 
+def request_has_media(request: ChatCompletionRequest) -> bool:
+    return any(
+        isinstance(part, (ImagePart, VideoPart))
+        for message in request.messages
+        if not isinstance(message.content, str)
+        for part in message.content
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to trim
+        return None
+
+
+def release_memory() -> None:
+    """Return freed heap pages to the system (glibc's malloc_trim). Without it, the memory of a request's
+    decoded images stays with the process after the request is done (measured: benchmarks/serve_memory.py)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 class Preparer:
     """Turns requests into `Prepared` inputs; call it from worker threads (it blocks).
 
@@ -59,15 +86,19 @@ class Preparer:
 
     def __call__(self, request: ChatCompletionRequest) -> Prepared:
         self._check_caps(request)
-        with tempfile.TemporaryDirectory(prefix="internvl-serve-") as scratch:  # videos are decoded from files
-            messages, sizes = self._messages(request, Path(scratch))
-            self._check_fit(request, messages, sizes)  # before any pixel is decoded or any text tokenised
-            self._decode_images(messages)
-            with self._lock:
-                try:
-                    inputs = self.chat.processor(messages, max_tiles=request.max_tiles)
-                except InputError as exc:
-                    raise APIError(400, str(exc), code="invalid_input", param="messages") from exc
+        try:
+            with tempfile.TemporaryDirectory(prefix="internvl-serve-") as scratch:  # videos are decoded from files
+                messages, sizes = self._messages(request, Path(scratch))
+                self._check_fit(request, messages, sizes)  # before any pixel is decoded or any text tokenised
+                self._decode_images(messages)
+                with self._lock:
+                    try:
+                        inputs = self.chat.processor(messages, max_tiles=request.max_tiles)
+                    except InputError as exc:
+                        raise APIError(400, str(exc), code="invalid_input", param="messages") from exc
+        finally:
+            if request_has_media(request):
+                release_memory()  # decoded images and base64 bodies are gone: give their pages back
         return Prepared(inputs, self._config(request, int(inputs.input_ids.shape[0])), request.n, request.ignore_eos)
 
     def _check_caps(self, request: ChatCompletionRequest) -> None:

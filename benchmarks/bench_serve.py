@@ -20,7 +20,6 @@ import asyncio
 import base64
 import io
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import httpx
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line, publish
+from common import free_port, machine_line, publish, start_server_process
 
 
 def image_url() -> str:
@@ -55,12 +54,6 @@ def build_1b_folder(folder: Path) -> Path:
     torch.manual_seed(0)
     save_model(InternVL(internvl3_1b()).to(torch.bfloat16), folder)
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(model: Path | None, port: int, args: argparse.Namespace) -> subprocess.Popen:
@@ -88,19 +81,7 @@ def start_server(model: Path | None, port: int, args: argparse.Namespace) -> sub
         command += ["--threads", str(args.threads)]
     if args.quantize:
         command += ["--quantize", args.quantize]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited: {server.stderr.read() if server.stderr else ''}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.kill()
-    raise RuntimeError("the server did not start in 15 minutes")
+    return start_server_process(command, port, timeout_s=900)
 
 
 async def run_clients(url: str, clients: int, requests: int, body: dict) -> tuple[float, int, list[float], int]:

@@ -43,3 +43,33 @@ def publish(lines: list[str], append: bool) -> None:
     print(report)
     if append:
         append_report(report)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server_process(command: list[str], port: int, timeout_s: float = 900):  # type: ignore[no-untyped-def]
+    """Start `internvl serve` (`command`) as a subprocess and wait until its /health answers."""
+    import subprocess
+    import time
+
+    import httpx
+
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited: {server.stderr.read() if server.stderr else ''}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.kill()
+    raise RuntimeError(f"the server did not start in {timeout_s:g} s")

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import base64
 import io
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import httpx
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line, publish
+from common import free_port, machine_line, publish, start_server_process
 
 SERVER = """
 import sys
@@ -62,28 +61,10 @@ def memory_mib(pid: int) -> dict[str, float]:
     return values
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(port: int, trim: bool) -> subprocess.Popen:
     command = [sys.executable, "-c", SERVER, "trim" if trim else "no-trim", "serve", "--port", str(port)]
     command += ["--served-model-name", "bench", "--max-request-bytes", str(256 * 2**20), "--max-batch", "4"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited: {server.stderr.read() if server.stderr else ''}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    server.kill()
-    raise RuntimeError("the server did not start")
+    return start_server_process(command, port, timeout_s=300)
 
 
 async def load(url: str, body: dict, clients: int, rounds: int) -> tuple[list[float], dict[int, int]]:

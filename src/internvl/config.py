@@ -110,6 +110,11 @@ class TextConfig:
         )
 
 
+def check_v2pe_delta(delta: float | None, where: str) -> None:
+    if delta is not None and not (isinstance(delta, (int, float)) and 0 < delta <= 1):
+        raise ConfigError(f"{where} must be a number in (0, 1] (1 = ordinary positions), got {delta!r}")
+
+
 @dataclass
 class InternVLConfig:
     """The whole model: vision encoder, connector, language model, and the inference defaults."""
@@ -126,10 +131,16 @@ class InternVLConfig:
     min_dynamic_patch: int = 1
     max_dynamic_patch: int = 12
     image_token_id: int | None = None  # hf layout stores it; the original layout learns it from the tokenizer
+    v2pe_delta: float | None = None  # V2PE: rotary step of an image token (docs/architecture.md#v2pe); None = 1
 
     def __post_init__(self) -> None:
         if self.ps_version not in ("v1", "v2"):
             raise ConfigError(f"ps_version must be 'v1' or 'v2', got {self.ps_version!r}")
+        check_v2pe_delta(self.v2pe_delta, "v2pe_delta")
+
+    @property
+    def uses_v2pe(self) -> bool:
+        return self.v2pe_delta is not None and self.v2pe_delta != 1.0
 
     @property
     def num_image_token(self) -> int:
@@ -234,6 +245,7 @@ def _from_original(raw: dict[str, Any], source: str) -> InternVLConfig:
         min_dynamic_patch=int(raw.get("min_dynamic_patch", 1)),
         max_dynamic_patch=int(raw.get("max_dynamic_patch", 6)),
         image_token_id=_optional_int(raw.get("image_token_id"), "image_token_id", source),  # our extra key
+        v2pe_delta=raw.get("v2pe_delta"),  # our extra key (docs/architecture.md#v2pe)
     )
 
 
@@ -384,6 +396,7 @@ def _from_hf(raw: dict[str, Any], source: str) -> InternVLConfig:
         min_dynamic_patch=int(extras.get("min_dynamic_patch", 1)),
         max_dynamic_patch=int(extras.get("max_dynamic_patch", 12)),
         image_token_id=int(raw.get("image_token_id", 151667)),
+        v2pe_delta=extras.get("v2pe_delta"),
     )
 
 
@@ -397,6 +410,7 @@ HF_EXTRA_KEYS = (
     "use_thumbnail",
     "min_dynamic_patch",
     "max_dynamic_patch",
+    "v2pe_delta",
 )
 HF_ORIGINAL_LLM_KEY = "internvl_original_llm"
 
@@ -512,6 +526,8 @@ def to_original_dict(config: InternVLConfig) -> dict[str, Any]:
         out["system_message"] = config.system_message
     if config.image_token_id is not None:
         out["image_token_id"] = config.image_token_id  # our extra key: official code ignores it
+    if config.v2pe_delta is not None:
+        out["v2pe_delta"] = config.v2pe_delta  # our extra key: official code has no V2PE
     return out
 
 
@@ -559,6 +575,7 @@ def to_hf_dict(config: InternVLConfig) -> dict[str, Any]:
         "min_dynamic_patch": config.min_dynamic_patch,
         "max_dynamic_patch": config.max_dynamic_patch,
         **({"system_message": config.system_message} if config.system_message is not None else {}),
+        **({"v2pe_delta": config.v2pe_delta} if config.v2pe_delta is not None else {}),
         **({HF_ORIGINAL_LLM_KEY: "InternLM2ForCausalLM"} if config.text.family == "internlm2" else {}),
     }
 

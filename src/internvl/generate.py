@@ -331,8 +331,9 @@ def _steps(
         if not bool(attention_mask.all()):
             mask_buffer = torch.ones(batch, prompt_length + config.max_new_tokens, dtype=torch.long, device=device)
             mask_buffer[:, :prompt_length] = attention_mask
-            prefill_positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (batch, prompt)
-            next_positions = prefill_positions[:, -1:] + 1
+    if mask_buffer is not None or model.config.uses_v2pe:  # positions skip padding; V2PE's are floats
+        prefill_positions = model.positions(input_ids, None if mask_buffer is None else attention_mask)
+        next_positions = prefill_positions[:, -1:] + 1  # the prompt ends in text: a whole number
 
     present = None
     if config.repetition_penalty != 1.0:

@@ -10,6 +10,7 @@ Data flow (docs/architecture.md#data-flow), for a batch whose images' tiles are 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from internvl.errors import InputError
 from internvl.model.cache import Cache
 from internvl.model.connector import Projector, pixel_shuffle
 from internvl.model.llm import LanguageModel
+from internvl.model.v2pe import v2pe_positions
 from internvl.model.vit import InternViT
 
 
@@ -83,6 +85,27 @@ class InternVL(nn.Module):
         embeds = embeds.masked_scatter(selected[..., None], features)
         return embeds if dummy_term is None else embeds + dummy_term
 
+    def positions(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
+        delta: float | Sequence[float] | None = None,
+    ) -> torch.Tensor:
+        """Rotary positions of a prompt (batch, seq): 0, 1, 2, ... over real tokens (padding skipped,
+        packed sub-samples restarting at 0), with image tokens advancing by `delta` (V2PE; default the
+        config's `v2pe_delta`, None = 1, integer positions)."""
+        delta = self.config.v2pe_delta if delta is None else delta
+        if delta is None or (isinstance(delta, (int, float)) and delta == 1.0):
+            if document_ids is None:
+                if attention_mask is None:
+                    return torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
+                return (attention_mask[:, -input_ids.shape[1] :].long().cumsum(-1) - 1).clamp(min=0)
+            delta = 1.0
+        if self.image_token_id is None:
+            raise ValueError("V2PE positions need the model's image_token_id")
+        return v2pe_positions(input_ids, self.image_token_id, delta, attention_mask, document_ids)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -109,6 +132,10 @@ class InternVL(nn.Module):
         """
         embeds = self.embed(input_ids, pixel_values, image_features, image_flags)
         past = cache.length if cache is not None else 0
+        if position_ids is None and self.config.uses_v2pe:
+            if past:
+                raise ValueError("with V2PE, pass position_ids after the first call (the past's positions are floats)")
+            position_ids = self.positions(input_ids, attention_mask, document_ids)
         if position_ids is None:
             position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)
             position_ids = position_ids.expand(input_ids.shape[0], -1)

@@ -1,0 +1,103 @@
+"""V2PE (docs/architecture.md#v2pe): the position rule, delta = 1 equal to today's path on every backbone,
+and float positions through prefill, cached decoding, left-padded batches and packed rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from internvl.config import ConfigError, InternVLConfig
+from internvl.generate import GenerationConfig, generate
+from internvl.model.internvl import InternVL
+from internvl.model.v2pe import DELTAS, random_deltas, v2pe_positions
+from internvl.weights import load_model, save_model
+from tests.test_train_support import IMAGE_TOKEN_ID, tiny_config
+
+C = IMAGE_TOKEN_ID  # <IMG_CONTEXT>
+START, END = 3, 4  # stand-ins for <img> and </img>: any other tokens
+
+
+def test_positions_follow_the_reference_rule():
+    """Text +1 through <img>; context tokens +delta; </img> at ceil(last) + 1 (V2PE's get_rope_pos_id)."""
+    ids = torch.tensor([[1, 2, START, C, C, C, C, END, 5, START, C, C, END, 6]])
+    assert v2pe_positions(ids, C, 0.25).tolist() == [[0, 1, 2, 2.25, 2.5, 2.75, 3, 4, 5, 6, 6.25, 6.5, 8, 9]]
+    assert v2pe_positions(ids, C, [0.5, 0.25]).tolist() == [[0, 1, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 7.25, 7.5, 9, 10]]
+    assert v2pe_positions(ids, C, 1.0).tolist() == [list(range(14))]
+    # left padding is skipped; packed sub-samples restart at 0
+    padded = torch.tensor([[0, 0, START, C, C, END, 7]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1]])
+    assert v2pe_positions(padded, C, 0.5, attention_mask=mask).tolist() == [[0, 0, 0, 0.5, 1, 2, 3]]
+    packed = torch.tensor([[1, START, C, C, END, 2, START, C, END]])
+    documents = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 1, 1]])
+    assert v2pe_positions(packed, C, 0.25, document_ids=documents).tolist() == [[0, 1, 1.25, 1.5, 3, 4, 0, 0.25, 2]]
+
+
+def test_random_deltas_come_from_the_papers_set():
+    drawn = random_deltas(200, torch.Generator().manual_seed(0))
+    assert set(drawn) <= set(DELTAS) and len(set(drawn)) > 5
+
+
+def prompt(batch: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    text = lambda n: torch.randint(5, 100, (n,), generator=g).tolist()  # noqa: E731
+    row = text(4) + [START] + [C] * 4 + [END] + text(3) + [START] + [C] * 4 + [END] + text(5)
+    return torch.tensor([row] * batch)
+
+
+def tiny_model(family: str, delta: float | None) -> InternVL:
+    torch.manual_seed(0)
+    config = tiny_config(family)
+    config.v2pe_delta = delta
+    model = InternVL(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2 if p.dim() > 1 else 0.05).add_(1 if p.dim() == 1 else 0)
+    return model
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "qwen3_moe", "llama", "internlm2"])
+def test_delta_one_reproduces_todays_logits_exactly(family):
+    ids = prompt(2)
+    pixels = torch.randn(4, 3, 56, 56)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    plain, unit = tiny_model(family, None), tiny_model(family, 1.0)
+    with torch.no_grad():
+        today = plain(ids, pixels, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+        same = unit(ids, pixels, attention_mask=mask, position_ids=unit.positions(ids, mask, delta=1.0))
+        default = plain(ids, pixels)
+        default_unit = unit(ids, pixels)
+    assert torch.equal(today, same) and torch.equal(default, default_unit)
+    shifted = tiny_model(family, 0.25)
+    with torch.no_grad():
+        assert not torch.allclose(shifted(ids, pixels), default)  # delta < 1 does change the answer
+
+
+def test_cached_decoding_and_left_padded_batches_match_full_forwards():
+    model = tiny_model("qwen2", 0.25)
+    ids = prompt()
+    pixels = torch.randn(2, 3, 56, 56)
+    config = GenerationConfig(max_new_tokens=6)
+    tokens = generate(model, ids, None, pixels, config)[0]
+    # every generated token is the argmax of a full (uncached) forward over prompt + tokens so far
+    for k in range(len(tokens)):
+        full = torch.cat([ids, torch.tensor([tokens[:k]], dtype=torch.long)], dim=1)
+        with torch.no_grad():
+            logits = model(full, pixels, position_ids=model.positions(full))
+        assert int(logits[0, -1].argmax()) == tokens[k]
+    # the same prompt left-padded next to a longer one answers the same
+    longer = torch.cat([torch.tensor([[7, 8, 9]]), ids], dim=1)
+    batch = torch.cat([torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1), longer])
+    mask = torch.ones_like(batch)
+    mask[0, :3] = 0
+    rows = generate(model, batch, mask, torch.cat([pixels, pixels]), config)
+    assert rows[0] == tokens
+
+
+def test_delta_is_stored_in_both_layouts_and_checked(tmp_path):
+    model = tiny_model("qwen2", 0.125)
+    for layout in ("original", "hf"):
+        save_model(model, tmp_path / layout, layout=layout)
+        assert load_model(tmp_path / layout).config.v2pe_delta == 0.125
+    with pytest.raises(ConfigError, match=r"v2pe_delta must be a number in \(0, 1\]"):
+        InternVLConfig(v2pe_delta=2.0)

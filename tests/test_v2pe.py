@@ -101,3 +101,15 @@ def test_delta_is_stored_in_both_layouts_and_checked(tmp_path):
         assert load_model(tmp_path / layout).config.v2pe_delta == 0.125
     with pytest.raises(ConfigError, match=r"v2pe_delta must be a number in \(0, 1\]"):
         InternVLConfig(v2pe_delta=2.0)
+
+
+def test_the_server_refuses_a_v2pe_model_with_one_line(tmp_path):
+    pytest.importorskip("fastapi")
+    import internvl
+    from internvl.serve.engine import Engine
+    from tests.tiny import build_chat_model_folder
+
+    chat = internvl.load(build_chat_model_folder(tmp_path / "model"))
+    chat.model.config.v2pe_delta = 0.5
+    with pytest.raises(ConfigError, match="uses V2PE"):
+        Engine(chat)

@@ -28,7 +28,7 @@ import torch
 
 from internvl.answer import AnswerText
 from internvl.chat import Chat
-from internvl.errors import InputError
+from internvl.errors import ConfigError, InputError
 from internvl.generate import GenerationConfig, pick_tokens, present_tokens, sampling_generator
 from internvl.inputs.processor import ProcessedInputs
 from internvl.model.cache import KVCache
@@ -119,6 +119,11 @@ class Engine:
     def __init__(self, chat: Chat, settings: EngineSettings | None = None) -> None:
         self.chat = chat
         self.model = chat.model
+        if self.model.config.uses_v2pe:
+            raise ConfigError(
+                f"this model uses V2PE (v2pe_delta={self.model.config.v2pe_delta}); the server does not support it "
+                "yet: use internvl chat or the Python API, or set v2pe_delta to 1"
+            )
         self.settings = settings or EngineSettings()
         context = self.model.config.text.max_position_embeddings
         self.max_seq_len = min(self.settings.max_seq_len or min(context, 4096), context)

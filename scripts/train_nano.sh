@@ -15,6 +15,8 @@
 #      data: world + warm-up pictures + tokenizer + init (stage 1's encoder, random projector and decoder)
 #   2. warm-up, encoder frozen internvl train sft configs/nano_warmup.yaml                        -> RUN/warm
 #   3. SFT, encoder frozen     internvl train sft configs/nano_sft.yaml (world + warm-up mix)     -> RUN/sft
+#   4. more SFT (full recipe)  internvl train sft configs/nano_sft_more.yaml (+ 20,000 new world
+#                              conversations, seed 1)                                             -> RUN/more
 # then the export (bf16, original layout) and the evaluation on the world's test split.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,8 +90,35 @@ $PY -m internvl.cli train sft configs/nano_sft.yaml output_dir=$RUN/sft model.pa
   data.options.meta_path=$RUN/warmup/mix.json train.device=$DEVICE \
   "${SFT_ARGS[@]}"
 echo "stage 3 (SFT) took $(minutes $t) minutes" >&2
+LAST=$RUN/sft
+
+# Stage 4 (full recipe only): more SFT from stage 3's model, on stage 3's data and as many new world conversations.
+if [ "$QUICK" = 0 ]; then
+  if [ ! -f $RUN/world-train-s1/meta.json ]; then
+    $PY -m internvl.cli world generate --out $RUN/world-train-s1 --split train --n "$TRAIN_SAMPLES" --seed 1 \
+      --workers 2 --questions-per-image 4 --describe
+  fi
+  if [ ! -f $RUN/more-mix.json ]; then
+    $PY - $RUN <<'MIX'
+import json, sys
+run = sys.argv[1]
+mix = json.load(open(f"{run}/warmup/mix.json"))
+(name, entry), = json.load(open(f"{run}/world-train-s1/meta.json")).items()
+mix[f"{name}_seed1"] = entry
+json.dump(mix, open(f"{run}/more-mix.json", "w"), indent=2)
+MIX
+  fi
+  if [ ! -f $RUN/sft-model/config.json ]; then
+    $PY -m internvl.cli train export $RUN/sft $RUN/sft-model --dtype float32
+  fi
+  t=$(date +%s)
+  $PY -m internvl.cli train sft configs/nano_sft_more.yaml output_dir=$RUN/more model.path=$RUN/sft-model \
+    data.options.meta_path=$RUN/more-mix.json train.device=$DEVICE "${SFT_ARGS[@]}"
+  echo "stage 4 (more SFT) took $(minutes $t) minutes" >&2
+  LAST=$RUN/more
+fi
 rm -rf "$MODEL"
-$PY -m internvl.cli train export $RUN/sft "$MODEL" --layout original --dtype bf16
+$PY -m internvl.cli train export $LAST "$MODEL" --layout original --dtype bf16
 if [ "$QUICK" = 0 ] && [ "$VISION_ASSET" = 0 ]; then
   $PY -c "import sys; from safetensors.torch import load_file, save_file; from safetensors import safe_open
 w = load_file(sys.argv[1]); meta = safe_open(sys.argv[1], 'pt').metadata()

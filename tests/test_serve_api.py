@@ -620,3 +620,16 @@ def test_a_client_that_leaves_mid_body_is_one_debug_line_and_a_slow_one_gets_408
     monkeypatch.setattr(serve_app, "BODY_TIMEOUT_S", 0.3)
     answer = _partial_body(server, 1000, b'{"model": "tiny", ', wait_s=1.0)
     assert b" 408 " in answer.split(b"\r\n")[0] and b"request_timeout" in answer
+
+
+def test_a_bad_video_is_named_by_its_place_in_the_request_not_by_a_server_path(server):
+    """Issue 16, defect 15: the temporary file a video is decoded from never shows in an error."""
+    pytest.importorskip("av", reason="videos need the [video] extra")
+    part = {"type": "video_url", "video_url": {"url": data_url(b"not a video at all" * 10, "video/mp4")}}
+    response = post(
+        server,
+        {"model": MODEL, "messages": [{"role": "user", "content": [part, {"type": "text", "text": "what happens?"}]}]},
+    )
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert "internvl-serve-" not in message and "/tmp" not in message and "messages[0].content[0]" in message, message

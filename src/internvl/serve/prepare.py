@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import re
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -94,8 +95,11 @@ class Preparer:
                 with self._lock:
                     try:
                         inputs = self.chat.processor(messages, max_tiles=request.max_tiles)
-                    except InputError as exc:
-                        raise APIError(400, str(exc), code="invalid_input", param="messages") from exc
+                    except InputError as exc:  # a video's error names the request's part, not our scratch file
+                        message = re.sub(
+                            re.escape(scratch) + r"/video-(\d+)-(\d+)", r"messages[\1].content[\2]", str(exc)
+                        )
+                        raise APIError(400, message, code="invalid_input", param="messages") from exc
         finally:
             if request_has_media(request):
                 release_memory()  # decoded images and base64 bodies are gone: give their pages back

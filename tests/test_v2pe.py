@@ -113,3 +113,17 @@ def test_the_server_refuses_a_v2pe_model_with_one_line(tmp_path):
     chat.model.config.v2pe_delta = 0.5
     with pytest.raises(ConfigError, match="uses V2PE"):
         Engine(chat)
+
+
+def test_the_delta_can_be_set_at_load_and_on_the_command_line(tmp_path, capsys):
+    import internvl
+    from internvl.cli import main
+    from tests.tiny import build_chat_model_folder
+
+    folder = build_chat_model_folder(tmp_path / "model")
+    assert internvl.load(folder, v2pe_delta=0.25).model.config.v2pe_delta == 0.25
+    with pytest.raises(ConfigError, match="v2pe_delta must be a number in"):
+        internvl.load(folder, v2pe_delta=0)
+    assert main(["chat", "--model", str(folder), "--v2pe-delta", "0.5", "--max-new-tokens", "3", "hi"]) == 0
+    assert main(["chat", "--model", str(folder), "--v2pe-delta", "3", "hi"]) == 2
+    assert "v2pe_delta must be a number in (0, 1]" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from internvl.answer import AnswerPolicy
+from internvl.config import check_v2pe_delta
 from internvl.errors import CheckpointError, ConfigError, InputError
 from internvl.generate import GenerationConfig, generate, stream
 from internvl.inputs.image import ImageSource
@@ -249,6 +250,7 @@ def load(
     thinking: bool = False,
     generation: GenerationConfig | None = None,
     quantize: str | None = None,
+    v2pe_delta: float | None = None,
 ) -> Chat:
     """Load a checkpoint folder (either layout) with its tokenizer, ready to `ask`.
 
@@ -258,8 +260,10 @@ def load(
     without native bf16 (`model.linear`), the vision encoder and projector are kept in fp32; fp32 decoder
     projections on the CPU are pre-packed for oneDNN (`PackedLinear`: inference only). `quantize="int8"`
     stores the language model's projections as weight-only int8 (a quarter of fp32's bytes read per
-    decoded token).
+    decoded token). `v2pe_delta` overrides the config's V2PE step of image tokens (docs/architecture.md#v2pe;
+    1 = ordinary positions).
     """
+    check_v2pe_delta(v2pe_delta, "v2pe_delta")
     if quantize not in (None, "int8"):
         raise ConfigError(f"unknown quantize mode {quantize!r}; choose 'int8' or leave it unset")
     folder = model_folder(folder if folder is not None else "nano")
@@ -268,6 +272,8 @@ def load(
     if dtype is None and device == "cpu":
         dtype = torch.float32  # a CPU without bf16 matrix units runs bf16 matmuls far slower than fp32
     model = load_model(folder, dtype=dtype, device=device)
+    if v2pe_delta is not None:
+        model.config.v2pe_delta = v2pe_delta
     choose_cpu_kernels(model)
     if quantize == "int8":
         quantize_int8(model.language)

@@ -57,6 +57,7 @@ def _chat(args: argparse.Namespace) -> int:
         thinking=args.thinking,
         generation=generation,
         quantize=args.quantize,
+        v2pe_delta=args.v2pe_delta,
     )
     if args.question is not None:
         _answer(chat, args.question, args.image, args.video, args.stream)
@@ -132,6 +133,9 @@ def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument(
         "--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)"
+    )
+    p.add_argument(
+        "--v2pe-delta", type=float, default=None, help="V2PE step of image tokens, in (0, 1] (default: the config's)"
     )
     threads.add_option(p)
     p.set_defaults(func=_chat)

@@ -487,17 +487,12 @@ def _check_shapes(model: InternVL, mapping: dict[str, Source], files: dict[str, 
 
 
 def _fill(param: torch.Tensor, sizes: list[int], source: Source, files: dict[str, StoredTensor]) -> None:
-    """Read the source tensors into consecutive row blocks of `param` (then permute rows if asked)."""
+    """Read the source tensors into consecutive row blocks of `param` (then permute rows if asked);
+    `load_model` has checked every shape already (`_check_shapes`)."""
     target = param if source.row_order is None else torch.empty_like(param)
     pieces = target.split(sizes, dim=0) if len(source.keys) > 1 else (target,)
     for key, piece in zip(source.keys, pieces):
-        stored = files[key]
-        if tuple(stored.entry.shape) != tuple(piece.shape):
-            raise CheckpointError(
-                f"{stored.path}: tensor {key!r} has shape {list(stored.entry.shape)}, "
-                f"expected {list(piece.shape)} for the config's dimensions"
-            )
-        stored.read_into(piece)
+        files[key].read_into(piece)  # shapes were checked by `_check_shapes` before allocation
     if source.row_order is not None:
         param.copy_(target[source.row_order])
 

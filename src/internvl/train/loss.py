@@ -42,9 +42,28 @@ def shift_targets(
     return targets, weights
 
 
-def _chunk_loss(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _chunk_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = head(hidden).float()  # (chunk, vocab), fp32 for the log-softmax even under bf16 autocast
-    return (F.cross_entropy(logits, targets, reduction="none") * weights).sum()
+    return F.cross_entropy(logits, targets, reduction="none")
+
+
+def token_cross_entropy(head: nn.Module, rows: torch.Tensor, targets: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """CE(head(rows_i), targets_i) for each of the (n, d) rows -> (n,) float32, `chunk_size` rows at a time;
+    each chunk is checkpointed when gradients flow, so its logits are recomputed in backward, not kept."""
+    checkpointed = torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in head.parameters()))
+    pieces = []
+    for start in range(0, rows.shape[0], chunk_size):
+        piece = slice(start, start + chunk_size)
+        if checkpointed:
+            pieces.append(checkpoint(_chunk_cross_entropy, head, rows[piece], targets[piece], use_reentrant=False))
+        else:
+            pieces.append(_chunk_cross_entropy(head, rows[piece], targets[piece]))
+    return torch.cat(pieces)
+
+
+def _head_in_graph(hidden: torch.Tensor, head: nn.Module) -> torch.Tensor:
+    """A zero that uses the head (DDP wants every trainable parameter used, even with nothing supervised)."""
+    return head(hidden.reshape(-1, hidden.shape[-1])[:1]).float().sum() * 0.0
 
 
 def weighted_cross_entropy_sum(
@@ -60,18 +79,23 @@ def weighted_cross_entropy_sum(
     targets, weights (batch, seq) from `shift_targets`.
     """
     keep = (weights != 0) & (targets != IGNORE_INDEX)
-    rows = hidden[keep]  # (n, d): supervised positions only
-    wanted, w = targets[keep], weights[keep]
-    if rows.shape[0] == 0:  # keep the head in the graph (DDP wants every trainable parameter used)
-        return head(hidden.reshape(-1, hidden.shape[-1])[:1]).float().sum() * 0.0
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, rows.shape[0], chunk_size):
-        piece = slice(start, start + chunk_size)
-        if torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in head.parameters())):
-            total = total + checkpoint(_chunk_loss, head, rows[piece], wanted[piece], w[piece], use_reentrant=False)
-        else:
-            total = total + _chunk_loss(head, rows[piece], wanted[piece], w[piece])
-    return total
+    if not bool(keep.any()):
+        return _head_in_graph(hidden, head)
+    return (token_cross_entropy(head, hidden[keep], targets[keep], chunk_size) * weights[keep]).sum()
+
+
+def target_log_probs(
+    hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk_size: int = 1024
+) -> torch.Tensor:
+    """log p(target_t) at every position with a target (float32, batch x seq), 0 where targets is -100.
+
+    The preference losses sum these per row (`internvl.train.preference`); like
+    `weighted_cross_entropy_sum`, only supervised positions go through the head, chunk by chunk."""
+    keep = targets != IGNORE_INDEX
+    out = torch.zeros(targets.shape, dtype=torch.float32, device=hidden.device)
+    if not bool(keep.any()):
+        return out + _head_in_graph(hidden, head)
+    return out.masked_scatter(keep, -token_cross_entropy(head, hidden[keep], targets[keep], chunk_size))
 
 
 def load_balancing_loss(
@@ -97,30 +121,3 @@ def load_balancing_loss(
         tokens_per_expert = (assigned * mask[:, None, None]).sum(dim=0) / total
         prob_per_expert = (probs * mask[:, None]).sum(dim=0) / total
     return (tokens_per_expert * prob_per_expert[None]).sum() * num_experts
-
-
-def _chunk_log_probs(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = head(hidden).float()
-    return -F.cross_entropy(logits, targets, reduction="none")
-
-
-def target_log_probs(
-    hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk_size: int = 1024
-) -> torch.Tensor:
-    """log p(target_t) at every position with a target (float32, batch x seq), 0 where targets is -100.
-
-    The preference losses sum these per row (`internvl.train.preference`); like
-    `weighted_cross_entropy_sum`, only supervised positions go through the head, chunk by chunk."""
-    keep = targets != IGNORE_INDEX
-    out = torch.zeros(targets.shape, dtype=torch.float32, device=hidden.device)
-    rows, wanted = hidden[keep], targets[keep]
-    if rows.shape[0] == 0:
-        return out + head(hidden.reshape(-1, hidden.shape[-1])[:1]).float().sum() * 0.0
-    pieces = []
-    for start in range(0, rows.shape[0], chunk_size):
-        piece = slice(start, start + chunk_size)
-        if torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in head.parameters())):
-            pieces.append(checkpoint(_chunk_log_probs, head, rows[piece], wanted[piece], use_reentrant=False))
-        else:
-            pieces.append(_chunk_log_probs(head, rows[piece], wanted[piece]))
-    return out.masked_scatter(keep, torch.cat(pieces))

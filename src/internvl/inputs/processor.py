@@ -42,6 +42,7 @@ from internvl.inputs.image import (
     DEFAULT_TILE_SIZE,
     ImageSource,
     Normalization,
+    count_tiles,
     image_to_tiles,
 )
 from internvl.inputs.prompt import ImageTokenIds, Tokenizer, encode_prompt, frame_lines, image_label, single_token_id
@@ -300,11 +301,31 @@ class Processor:
                 raise InputError(f"max_tiles has {len(max_tiles)} entries for {len(slots)} image(s)")
             defaults = list(max_tiles)
         else:
-            base = self.max_tiles if max_tiles is None else max_tiles
-            if self.split_tiles_across_images and slots:
-                base = max(1, base // len(slots))
-            defaults = [base] * len(slots)
+            defaults = [self._shared_budget(len(slots), max_tiles)] * len(slots)
         return [slot.max_tiles if slot.max_tiles is not None else d for slot, d in zip(slots, defaults)]
+
+    def _shared_budget(self, num_images: int, max_tiles: int | None) -> int:
+        """Max tiles of each of `num_images` images given one budget (the call's, else the processor's)."""
+        base = self.max_tiles if max_tiles is None else max_tiles
+        if self.split_tiles_across_images and num_images:
+            base = max(1, base // num_images)
+        return base
+
+    def count_image_tiles(self, sizes: Sequence[tuple[int, int]], max_tiles: int | None = None) -> int:
+        """The tiles images of these (width, height) sizes get from this processor, without their pixels
+        (the server refuses a prompt that cannot fit before decoding anything)."""
+        budget = self._shared_budget(len(sizes), max_tiles)
+        return sum(
+            count_tiles(
+                width,
+                height,
+                min_tiles=min(self.min_tiles, budget),
+                max_tiles=budget,
+                tile_size=self.tile_size,
+                use_thumbnail=self.use_thumbnail,
+            )
+            for width, height in sizes
+        )
 
     def _load_video(self, slot: _VideoSlot) -> VideoFrames:
         return load_video(

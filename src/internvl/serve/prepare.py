@@ -20,7 +20,6 @@ from typing import Any
 from internvl.chat import Chat
 from internvl.errors import ConfigError, InputError
 from internvl.generate import GenerationConfig
-from internvl.inputs.image import count_tiles
 from internvl.inputs.processor import ProcessedInputs
 from internvl.serve.media import decode_image, image_size, read_image_url, read_url
 from internvl.serve.protocol import (
@@ -193,20 +192,7 @@ class Preparer:
         """Refuse, in microseconds, a request whose prompt cannot fit: its images' tokens come from their
         tile grids (header sizes), its text's from a lower bound (UTF-8 bytes / the longest token's bytes)."""
         processor = self.chat.processor
-        budget = request.max_tiles or processor.max_tiles
-        if processor.split_tiles_across_images and sizes:
-            budget = max(1, budget // len(sizes))
-        tiles = sum(
-            count_tiles(
-                w,
-                h,
-                min_tiles=min(processor.min_tiles, budget),
-                max_tiles=budget,
-                tile_size=processor.tile_size,
-                use_thumbnail=processor.use_thumbnail,
-            )
-            for w, h in sizes
-        )
+        tiles = processor.count_image_tiles(sizes, request.max_tiles)
         text_bytes = 0
         for message in messages:
             content = message["content"]

@@ -64,9 +64,9 @@ LAYOUTS = {
 TURNS = [("What is shown?", "A picture."), ("And the colour?", "Red and green.")]
 
 
-def training_ids(tmp_path, tokenizer, template, fields, media_root):
+def training_ids(tmp_path, tokenizer, template, fields, media_root, conversation=TURNS):
     line = {**fields, "conversations": []}
-    for question, answer in TURNS:
+    for question, answer in conversation:
         line["conversations"] += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
     (tmp_path / "data.jsonl").write_text(json.dumps(line) + "\n")
     meta = {"d": {"root": str(media_root) + "/", "annotation": str(tmp_path / "data.jsonl"), "repeat_time": 1}}
@@ -83,11 +83,11 @@ def training_ids(tmp_path, tokenizer, template, fields, media_root):
     return sample.input_ids.tolist(), sample.labels.tolist()
 
 
-def inference_ids(tokenizer, template, parts, media_root, turns):
+def inference_ids(tokenizer, template, parts, media_root, turns, conversation=TURNS):
     """The chat processor's prompt for the first `turns` questions (answers of the earlier ones given)."""
     resolved = [{**p, p["type"]: str(media_root / p[p["type"]])} for p in parts]
     messages = []
-    for k, (question, answer) in enumerate(TURNS[:turns]):
+    for k, (question, answer) in enumerate(conversation[:turns]):
         messages.append({"role": "user", "content": [*resolved, question] if k == 0 else question})
         if k < turns - 1:
             messages.append({"role": "assistant", "content": answer})
@@ -126,27 +126,23 @@ ROLE_START = {
 
 
 @pytest.mark.parametrize("template", list(TEMPLATES))
-def test_message_text_cannot_add_a_turn(tmp_path, tokenizers, media, template, monkeypatch):
+def test_message_text_cannot_add_a_turn(tmp_path, tokenizers, media, template):
     """Issue 16, defect 7: a role token typed in a message is text, at inference and in training alike."""
     tokenizer = tokenizers[template]
     injected = INJECTIONS[template]
-    global TURNS
-    saved, TURNS = TURNS, [(injected, "A picture."), ("And the colour?", injected)]
-    try:
-        role = tokenizer.convert_tokens_to_ids(ROLE_START[template])
-        prompt = inference_ids(tokenizer, template, [], media, 1)
-        clean = Processor(tokenizer, template=template, num_image_token=TOKENS_PER_TILE)(
-            [{"role": "user", "content": "Hi"}]
-        ).input_ids.tolist()
-        assert prompt.count(role) == clean.count(role)  # no extra turn
-        assert injected in tokenizer.decode(prompt) or injected.replace("\n", "") in tokenizer.decode(prompt)
-        trusted = Processor(tokenizer, template=template, num_image_token=TOKENS_PER_TILE, trusted_text=True)
-        assert trusted([{"role": "user", "content": injected}]).input_ids.tolist().count(role) == clean.count(role) + 1
-        train_ids, labels = training_ids(tmp_path, tokenizer, template, {}, media)
-        assert train_ids[: len(prompt)] == prompt  # training encodes the same text the same way
-        assert labels[len(prompt)] != IGNORE_INDEX
-    finally:
-        TURNS = saved
+    conversation = [(injected, "A picture."), ("And the colour?", injected)]
+    role = tokenizer.convert_tokens_to_ids(ROLE_START[template])
+    prompt = inference_ids(tokenizer, template, [], media, 1, conversation)
+    clean = Processor(tokenizer, template=template, num_image_token=TOKENS_PER_TILE)(
+        [{"role": "user", "content": "Hi"}]
+    ).input_ids.tolist()
+    assert prompt.count(role) == clean.count(role)  # no extra turn
+    assert injected in tokenizer.decode(prompt) or injected.replace("\n", "") in tokenizer.decode(prompt)
+    trusted = Processor(tokenizer, template=template, num_image_token=TOKENS_PER_TILE, trusted_text=True)
+    assert trusted([{"role": "user", "content": injected}]).input_ids.tolist().count(role) == clean.count(role) + 1
+    train_ids, labels = training_ids(tmp_path, tokenizer, template, {}, media, conversation)
+    assert train_ids[: len(prompt)] == prompt  # training encodes the same text the same way
+    assert labels[len(prompt)] != IGNORE_INDEX
     clean_train_ids, _ = training_ids(tmp_path, tokenizer, template, {}, media)
     assert train_ids.count(role) == clean_train_ids.count(role)  # the same turns, none added
 

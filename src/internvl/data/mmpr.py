@@ -202,13 +202,16 @@ def pair_question(
     question: Question, responses: Sequence[str], max_pairs: int, rng: np.random.Generator
 ) -> QuestionPairs:
     """The pairs of one question from its N responses (module docstring, step 3)."""
-    check = world_checker(question.world) if question.world is not None else None
+    if question.world is not None:
+        is_right = world_checker(question.world)
+    else:
+        is_right = lambda answer: check_answer(answer, question.answer)  # noqa: E731
     right, wrong, unparsed = [], [], []
     for response in responses:
         answer = parse_answer(response)
         if answer is None:
             unparsed.append(response)
-        elif check(answer) if check is not None else check_answer(answer, question.answer):
+        elif is_right(answer):
             right.append((response, answer))
         else:
             wrong.append((response, answer))
@@ -225,9 +228,8 @@ def pair_question(
         if len(unique) > max_pairs:
             keep = sorted(rng.choice(len(unique), size=max_pairs, replace=False).tolist())
             unique = [unique[k] for k in keep]
-        base: dict[str, Any] = {"image": question.images[0] if len(question.images) == 1 else question.images}
-        if not question.images:
-            base = {}
+        images = question.images
+        base: dict[str, Any] = {"image": images[0] if len(images) == 1 else images} if images else {}
         prompt = cot_question(question.question, len(question.images))
         return [
             {

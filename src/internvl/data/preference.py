@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -178,28 +178,24 @@ class PairBatches:
     def batches_in_file_order(self) -> Iterator[dict[str, Any]]:
         """Every pair of every dataset (all ranks' shares), in file order, in micro-batches; the last one
         may be smaller. The reference pass of MPO reads the data this way."""
-        batch: list[PairEncoding] = []
-        for dataset in self.datasets:
-            for i in range(len(dataset)):
-                pair = dataset[i]
-                if pair is not None:
-                    batch.append(pair)
-                if len(batch) == self.pairs_per_batch:
-                    yield collate_pairs(batch, self.collator)
-                    batch = []
-        if batch:
-            yield collate_pairs(batch, self.collator)
+        pairs = (dataset[i] for dataset in self.datasets for i in range(len(dataset)))
+        return self._collated(pairs, keep_last=True)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._collated((self.datasets[d][i] for d, i in self.order()), keep_last=False)
+
+    def _collated(self, pairs: Iterable[PairEncoding | None], keep_last: bool) -> Iterator[dict[str, Any]]:
+        """Micro-batches of `pairs_per_batch` pairs (skipped lines are None and left out)."""
         batch: list[PairEncoding] = []
-        for d, i in self.order():
-            pair = self.datasets[d][i]
+        for pair in pairs:
             if pair is None:
                 continue
             batch.append(pair)
             if len(batch) == self.pairs_per_batch:
                 yield collate_pairs(batch, self.collator)
                 batch = []
+        if batch and keep_last:
+            yield collate_pairs(batch, self.collator)
 
 
 def build_pair_datasets(meta_path: str, tokenizer: Tokenizer, settings: SampleSettings) -> list[PreferencePairs]:

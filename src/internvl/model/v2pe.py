@@ -27,14 +27,12 @@ def v2pe_positions(
     delta: float | Sequence[float],
     attention_mask: torch.Tensor | None = None,
     document_ids: torch.Tensor | None = None,
-    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(batch, seq) float32 positions.
 
     An image is a run of `context_id` tokens (all its tiles); the token after the run (`</img>`) takes
     ceil(the run's last position) + 1. delta: one step for every image, or one per image in row-major order.
-    attention_mask: (batch, seq) 0 = padding. start: (batch,) the position the first token of each row
-    follows (a cache's past positions); default -1, so the first token is at 0.
+    attention_mask: (batch, seq) 0 = padding. The first real token of a row is at 0.
     """
     batch, seq = input_ids.shape
     ids = input_ids.cpu()
@@ -48,7 +46,7 @@ def v2pe_positions(
     image = -1  # index of the current (or last) run of context tokens, row-major
     out = torch.zeros(batch, seq, dtype=torch.float64)
     for row in range(batch):
-        previous = -1.0 if start is None else float(start[row])
+        previous = -1.0
         in_image = False  # a run never continues into the next row
         for col in range(seq):
             token = int(ids[row, col])

@@ -29,6 +29,7 @@ from torch import nn
 
 from internvl.data import preference as pair_data
 from internvl.errors import ConfigError
+from internvl.inputs.prompt import IGNORE_INDEX
 from internvl.model.internvl import InternVL
 from internvl.settings import load_settings
 from internvl.train import distributed, sft
@@ -39,6 +40,7 @@ from internvl.train.preference import (
     check_loss_settings,
     micro_batch_reward_mean,
     preference_loss,
+    sequence_logps,
 )
 
 REFERENCE_FILE = "reference_logps.json"
@@ -99,7 +101,7 @@ PAIR_KEYS = ("input_ids", "pixel_values", "attention_mask", "image_flags")
 
 
 def pair_inputs(batch: dict[str, Any], device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The model's inputs of a pair micro-batch and (targets, supervised mask)."""
+    """The model's inputs of a pair micro-batch, and what each position predicts (-100: nothing)."""
     inputs = {k: batch[k].to(device) for k in PAIR_KEYS if batch.get(k) is not None}
     labels = batch["labels"].to(device)
     targets, _ = shift_targets(labels, torch.ones_like(labels, dtype=torch.float32))
@@ -107,7 +109,7 @@ def pair_inputs(batch: dict[str, Any], device: torch.device) -> tuple[dict[str, 
 
 
 def supervised_mask(targets: torch.Tensor) -> torch.Tensor:
-    return (targets != -100).float()
+    return (targets != IGNORE_INDEX).float()
 
 
 @torch.no_grad()
@@ -126,7 +128,7 @@ def compute_reference(
         inputs, targets = pair_inputs(batch, device)
         with torch.autocast(**autocast):
             token_logps = module(targets=targets, **inputs)
-        sums = (token_logps * supervised_mask(targets)).sum(dim=1).double().cpu()
+        sums = sequence_logps(token_logps, supervised_mask(targets)).double().cpu()
         chosen, rejected = sums.chunk(2)
         for key, c, r in zip(batch["pair_keys"], chosen.tolist(), rejected.tolist()):
             cache[key] = [c, r]

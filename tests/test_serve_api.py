@@ -633,3 +633,29 @@ def test_a_bad_video_is_named_by_its_place_in_the_request_not_by_a_server_path(s
     assert response.status_code == 400, response.text
     message = response.json()["error"]["message"]
     assert "internvl-serve-" not in message and "/tmp" not in message and "messages[0].content[0]" in message, message
+
+
+def test_info_tells_a_client_what_it_needs_without_a_key(server):
+    info = httpx.get(f"{server.url}/info").json()
+    assert info["api_key_required"] is True
+    assert info["limits"]["max_image_pixels"] == 400 * 400 and info["limits"]["max_tokens"] == 800
+    assert "<think>" in info["thinking_system_prompt"]
+    assert "internvl" not in str(info["limits"])  # no model id without the key: /v1/models needs it
+
+
+def test_chat_page_is_served_with_a_strict_content_policy(server):
+    page = httpx.get(f"{server.url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert '<script src="/static/app.js"' in page.text
+    script = httpx.get(f"{server.url}/static/app.js")
+    assert script.status_code == 200 and "/v1/chat/completions" in script.text
+    assert "innerHTML" not in script.text  # model output goes into the page as text nodes only
+    assert httpx.get(f"{server.url}/static/style.css").headers["content-type"].startswith("text/css")
+
+
+def test_no_web_turns_the_page_off(chat):
+    with BackgroundServer(chat, ServeSettings(web=False)) as running:
+        assert httpx.get(f"{running.url}/").status_code == 404
+        assert httpx.get(f"{running.url}/static/app.js").status_code == 404
+        assert httpx.get(f"{running.url}/health").status_code == 200

@@ -170,6 +170,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         max_tiles=args.max_tiles_cap,
         shutdown_timeout_s=args.shutdown_timeout,
+        web=not args.no_web,
     )
     settings.check()  # before the model loads: a bad flag is one line at once
     for flag, value, least in (("--max-batch", args.max_batch, 1), ("--max-queue", args.max_queue, 0)):
@@ -201,6 +202,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set INTERNVL_API_KEY)")
     p.add_argument("--allow-url-fetch", action="store_true", help="download http(s) image and video URLs")
+    p.add_argument("--no-web", action="store_true", help="no chat page at / (the API only)")
     p.add_argument("--allowed-media-dir", type=Path, default=None, help="folder file:// URLs may read from")
     p.add_argument("--max-batch", type=int, default=16, help="answers decoded together")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for the batch; more get 503")

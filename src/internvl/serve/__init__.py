@@ -6,6 +6,7 @@
     media.py     data:, file:// and http(s) media under the server's rules
     prepare.py   request -> processed prompt and generation settings; every refusal happens here
     app.py       the FastAPI routes
+    page.py      the chat page at / (static files in static/)
     server.py    uvicorn: run_server (the command) and BackgroundServer (tests, benchmarks)
     settings.py  ServeSettings: network, API key, media sources, caps
 

@@ -2,6 +2,9 @@
 
     GET  /health                 {"status": "ok", "running_rows", "free_rows", "waiting", "cancelled_requests"}
                                  (no key needed)
+    GET  /info                   whether a key is needed, the server's limits, the thinking-mode system
+                                 prompt (no key needed; what a client needs before its first request)
+    GET  /                       the chat page (page.py), unless the settings turn it off
     GET  /v1/models              the one model served
     POST /v1/chat/completions    an answer, or with `stream: true` server-sent events ending in `data: [DONE]`
 
@@ -30,8 +33,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from internvl.errors import InputError
+from internvl.inputs.template import THINKING_SYSTEM_PROMPT
 from internvl.serve import protocol
 from internvl.serve.engine import Engine, Event, Job, QueueFull
+from internvl.serve.page import add_page_routes
 from internvl.serve.prepare import Prepared, Preparer
 from internvl.serve.protocol import APIError, ChatCompletionRequest
 from internvl.serve.settings import ServeSettings
@@ -83,6 +88,24 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok", **engine.stats()}
 
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        limits = {
+            "max_request_bytes": settings.max_request_bytes,
+            "max_images": settings.max_images,
+            "max_image_pixels": settings.max_image_pixels,
+            "max_media_bytes": settings.max_media_bytes,
+            "max_video_frames": settings.max_video_frames,
+            "max_tokens": settings.max_tokens,
+            "max_tiles": settings.max_tiles,
+            "max_n": settings.max_n,
+        }
+        return {
+            "api_key_required": settings.api_key is not None,
+            "limits": limits,
+            "thinking_system_prompt": THINKING_SYSTEM_PROMPT,
+        }
+
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         check_key(request)
@@ -127,6 +150,8 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
             )
         return await collect_events(request, job, events, answer_id, name)
 
+    if settings.web:
+        add_page_routes(app)
     return app
 
 

@@ -15,7 +15,7 @@ class ServeSettings:
     `model`. api_key: required as `Authorization: Bearer KEY` when set. allow_url_fetch: download
     http(s) image and video URLs. allowed_media_dir: the folder `file://` URLs may read from (None: no
     local files). The caps bound one request: its body, its images (and videos), each image's pixels,
-    fetched media bytes, video frames, `max_tokens`, `n` and `max_tiles`."""
+    fetched media bytes, video frames, `max_tokens`, `n` and `max_tiles`. web: serve the chat page at `/`."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -32,6 +32,7 @@ class ServeSettings:
     max_n: int = 8
     max_tiles: int = 12
     fetch_timeout_s: float = 10.0
+    web: bool = True
     shutdown_timeout_s: float = 30.0  # on Ctrl-C, answers still running after this long are cut off
 
     def check(self) -> None:

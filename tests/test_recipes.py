@@ -16,7 +16,7 @@ from internvl.train.sft import SFTSettings
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 SFT_RECIPES = sorted(
-    p.name for p in CONFIGS.glob("*.yaml") if p.name != "nano_vision.yaml" and not p.name.startswith("mpo")
+    p.name for p in CONFIGS.glob("*.yaml") if p.name != "nano_vision.yaml" and not p.name.startswith(("mpo", "gspo"))
 )
 DATA_OF_NANO_RECIPES = {
     "nano_sft.yaml": "runs/nano/warmup/mix.json",
@@ -106,3 +106,15 @@ def test_the_mpo_recipe_loads_and_refuses_to_start_without_pairs():
         from internvl.data.preference import check_pair_options
 
         check_pair_options({**recipe.data.options, "tokenizer": "x"})
+
+
+def test_the_gspo_recipe_validates_with_questions(tmp_path):
+    from internvl.train import gspo
+
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"question": "2+2?", "answer": "4"}\n')
+    recipe = gspo.load_config(CONFIGS / "gspo.yaml", ["model.path=nano", f"data.options.questions={questions}"])
+    gspo.validate(recipe)
+    assert recipe.gspo.importance_level == "sequence" and recipe.data.options["repeat_each"] == 2
+    with pytest.raises(ConfigError, match="data.options.questions is required"):
+        gspo.validate(gspo.load_config(CONFIGS / "gspo.yaml", ["model.path=nano"]))

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from internvl.answer import AnswerPolicy
-from internvl.config import check_v2pe_delta
+from internvl.config import InternVLConfig, check_v2pe_delta
 from internvl.errors import CheckpointError, ConfigError, InputError
 from internvl.generate import GenerationConfig, generate, stream
 from internvl.inputs.image import ImageSource
@@ -290,8 +290,21 @@ def load(
             image_token_id,
         )
     model.image_token_id = int(image_token_id)
-    config = model.config
-    processor = Processor(
+    processor = build_processor(model.config, tokenizer, max_tiles, template, system_message, thinking)
+    return Chat(model, tokenizer, processor, generation or GenerationConfig(max_new_tokens=1024))
+
+
+def build_processor(
+    config: InternVLConfig,
+    tokenizer: Any,
+    max_tiles: int | None = None,
+    template: str | None = None,
+    system_message: str | None = None,
+    thinking: bool = False,
+) -> Processor:
+    """The processor a model's config calls for (its template, system message, tiling and image size);
+    each argument left as None takes the config's value."""
+    return Processor(
         tokenizer,
         num_image_token=config.num_image_token,
         template=template or config.template,
@@ -302,4 +315,3 @@ def load(
         use_thumbnail=config.use_thumbnail,
         tile_size=config.vision.image_size,
     )
-    return Chat(model, tokenizer, processor, generation or GenerationConfig(max_new_tokens=1024))

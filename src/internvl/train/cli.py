@@ -2,6 +2,7 @@
 
     internvl train sft RECIPE.yaml [dotted.key=value ...] [--print-config]
     internvl train mpo RECIPE.yaml [dotted.key=value ...] [--print-config]
+    internvl train gspo RECIPE.yaml [dotted.key=value ...] [--print-config]
     internvl train export RUN_OR_CHECKPOINT OUT [--layout original|hf] [--dtype bf16]
     internvl plot RUN [--out FILE]
 
@@ -20,7 +21,7 @@ from internvl.errors import InternVLError
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    """`train sft` and `train mpo`: the recipe module has load_config, validate and run."""
+    """`train sft`, `train mpo` and `train gspo`: the recipe module has load_config, validate and run."""
     import importlib
 
     from internvl.settings import dump_yaml
@@ -68,11 +69,18 @@ RECIPES = (
         "MPO (0.8 DPO + 0.2 BCO + 1.0 SFT on the chosen answer) on MPO JSONL pairs named by a meta JSON, "
         "configured by a YAML recipe; everything but the loss is the SFT recipe (docs/mpo.md).",
     ),
+    (
+        "gspo",
+        "online RL with GSPO on questions with rule rewards",
+        "GSPO (sequence-level clipped importance ratios, group-normalised advantages, no KL) on a JSONL of "
+        "questions: the policy samples group_size answers per question, rule rewards score them, and the "
+        "updates follow; everything but the objective is the SFT recipe (docs/gspo.md).",
+    ),
 )
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
-    """`train sft`, `train mpo`, `train export` (alias `merge-lora`) and `plot`."""
+    """`train sft`, `train mpo`, `train gspo`, `train export` (alias `merge-lora`) and `plot`."""
     from internvl.weights import OVERWRITE_HELP
 
     train = subparsers.add_parser("train", help="fine-tune a model (recipes configured by YAML)")
@@ -80,7 +88,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
 
     for name, summary, description in RECIPES:
         command = recipes.add_parser(name, help=summary, description=description)
-        command.add_argument("recipe", help=f"YAML recipe (see configs/{name if name == 'mpo' else 'sft_'}*.yaml)")
+        command.add_argument("recipe", help=f"YAML recipe (see configs/{name if name != 'sft' else 'sft_'}*.yaml)")
         command.add_argument("overrides", nargs="*", help="dotted.key=value settings applied after the recipe")
         command.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
         threads.add_option(command)

@@ -59,10 +59,18 @@ class AnswerPolicy:
 
     def answer(self, tokens: Sequence[int], config: GenerationConfig) -> str:
         """The finished answer of generated `tokens` under `config` (made by `settings`)."""
+        return self._cut(tokens, config).strip()
+
+    def continuation(self, tokens: Sequence[int], config: GenerationConfig) -> str:
+        """Like `answer`, for text that continues a given prefix: leading space is kept (it may separate
+        the prefix from what follows), trailing space is stripped."""
+        return self._cut(tokens, config).rstrip()
+
+    def _cut(self, tokens: Sequence[int], config: GenerationConfig) -> str:
         text = self.decode_text([t for t in tokens if t != self.stop_token_id])
         for stop in (self.stop_token, *config.stop_strings):
             text = text.split(stop)[0]
-        return text.strip()
+        return text
 
     def stream(self, config: GenerationConfig) -> "AnswerText":
         """A streamed answer under `config`: push tokens, get text pieces."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,18 +144,50 @@ class Chat:
         """Batched answers to whole conversations; `max_tiles` is one budget or one per conversation."""
         if not conversations:
             return []
+        rows, config = self._generate_batch(conversations, images, max_tiles, None, generation)
+        return [self.answers.answer(tokens, config) for tokens in rows]
+
+    def continue_batch(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        images: Sequence[Sequence[ImageSource]],
+        prefixes: Sequence[str],
+        max_tiles: int | Sequence[int | None] | None = None,
+        **generation: Any,
+    ) -> list[str]:
+        """Each conversation's answer when it must start with `prefixes[i]` (the assistant's text so far,
+        written into the prompt after the assistant's role): the prefix followed by what the model writes
+        next, as the official pipelines continue a partial solution. Only trailing space is stripped."""
+        if len(prefixes) != len(conversations):
+            raise InputError(f"{len(conversations)} conversations but {len(prefixes)} prefixes")
+        if not conversations:
+            return []
+        rows, config = self._generate_batch(conversations, images, max_tiles, prefixes, generation)
+        return [prefix + self.answers.continuation(tokens, config) for prefix, tokens in zip(prefixes, rows)]
+
+    def _generate_batch(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        images: Sequence[Sequence[ImageSource]],
+        max_tiles: int | Sequence[int | None] | None,
+        prefixes: Sequence[str] | None,
+        generation: dict[str, Any],
+    ) -> tuple[list[list[int]], GenerationConfig]:
         budgets = list(max_tiles) if isinstance(max_tiles, Sequence) else [max_tiles] * len(conversations)
         inputs = [
             self.processor(c, images=imgs, max_tiles=budget) for c, imgs, budget in zip(conversations, images, budgets)
         ]
         config = self.answers.settings(self.generation, **generation)
-        for item in inputs:
-            self._check_context(item, config)
-        ids, mask = left_pad([item.input_ids for item in inputs], self.pad_token_id)
+        prompts = [item.input_ids for item in inputs]
+        if prefixes is not None:
+            encoded = self.tokenizer(list(prefixes), add_special_tokens=False)["input_ids"]
+            prompts = [torch.cat([ids, torch.tensor(extra, dtype=torch.long)]) for ids, extra in zip(prompts, encoded)]
+        for item, ids in zip(inputs, prompts):
+            self._check_context(replace(item, input_ids=ids), config)
+        ids, mask = left_pad(prompts, self.pad_token_id)
         tiles = [item.pixel_values for item in inputs if item.pixel_values is not None]
         pixels = torch.cat(tiles) if tiles else None  # the ViT casts to its dtype
-        rows = generate(self.model, ids, mask, pixels, config, decode=self.answers.decode_raw)
-        return [self.answers.answer(tokens, config) for tokens in rows]
+        return generate(self.model, ids, mask, pixels, config, decode=self.answers.decode_raw), config
 
     # -- helpers ---------------------------------------------------------------------------------
     @property

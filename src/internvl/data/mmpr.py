@@ -188,6 +188,14 @@ def world_checker(record: dict[str, Any]) -> Callable[[str], bool]:
     return lambda answer: score(f"Final answer: {answer}", sample) > 0.9
 
 
+def answer_checker(question: Question) -> Callable[[str], bool]:
+    """Whether a final answer to `question` is right: the world's scorer for world questions, else
+    `check_answer` against the ground truth."""
+    if question.world is not None:
+        return world_checker(question.world)
+    return lambda answer: check_answer(answer, question.answer)
+
+
 # ------------------------------------------------------------------------------------------ pairing
 
 
@@ -202,10 +210,7 @@ def pair_question(
     question: Question, responses: Sequence[str], max_pairs: int, rng: np.random.Generator
 ) -> QuestionPairs:
     """The pairs of one question from its N responses (module docstring, step 3)."""
-    if question.world is not None:
-        is_right = world_checker(question.world)
-    else:
-        is_right = lambda answer: check_answer(answer, question.answer)  # noqa: E731
+    is_right = answer_checker(question)
     right, wrong, unparsed = [], [], []
     for response in responses:
         answer = parse_answer(response)
@@ -372,11 +377,15 @@ def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> None:
 
 
 def add_data_command(subparsers: Any) -> None:
-    """`internvl data mmpr`: the hook for the top-level parser."""
+    """`internvl data mmpr` and `internvl data prm`: the hook for the top-level parser."""
     from internvl import threads
+    from internvl.data.prm import add_prm_command
 
-    data = subparsers.add_parser("data", help="build training data with a model (MMPR preference pairs)")
+    data = subparsers.add_parser(
+        "data", help="build training data with a model (MMPR preference pairs, VisualPRM process labels)"
+    )
     commands = data.add_subparsers(dest="data_command", required=True)
+    add_prm_command(commands)
     p = commands.add_parser(
         "mmpr",
         help="preference pairs from a model's own chain-of-thought answers (MMPR correctness pipeline)",

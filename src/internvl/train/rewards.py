@@ -39,14 +39,12 @@ def accuracy(response: str, question: Any) -> float:
     """1 when the answer is right, else 0. The answer is the marked final answer, or the whole response
     when none is marked (direct answers). The world's scorer judges world questions; others are checked
     as `internvl data mmpr` checks them (text, option letter, or number within 1e-3)."""
-    from internvl.data.mmpr import check_answer, world_checker
+    from internvl.data.mmpr import answer_checker
 
     answer = final_answer(response)
     if answer is None:
         answer = response.rpartition("</think>")[2].strip()
-    if question.world is not None:
-        return float(world_checker(question.world)(answer))
-    return float(check_answer(answer, question.answer))
+    return float(answer_checker(question)(answer))
 
 
 def answer_format(response: str, question: Any) -> float:

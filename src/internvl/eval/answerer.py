@@ -27,27 +27,26 @@ def generation_overrides(settings: RunSettings) -> dict[str, Any]:
     return out
 
 
+def item_conversation(item: EvalItem, settings: RunSettings) -> tuple[list[dict[str, Any]], list[Any], int]:
+    """How an item is asked: its conversation, the images passed beside it, and its tile budget. Images
+    go before the prompt; a video's frames one tile each, as training writes them
+    (docs/images-and-video.md#video)."""
+    pictures = item.load_images()
+    if item.meta.get("media") == "video":
+        return [{"role": "user", "content": frame_lines(len(pictures)) + item.prompt}], pictures, 1
+    parts: list[Any] = [{"type": "image", "image": image} for image in pictures]
+    return [{"role": "user", "content": [*parts, item.prompt]}], [], settings.max_tiles
+
+
 def chat_answerer(chat: Chat, settings: RunSettings) -> Answerer:
-    """Answer items with `chat`: each item's images (tiled up to `settings.max_tiles`) before its prompt,
-    the whole batch in one left-padded generation."""
+    """Answer items with `chat`, the whole batch in one left-padded generation."""
     overrides = generation_overrides(settings)
 
     def answer(items: Sequence[EvalItem]) -> list[str]:
-        conversations: list[list[dict[str, Any]]] = []
-        images: list[list[Any]] = []
-        for item in items:
-            pictures = item.load_images()
-            if item.meta.get("media") == "video":
-                # frames of one video, one tile each, as training writes them (docs/images-and-video.md#video)
-                frames = frame_lines(len(pictures))
-                conversations.append([{"role": "user", "content": frames + item.prompt}])
-                images.append(pictures)
-                continue
-            parts: list[Any] = [{"type": "image", "image": image} for image in pictures]
-            conversations.append([{"role": "user", "content": [*parts, item.prompt]}])
-            images.append([])
-        budgets = [1 if item.meta.get("media") == "video" else settings.max_tiles for item in items]
-        return chat.ask_batch_messages(conversations, images, max_tiles=budgets, **overrides)
+        asked = [item_conversation(item, settings) for item in items]
+        return chat.ask_batch_messages(
+            [c for c, _, _ in asked], [i for _, i, _ in asked], max_tiles=[b for _, _, b in asked], **overrides
+        )
 
     return answer
 
@@ -64,4 +63,10 @@ def model_answerer(settings: RunSettings) -> Answerer:
         dtype=None if dtype is None else getattr(torch, dtype),
         quantize=settings.extra.get("quantize"),
     )
+    best_of_n = int(settings.extra.get("best_of_n", 1))
+    if best_of_n > 1:
+        from internvl.eval.best_of_n import best_of_n_answerer, load_critic
+
+        critic = load_critic(str(settings.extra.get("critic", "self-consistency")), settings)
+        return best_of_n_answerer(chat, settings, best_of_n, critic)
     return chat_answerer(chat, settings)

@@ -15,9 +15,10 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from internvl import threads
-from internvl.errors import InternVLError
+from internvl.errors import InputError, InternVLError
 from internvl.eval.formats import KINDS, load_items
 from internvl.eval.judge import Judge, JudgeSettings
 from internvl.eval.report import compare, format_compare_table, write_compare_chart
@@ -81,6 +82,14 @@ def _add_subcommands(parser: argparse.ArgumentParser, answerer_factory: Answerer
     run.add_argument("--max-new-tokens", type=int, default=generation["max_new_tokens"])
     run.add_argument("--temperature", type=float, default=generation["temperature"], help="0 = greedy (default)")
     run.add_argument("--top-p", type=float, default=generation["top_p"])
+    run.add_argument(
+        "--best-of-n", type=int, default=1, help="sample N candidates per item and keep the critic's best (docs/prm.md)"
+    )
+    run.add_argument(
+        "--critic",
+        default=None,
+        help="with --best-of-n: prm:DIR, orm:DIR or self-consistency (majority vote; the default)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_scoring_arguments(run)
     run.set_defaults(func=partial(handle_run, answerer_factory=answerer_factory))
@@ -171,8 +180,29 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         system_prompt=args.system_prompt,
         chain_of_thought=args.cot,
         generation=generation,
-        extra={k: v for k, v in (("dtype", args.dtype), ("quantize", args.quantize)) if v is not None},
+        extra={
+            k: v
+            for k, v in best_of_n_settings(args) + (("dtype", args.dtype), ("quantize", args.quantize))
+            if v is not None
+        },
     )
+
+
+def best_of_n_settings(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
+    """("best_of_n", N), ("critic", spec) for RunSettings.extra, checked; nothing for a plain run."""
+    if args.best_of_n < 1:
+        raise InputError(f"--best-of-n must be at least 1, got {args.best_of_n}")
+    if args.best_of_n == 1:
+        if args.critic is not None:
+            raise InputError("--critic needs --best-of-n N with N of 2 or more")
+        return ()
+    from internvl.eval.best_of_n import parse_critic
+
+    critic = args.critic or "self-consistency"
+    kind, folder = parse_critic(critic)
+    if folder:
+        critic = f"{kind}:{recorded_model(folder)}"
+    return (("best_of_n", args.best_of_n), ("critic", critic))
 
 
 def handle_run(args: argparse.Namespace, answerer_factory: AnswererFactory | None = None) -> int:

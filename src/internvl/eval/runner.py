@@ -41,8 +41,9 @@ from internvl.eval.prompts import build_cot_prompt
 from internvl.eval.report import ScoredItem, format_table, summarize, try_write_chart
 from internvl.eval.scoring import Score, ScoringSettings, score_answer
 
-Answerer = Callable[[Sequence[EvalItem]], Sequence[str]]
-"""A batch of items -> one answer string per item, in order."""
+Answerer = Callable[[Sequence[EvalItem]], Sequence[Any]]
+"""A batch of items -> one answer per item, in order: a string, or a dict with the string as
+"prediction" and more fields to record with it (Best-of-N records its candidates and their scores)."""
 
 SETTINGS_FILE = "settings.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -211,11 +212,16 @@ def answer_pending(
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 answers = list(answerer(batch))
-                if len(answers) != len(batch) or not all(isinstance(a, str) for a in answers):
+                if len(answers) != len(batch) or not all(_is_answer(a) for a in answers):
                     raise RunError(
                         f"the answerer returned {len(answers)} answers for a batch of {len(batch)} items; it must return one string per item"
                     )
-                records = [prediction_record(item, answer) for item, answer in zip(batch, answers)]
+                records = [
+                    prediction_record(item, answer)
+                    if isinstance(answer, str)
+                    else {**answer, **prediction_record(item, answer["prediction"])}
+                    for item, answer in zip(batch, answers)
+                ]
                 append_records(file, records)
                 done.update((r["id"], r) for r in records)
                 bar.update(len(batch))
@@ -230,6 +236,10 @@ def answer_pending(
         raise
     bar.close()
     return done
+
+
+def _is_answer(answer: Any) -> bool:
+    return isinstance(answer, str) or (isinstance(answer, Mapping) and isinstance(answer.get("prediction"), str))
 
 
 def score_items(

@@ -378,7 +378,6 @@ def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> None:
 
 def add_data_command(subparsers: Any) -> None:
     """`internvl data mmpr` and `internvl data prm`: the hook for the top-level parser."""
-    from internvl import threads
     from internvl.data.prm import add_prm_command
 
     data = subparsers.add_parser(
@@ -394,23 +393,30 @@ def add_data_command(subparsers: Any) -> None:
         "format with a meta JSON for `internvl train mpo` (docs/mpo.md#building-pairs-mmpr). Resumable: "
         "run it again to continue an interrupted sampling.",
     )
+    add_sampling_arguments(p, "samples.jsonl, pair files, meta.json, summary.json", MMPRSettings.temperature)
+    p.add_argument("--samples", type=int, default=MMPRSettings.samples_per_question, help="answers per question")
+    p.add_argument("--max-pairs", type=int, default=MMPRSettings.max_pairs_per_question, help="pairs per question")
+    p.add_argument("--batch", type=int, default=MMPRSettings.questions_per_batch, help="questions generated together")
+    p.set_defaults(func=run_mmpr)
+
+
+def add_sampling_arguments(p: Any, outputs: str, temperature: float) -> None:
+    """The arguments `data mmpr` and `data prm` share: model, questions, output folder, sampling, limits."""
+    from internvl import threads
+
     p.add_argument("--model", default=None, help="checkpoint folder (either layout); default: the nano model")
     p.add_argument("--data", required=True, help="JSONL of {image, question, answer} or SFT lines")
     p.add_argument("--media-root", default=None, help="folder of the relative image paths (default: the JSONL's)")
-    p.add_argument("--out", required=True, help="output folder: samples.jsonl, pair files, meta.json, summary.json")
-    p.add_argument("--samples", type=int, default=MMPRSettings.samples_per_question, help="answers per question")
-    p.add_argument("--max-pairs", type=int, default=MMPRSettings.max_pairs_per_question, help="pairs per question")
-    p.add_argument("--temperature", type=float, default=MMPRSettings.temperature)
-    p.add_argument("--top-k", type=int, default=MMPRSettings.top_k)
-    p.add_argument("--max-new-tokens", type=int, default=MMPRSettings.max_new_tokens)
+    p.add_argument("--out", required=True, help=f"output folder: {outputs}")
+    p.add_argument("--temperature", type=float, default=temperature)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--max-tiles", type=int, default=None, help="tiles per image (default: the model's)")
-    p.add_argument("--batch", type=int, default=MMPRSettings.questions_per_batch, help="questions generated together")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true")
     threads.add_option(p)
-    p.set_defaults(func=run_mmpr)
 
 
 def run_mmpr(args: Any) -> int:

@@ -180,7 +180,7 @@ def build_records(
 
 def add_prm_command(commands: Any) -> None:
     """`internvl data prm`, registered next to `internvl data mmpr`."""
-    from internvl import threads
+    from internvl.data.mmpr import add_sampling_arguments
 
     p = commands.add_parser(
         "prm",
@@ -189,25 +189,13 @@ def add_prm_command(commands: Any) -> None:
         "by the share of M continuations from it that reach the right answer, and write PRM (per step) and ORM "
         "(outcome) conversations with meta JSONs for `internvl train sft` (docs/prm.md#data). Resumable.",
     )
-    p.add_argument("--model", default=None, help="checkpoint folder (either layout); default: the nano model")
-    p.add_argument("--data", required=True, help="JSONL of {image, question, answer} or SFT lines")
-    p.add_argument("--media-root", default=None, help="folder of the relative image paths (default: the JSONL's)")
-    p.add_argument("--out", required=True, help="output folder: samples.jsonl, prm.jsonl, orm.jsonl, meta_*.json")
     defaults = PRMDataSettings()
+    add_sampling_arguments(p, "samples.jsonl, prm.jsonl, orm.jsonl, meta_*.json", defaults.temperature)
     p.add_argument("--solutions", type=int, default=defaults.solutions_per_question, help="solutions per question")
     p.add_argument("--continuations", type=int, default=defaults.continuations_per_step, help="rollouts per step")
     p.add_argument("--max-steps", type=int, default=defaults.max_steps)
     p.add_argument("--no-early-stop", action="store_true", help="score every step, even after one scored 0")
     p.add_argument("--mc-threshold", type=float, default=defaults.mc_threshold, help="'+' when the score is above")
-    p.add_argument("--temperature", type=float, default=defaults.temperature)
-    p.add_argument("--top-k", type=int, default=defaults.top_k)
-    p.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    p.add_argument("--max-tiles", type=int, default=None, help="tiles per image (default: the model's)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--no-progress", action="store_true")
-    threads.add_option(p)
     p.set_defaults(func=run_prm)
 
 

@@ -127,3 +127,53 @@ def test_the_delta_can_be_set_at_load_and_on_the_command_line(tmp_path, capsys):
     assert main(["chat", "--model", str(folder), "--v2pe-delta", "0.5", "--max-new-tokens", "3", "hi"]) == 0
     assert main(["chat", "--model", str(folder), "--v2pe-delta", "3", "hi"]) == 2
     assert "v2pe_delta must be a number in (0, 1]" in capsys.readouterr().err
+
+
+# -- training (v2pe.mode in the SFT recipe) ---------------------------------------------------------------
+
+
+def test_training_with_a_fixed_step_of_one_is_ordinary_training(tmp_path):
+    from tests.test_train_support import losses, tiny_model_folder, tiny_recipe
+
+    model = tiny_model_folder(tmp_path / "model")
+    from internvl.train.sft import run
+
+    run(tiny_recipe(model, tmp_path / "plain", steps=3))
+    run(tiny_recipe(model, tmp_path / "fixed-1", "v2pe.mode=fixed", "v2pe.delta=1.0", steps=3))
+    run(tiny_recipe(model, tmp_path / "fixed-quarter", "v2pe.mode=fixed", "v2pe.delta=0.25", steps=3))
+    assert losses(tmp_path / "plain") == pytest.approx(losses(tmp_path / "fixed-1"), abs=1e-6)
+    assert losses(tmp_path / "plain")[1:] != pytest.approx(losses(tmp_path / "fixed-quarter")[1:], abs=1e-4)
+
+
+def test_random_steps_resume_exactly_and_the_model_keeps_its_inference_step(tmp_path):
+    from internvl.train.sft import export_model, run
+    from tests.test_train_support import losses, tiny_model_folder, tiny_recipe
+
+    model = tiny_model_folder(tmp_path / "model")
+    overrides = ("v2pe.mode=random", "v2pe.delta=0.125")
+    run(tiny_recipe(model, tmp_path / "whole", *overrides, steps=4))
+    run(tiny_recipe(model, tmp_path / "cut", *overrides, "train.stop_at_step=2", steps=4))
+    run(tiny_recipe(model, tmp_path / "cut", *overrides, steps=4))
+    assert losses(tmp_path / "whole") == losses(tmp_path / "cut")
+    exported = export_model(tmp_path / "whole", tmp_path / "exported")
+    assert load_model(exported).config.v2pe_delta == 0.125
+
+
+def test_the_training_positions_are_fractional_per_image(tmp_path):
+    from internvl.train.distributed import Distributed
+    from internvl.train.sft import SFTSteps
+    from tests.test_train_support import tiny_model_folder, tiny_recipe
+
+    folder = tiny_model_folder(tmp_path / "model")
+    config = tiny_recipe(folder, tmp_path / "run", "v2pe.mode=random")
+    model = load_model(folder)
+    steps = SFTSteps(model, config, Distributed())
+    ids = torch.tensor([[1, 2, IMAGE_TOKEN_ID, IMAGE_TOKEN_ID, IMAGE_TOKEN_ID, 3, IMAGE_TOKEN_ID, IMAGE_TOKEN_ID, 4]])
+    draws = [steps.v2pe_positions({"input_ids": ids}) for _ in range(8)]
+    assert steps.v2pe_draws == 8
+    assert any(bool((d != d.round()).any()) for d in draws)  # some image got a step below 1
+    assert all(float(d[0, 5]) == float(d[0, 4]).__ceil__() + 1 for d in draws)  # the token after an image
+    with pytest.raises(ConfigError, match="v2pe.delta must be a number in"):
+        from internvl.train.sft import validate
+
+        validate(tiny_recipe(folder, tmp_path / "run", "v2pe.mode=fixed", "v2pe.delta=0"))

@@ -38,8 +38,7 @@ def v2pe_positions(
     ids = input_ids.cpu()
     real = torch.ones(batch, seq, dtype=torch.bool) if attention_mask is None else attention_mask[:, -seq:].cpu().bool()
     documents = None if document_ids is None else document_ids.cpu()
-    is_context = ids == context_id
-    runs = int((is_context[:, 1:] & ~is_context[:, :-1]).sum() + is_context[:, 0].sum())
+    runs = count_images(ids, context_id)
     deltas = [float(delta)] * runs if isinstance(delta, (int, float)) else [float(d) for d in delta]
     if len(deltas) < runs:
         raise ValueError(f"{len(deltas)} deltas for {runs} images")
@@ -66,6 +65,14 @@ def v2pe_positions(
                 previous += 1.0
             out[row, col] = previous
     return out.to(torch.float32).to(input_ids.device)
+
+
+def count_images(input_ids: torch.Tensor, context_id: int | None) -> int:
+    """The images of a (batch, seq) id tensor: its runs of `context_id` tokens, a run never crossing rows."""
+    if context_id is None:
+        return 0
+    is_context = input_ids == context_id
+    return int((is_context[:, 1:] & ~is_context[:, :-1]).sum() + is_context[:, 0].sum())
 
 
 def random_deltas(num_images: int, generator: torch.Generator | None = None) -> list[float]:

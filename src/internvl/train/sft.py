@@ -36,10 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from internvl.config import check_v2pe_delta
 from internvl.data import loader
 from internvl.errors import CheckpointError, ConfigError
 from internvl.model.internvl import InternVL
 from internvl.model.llm import MoEMLP
+from internvl.model.v2pe import count_images, random_deltas
 from internvl.settings import dump_yaml, from_dict, load_settings
 from internvl.shipped import model_folder
 from internvl.train import TrainingError, checkpoint, data, distributed, lora, optim
@@ -144,6 +146,17 @@ class DistributedSettings:
 
 
 @dataclass
+class V2PESettings:
+    """Variable visual position encoding in training (docs/architecture.md#v2pe). none: ordinary positions;
+    fixed: every image's tokens advance by `delta`; random: each image draws its step from {1, 1/2, ...,
+    1/256} (the paper's training). With fixed or random, the trained model's config gets `v2pe_delta =
+    delta`, the step used at inference unless a call sets another (`--v2pe-delta`)."""
+
+    mode: Literal["none", "fixed", "random"] = "none"
+    delta: float = 0.25
+
+
+@dataclass
 class SFTSettings:
     output_dir: str = "runs/sft"  # RUN: metrics.jsonl, metrics.png, config.yaml, checkpoints/
     seed: int = 42
@@ -156,6 +169,7 @@ class SFTSettings:
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     log: LogSettings = field(default_factory=LogSettings)
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
+    v2pe: V2PESettings = field(default_factory=V2PESettings)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SFTSettings:
@@ -190,6 +204,9 @@ def validate(config: SFTSettings) -> None:
     if len(config.optim.betas) != 2:
         raise ConfigError(f"optim.betas must be two numbers, got {config.optim.betas}")
     check_optim(config.optim)
+    if config.v2pe.mode not in ("none", "fixed", "random"):
+        raise ConfigError(f"v2pe.mode is none, fixed or random, got {config.v2pe.mode!r}")
+    check_v2pe_delta(config.v2pe.delta, "v2pe.delta")
 
 
 def check_optim(optim: OptimSettings) -> None:
@@ -327,7 +344,11 @@ class SFTSteps:
 
     def __init__(self, model: InternVL, config: SFTSettings, state: distributed.Distributed) -> None:
         self.module: nn.Module = SFTObjective(model, config.train.loss_chunk_size)
+        self.model = model
         self.state = state
+        self.v2pe = config.v2pe
+        self.seed = config.seed
+        self.v2pe_draws = 0  # micro-batches given random V2PE steps so far (checkpointed: exact resume)
         self.normalization = config.train.loss_normalization
         self.has_experts = model.config.text.num_experts > 0
         coef = config.train.moe_aux_loss_coef
@@ -338,6 +359,9 @@ class SFTSteps:
     def step(self, wrapped: nn.Module, batches: list[dict[str, Any]], autocast: dict[str, Any]) -> dict[str, float]:
         state, accum = self.state, len(batches)
         inputs = [model_inputs(b, state.device) for b in batches]
+        if self.v2pe.mode != "none":
+            for x in inputs:
+                x["position_ids"] = self.v2pe_positions(x)
         # Σw of every micro-batch of this step on every rank: the loss normaliser (docs/sft.md#loss-weights).
         shifted = [shift_targets(x.pop("labels"), x.pop("loss_weight"), x.get("document_ids")) for x in inputs]
         weight_sums = torch.tensor([float(w.sum()) for _, w in shifted], dtype=torch.float64)
@@ -364,11 +388,23 @@ class SFTSteps:
             metrics["aux_loss"] = float(totals[1]) / state.world_size
         return metrics
 
+    def v2pe_positions(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """V2PE positions of a micro-batch: each image's step fixed, or drawn from a generator seeded by
+        (seed, rank, micro-batch count), so that a resumed run draws what an uninterrupted one would."""
+        ids = x["input_ids"]
+        delta: float | list[float] = self.v2pe.delta
+        if self.v2pe.mode == "random":
+            key = (self.seed * 1_000_003 + self.state.rank * 10_007 + self.v2pe_draws) % 2**63
+            generator = torch.Generator().manual_seed(key)
+            delta = random_deltas(count_images(ids, self.model.image_token_id), generator)
+            self.v2pe_draws += 1
+        return self.model.positions(ids, x.get("attention_mask"), x.get("document_ids"), delta=delta)
+
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {"v2pe_draws": self.v2pe_draws} if self.v2pe.mode == "random" else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        self.v2pe_draws = int(state.get("v2pe_draws", 0))
 
 
 def sft_objective(model: InternVL, config: SFTSettings, state: distributed.Distributed, source: Any) -> Objective:
@@ -457,6 +493,14 @@ def _train(config: SFTSettings, state: distributed.Distributed, make_objective: 
         model, config.lora.language_rank, config.lora.vision_rank, config.lora.alpha_multiplier, config.lora.dropout
     )
     trainable = set_trainable(model, config.freeze, config.lora)
+    if config.v2pe.mode != "none":  # checkpoints and exports carry the step used at inference
+        model.config.v2pe_delta = config.v2pe.delta
+    elif model.config.uses_v2pe and state.is_main:
+        print(
+            f"warning: the model answers with V2PE (v2pe_delta {model.config.v2pe_delta}) but v2pe.mode is none: "
+            "it trains with ordinary positions; set v2pe.mode to fixed or random to train as it answers",
+            file=sys.stderr,
+        )
     model.vision.gradient_checkpointing = config.train.activation_checkpointing
     model.language.gradient_checkpointing = config.train.activation_checkpointing
     model.to(state.device)
@@ -725,8 +769,10 @@ def export_model(
 
     folder = checkpoint.resolve_checkpoint(checkpoint_path)
     check_destination(Path(out), overwrite)  # before the work: a bad destination fails at once
-    model_settings, lora_settings = checkpoint_model_settings(folder)
+    model_settings, lora_settings, v2pe = checkpoint_model_settings(folder)
     model = build_model(model_settings)
+    if v2pe.mode != "none":
+        model.config.v2pe_delta = v2pe.delta
     lora.apply_lora(
         model,
         lora_settings.language_rank,
@@ -753,8 +799,9 @@ def export_model(
     return out
 
 
-def checkpoint_model_settings(folder: Path) -> tuple[ModelSettings, LoraSettings]:
-    """The model and LoRA settings a checkpoint was trained with (any recipe: SFT, MPO), from its config.yaml."""
+def checkpoint_model_settings(folder: Path) -> tuple[ModelSettings, LoraSettings, V2PESettings]:
+    """The model, LoRA and V2PE settings a checkpoint was trained with (any recipe: SFT, MPO, GSPO), from its
+    config.yaml."""
     import yaml
 
     path = folder / "config.yaml"
@@ -766,4 +813,5 @@ def checkpoint_model_settings(folder: Path) -> tuple[ModelSettings, LoraSettings
         raise CheckpointError(f"{path}: not a recipe (a mapping of settings)")
     model_settings = from_dict(ModelSettings, raw.get("model", {}), source=str(path), prefix="model.")
     lora_settings = from_dict(LoraSettings, raw.get("lora") or {}, source=str(path), prefix="lora.")
-    return model_settings, lora_settings
+    v2pe = from_dict(V2PESettings, raw.get("v2pe") or {}, source=str(path), prefix="v2pe.")
+    return model_settings, lora_settings, v2pe

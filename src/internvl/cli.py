@@ -187,8 +187,13 @@ def _serve(args: argparse.Namespace) -> int:
         max_tiles=args.max_tiles,
         quantize=args.quantize,
     )
+    reward_model = None
+    if args.reward_model is not None:
+        from internvl.reward import ProcessRewardModel
+
+        reward_model = ProcessRewardModel.load(args.reward_model, dtype=dtype_by_name(args.dtype), device=args.device)
     engine = EngineSettings(max_batch=args.max_batch, max_queue=args.max_queue, max_seq_len=args.max_seq_len)
-    run_server(chat, settings, engine)
+    run_server(chat, settings, engine, reward_model)
     return 0
 
 
@@ -203,6 +208,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set INTERNVL_API_KEY)")
     p.add_argument("--allow-url-fetch", action="store_true", help="download http(s) image and video URLs")
     p.add_argument("--no-web", action="store_true", help="no chat page at / (the API only)")
+    p.add_argument(
+        "--reward-model", default=None, help="a PRM folder: requests may ask for best_of N answers (docs/prm.md)"
+    )
     p.add_argument("--allowed-media-dir", type=Path, default=None, help="folder file:// URLs may read from")
     p.add_argument("--max-batch", type=int, default=16, help="answers decoded together")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for the batch; more get 503")

@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,9 +45,12 @@ from internvl.serve.settings import ServeSettings
 log = logging.getLogger("internvl.serve")
 
 
-def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
-    """The app; it starts the engine's thread on startup and stops it on shutdown."""
-    preparer = Preparer(engine.chat, settings, engine.max_seq_len, max_n=min(settings.max_n, engine.settings.max_batch))
+def create_app(engine: Engine, settings: ServeSettings, reward_model: Any = None) -> FastAPI:
+    """The app; it starts the engine's thread on startup and stops it on shutdown. `reward_model`
+    (`internvl.reward.ProcessRewardModel`) enables the `best_of` extension."""
+    max_n = min(settings.max_n, engine.settings.max_batch)
+    preparer = Preparer(engine.chat, settings, engine.max_seq_len, max_n, reward_model=reward_model is not None)
+    scoring = threading.Lock()  # one reward-model forward at a time
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,6 +106,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
         }
         return {
             "api_key_required": settings.api_key is not None,
+            "reward_model": reward_model is not None,
             "limits": limits,
             "thinking_system_prompt": THINKING_SYSTEM_PROMPT,
         }
@@ -148,7 +153,26 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        return await collect_events(request, job, events, answer_id, name)
+        texts, reasons, tokens = await collect_events(request, job, events)
+        if prepared.best_of is None:
+            return protocol.completion(answer_id, name, texts, reasons, job.prompt_tokens, tokens)
+        best = prepared.best_of
+
+        def score() -> list[float]:
+            with scoring:
+                return [float(x) for x in reward_model.score(best.question, best.images, texts)]
+
+        scores = await run_in_threadpool(score)
+        keep = sorted(range(len(texts)), key=lambda k: -scores[k])[: best.keep]  # stable: the first of equals
+        return protocol.completion(
+            answer_id,
+            name,
+            [texts[k] for k in keep],
+            [reasons[k] for k in keep],
+            job.prompt_tokens,
+            tokens,
+            scores=[scores[k] for k in keep],
+        )
 
     if settings.web:
         add_page_routes(app)
@@ -208,9 +232,10 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
 
 
 async def collect_events(
-    request: Request, job: Job, events: asyncio.Queue[Event], answer_id: str, model: str
-) -> dict[str, Any]:
-    """Wait for every choice of a non-streamed request; cancel the job if the client goes away."""
+    request: Request, job: Job, events: asyncio.Queue[Event]
+) -> tuple[list[str], list[str | None], int]:
+    """Every choice's text and finish reason, and the tokens generated, once a non-streamed request is
+    done; cancel the job if the client goes away."""
     watcher = asyncio.create_task(cancel_on_disconnect(request, job, events))
     texts: list[list[str]] = [[] for _ in range(job.n)]
     reasons: list[str | None] = [None] * job.n
@@ -226,7 +251,7 @@ async def collect_events(
     finally:
         watcher.cancel()
         job.cancel()  # a no-op once every choice has finished
-    return protocol.completion(answer_id, model, ["".join(t) for t in texts], reasons, job.prompt_tokens, sum(tokens))
+    return ["".join(t) for t in texts], reasons, sum(tokens)
 
 
 async def cancel_on_disconnect(request: Request, job: Job, events: asyncio.Queue[Event]) -> None:

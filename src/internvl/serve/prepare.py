@@ -40,8 +40,19 @@ class Prepared:
 
     inputs: ProcessedInputs
     config: GenerationConfig
-    n: int
+    n: int  # answers generated (best_of when set)
     ignore_eos: bool
+    best_of: BestOf | None = None
+
+
+@dataclass
+class BestOf:
+    """What the reward model needs to pick the best `keep` of the generated answers: the last user
+    message's text and the request's images (docs/prm.md#best-of-n-in-the-server)."""
+
+    keep: int
+    question: str
+    images: list[Any]
 
 
 def request_has_media(request: ChatCompletionRequest) -> bool:
@@ -69,6 +80,20 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
+def best_of_inputs(request: ChatCompletionRequest, messages: list[dict[str, Any]]) -> BestOf:
+    """The reward model's question (the last user message's text) and images (every decoded image)."""
+    images = [
+        part["image"]
+        for message in messages
+        if message["role"] == "user" and not isinstance(message["content"], str)
+        for part in message["content"]
+        if part.get("type") == "image"
+    ]
+    last = [m for m in messages if m["role"] == "user"][-1]["content"]
+    question = last if isinstance(last, str) else "\n".join(p["text"] for p in last if p.get("type") == "text")
+    return BestOf(request.n, question, images)
+
+
 class Preparer:
     """Turns requests into `Prepared` inputs; call it from worker threads (it blocks).
 
@@ -76,8 +101,11 @@ class Preparer:
     preparation should not crowd the CPU the decode loop needs.
     """
 
-    def __init__(self, chat: Chat, settings: ServeSettings, max_seq_len: int, max_n: int) -> None:
+    def __init__(
+        self, chat: Chat, settings: ServeSettings, max_seq_len: int, max_n: int, reward_model: bool = False
+    ) -> None:
         self.chat = chat
+        self.reward_model = reward_model  # the server can pick the best of several answers (`best_of`)
         self.settings = settings
         self.max_seq_len = max_seq_len  # prompt + answer tokens the engine gives one answer
         self.max_n = max_n  # choices per request: the cap, and at most the engine's batch
@@ -102,10 +130,15 @@ class Preparer:
         finally:
             if request_has_media(request):
                 release_memory()  # decoded images and base64 bodies are gone: give their pages back
-        return Prepared(inputs, self._config(request, int(inputs.input_ids.shape[0])), request.n, request.ignore_eos)
+        config = self._config(request, int(inputs.input_ids.shape[0]))
+        if request.best_of is None:
+            return Prepared(inputs, config, request.n, request.ignore_eos)
+        return Prepared(inputs, config, request.best_of, request.ignore_eos, best_of_inputs(request, messages))
 
     def _check_caps(self, request: ChatCompletionRequest) -> None:
         s = self.settings
+        if request.best_of is not None:
+            self._check_best_of(request)
         unsupported = request.unsupported()
         if unsupported:
             raise APIError(
@@ -209,6 +242,27 @@ class Preparer:
                 code="context_length_exceeded",
                 param="messages",
             )
+
+    def _check_best_of(self, request: ChatCompletionRequest) -> None:
+        def refuse(message: str) -> None:
+            raise APIError(400, message, code="invalid_value", param="best_of")
+
+        best_of = int(request.best_of or 0)
+        if not self.reward_model:
+            refuse("best_of needs a reward model, and this server has none (internvl serve --reward-model DIR)")
+        if best_of < request.n:
+            refuse(f"best_of = {best_of} must be at least n = {request.n}")
+        if best_of > self.max_n:
+            refuse(f"best_of = {best_of} exceeds this server's cap of {self.max_n}")
+        if request.stream:
+            refuse("best_of cannot be streamed: the answers are chosen once all are written")
+        if any(
+            isinstance(part, VideoPart)
+            for m in request.messages
+            if not isinstance(m.content, str)
+            for part in m.content
+        ):
+            refuse("best_of works with text and images; the reward model does not score answers about videos")
 
     def _decode_images(self, messages: list[dict[str, Any]]) -> None:
         """Decode the images `_messages` left as bytes (pixel cap checked from the header first)."""

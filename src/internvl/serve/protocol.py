@@ -2,7 +2,8 @@
 send, and errors in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 
 Extensions beyond OpenAI's fields (all optional): `max_tiles` (tiles per image), `top_k`,
-`repetition_penalty`, `ignore_eos` (generate through stop tokens until the token limit), and
+`repetition_penalty`, `ignore_eos` (generate through stop tokens until the token limit), `best_of`
+(sample that many answers and return the `n` the server's reward model scores highest), and
 `video_url` content parts (`{"type": "video_url", "video_url": {"url": ..., "num_frames": 8}}`).
 Fields we do not know are ignored, as OpenAI-compatible servers usually do; fields whose meaning we
 cannot honour (`logprobs`, `tools`, penalties other than 0) are refused.
@@ -119,6 +120,7 @@ class ChatCompletionRequest(_Wire):
     top_k: int | None = Field(None, ge=0)
     repetition_penalty: float | None = Field(None, gt=0)
     ignore_eos: bool = False
+    best_of: int | None = Field(None, ge=1)
     # refused when used
     logprobs: bool | None = None
     tools: list[Any] | None = None
@@ -167,11 +169,15 @@ def completion(
     finish_reasons: list[str | None],
     prompt_tokens: int,
     completion_tokens: int,
+    scores: list[float] | None = None,
 ) -> dict[str, Any]:
-    choices = [
+    """A `chat.completion`; with `scores` (Best-of-N), each choice also carries its `reward_score`."""
+    choices: list[dict[str, Any]] = [
         {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason, "logprobs": None}
         for i, (text, reason) in enumerate(zip(answers, finish_reasons))
     ]
+    for choice, score in zip(choices, scores or []):
+        choice["reward_score"] = score
     return {
         "id": id,
         "object": "chat.completion",

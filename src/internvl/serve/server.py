@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from types import TracebackType
+from typing import Any
 
 from internvl.chat import Chat
 from internvl.serve.app import create_app
@@ -17,8 +18,10 @@ from internvl.serve.settings import ServeSettings
 log = logging.getLogger("internvl.serve")
 
 
-def run_server(chat: Chat, settings: ServeSettings, engine_settings: EngineSettings | None = None) -> None:
-    """Serve `chat` until interrupted."""
+def run_server(
+    chat: Chat, settings: ServeSettings, engine_settings: EngineSettings | None = None, reward_model: Any = None
+) -> None:
+    """Serve `chat` until interrupted; `reward_model` enables the `best_of` extension."""
     import uvicorn
 
     settings.check()
@@ -28,7 +31,7 @@ def run_server(chat: Chat, settings: ServeSettings, engine_settings: EngineSetti
             "(pass --api-key or set INTERNVL_API_KEY)",
             settings.host,
         )
-    app = create_app(Engine(chat, engine_settings), settings)
+    app = create_app(Engine(chat, engine_settings), settings, reward_model)
     uvicorn.run(
         app,
         host=settings.host,
@@ -55,12 +58,13 @@ class BackgroundServer:
         settings: ServeSettings | None = None,
         engine_settings: EngineSettings | None = None,
         engine: Engine | None = None,
+        reward_model: Any = None,
     ) -> None:
         import uvicorn
 
         self.engine = engine or Engine(chat, engine_settings)
         self.settings = settings or ServeSettings()
-        app = create_app(self.engine, self.settings)
+        app = create_app(self.engine, self.settings, reward_model)
         config = uvicorn.Config(
             app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_graceful_shutdown=5
         )

@@ -163,6 +163,30 @@ def test_upload_ask_stream_and_follow_up(page: Page, world_picture: Path) -> Non
     assert sent[-1]["stream"] is True and sent[-1]["model"] == "internvl-nano"
 
 
+DROP_AND_PASTE = """async ([kind, bytes]) => {
+    const file = new File([new Uint8Array(bytes)], kind + ".png", {type: "image/png"});
+    const data = new DataTransfer();
+    data.items.add(file);
+    if (kind === "dropped") {
+        document.body.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+    } else {
+        const paste = new ClipboardEvent("paste", {clipboardData: data, bubbles: true, cancelable: true});
+        document.getElementById("prompt").dispatchEvent(paste);
+    }
+}"""
+
+
+def test_images_arrive_by_drop_and_by_paste(page: Page, world_picture: Path) -> None:
+    data = list(world_picture.read_bytes())
+    page.evaluate(DROP_AND_PASTE, ["dropped", data])
+    expect(page.locator("#attachments img")).to_have_count(1)
+    page.evaluate(DROP_AND_PASTE, ["pasted", data])
+    expect(page.locator("#attachments img")).to_have_count(2)
+    assert page.locator("#attachments img").nth(1).get_attribute("alt") == "pasted.png"
+    page.locator("#attachments button").first.click()  # a thumbnail can be taken back before sending
+    expect(page.locator("#attachments img")).to_have_count(1)
+
+
 def test_video_attachment(page: Page, tmp_path: Path) -> None:
     pytest.importorskip("av")
     from internvl.data.world import generate_sample

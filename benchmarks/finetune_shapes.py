@@ -127,18 +127,25 @@ def write_split(out: Path, name: str, n: int, seed: int) -> list[dict]:
     return records
 
 
-def score(chat, out: Path, records: list[dict]) -> float:  # type: ignore[no-untyped-def]
-    """Exact-match accuracy over every question of the held-out pictures, each asked alone."""
-    right = total = 0
+def kind_of(answer: str) -> str:
+    return "colour" if answer in COLOURS else "shape" if answer in SHAPES else "count"
+
+
+def score(chat, out: Path, records: list[dict]) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Exact-match accuracy over every question of the held-out pictures, each asked alone: overall
+    ("all") and by kind of question (colour, shape, count)."""
+    right: dict[str, int] = {}
+    total: dict[str, int] = {}
     for record in records:
         image = Image.open(out / record["image"]).convert("RGB")
         turns = record["conversations"]
         asked = [turns[k]["value"].removeprefix("<image>\n") for k in range(0, len(turns), 2)]
         answers = chat.ask_batch(asked, images=[[image]] * len(asked), max_new_tokens=6)
         for said, turn in zip(answers, turns[1::2]):
-            right += said.strip().lower().rstrip(".") == turn["value"]
-            total += 1
-    return right / total
+            for kind in ("all", kind_of(turn["value"])):
+                right[kind] = right.get(kind, 0) + (said.strip().lower().rstrip(".") == turn["value"])
+                total[kind] = total.get(kind, 0) + 1
+    return {kind: right[kind] / total[kind] for kind in total}
 
 
 def main() -> None:
@@ -170,6 +177,9 @@ def main() -> None:
     (args.out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     made = time.perf_counter() - start
 
+    def row(accuracy: dict[str, float]) -> str:
+        return " | ".join(f"{100 * accuracy[kind]:.1f}" for kind in ("all", "colour", "shape", "count"))
+
     before = score(load(), args.out, test)
     config = load_config(
         Path(__file__).parents[1] / "configs" / "nano_finetune_shapes.yaml",
@@ -193,10 +203,10 @@ def main() -> None:
             "",
             f"Its own words; {args.train} training pictures, {args.test} held out; data made in {made:.0f} s.",
             "",
-            "| model | held-out exact match % | fine-tune minutes |",
-            "|---|---:|---:|",
-            f"| shipped nano, no fine-tune | {100 * before:.1f} | - |",
-            f"| fine-tuned, {args.steps} steps | {100 * after:.1f} | {minutes:.1f} |",
+            "| model | held-out exact match % | colour | shape | count | fine-tune minutes |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| shipped nano, no fine-tune | {row(before)} | - |",
+            f"| fine-tuned, {args.steps} steps | {row(after)} | {minutes:.1f} |",
         ],
         append=args.append,
     )

@@ -41,25 +41,15 @@ def evaluate_step(sft: Path, step: int, data: Path) -> Path:
         raise SystemExit(f"nano_curves: {checkpoint}: no such checkpoint (keep more with checkpoint.keep_last)")
     cli = [sys.executable, "-m", "internvl.cli"]
     subprocess.run([*cli, "train", "export", str(checkpoint), str(model), "--dtype", "bf16"], check=True)
-    subprocess.run(
-        [
-            *cli,
-            "eval",
-            "run",
-            "--model",
-            str(model),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--batch-size",
-            "8",
-            "--max-new-tokens",
-            "64",
-            "--no-progress",
-        ],
-        check=True,
-    )
+    return evaluate_model(str(model), data, out)
+
+
+def evaluate_model(model: str, data: Path, out: Path) -> Path:
+    """`internvl eval run` of `model` on `data` into `out` (a finished evaluation is reused)."""
+    if not (out / "summary.json").is_file():
+        cli = [sys.executable, "-m", "internvl.cli", "eval", "run", "--model", model, "--data", str(data)]
+        cli += ["--out", str(out), "--batch-size", "8", "--max-new-tokens", "64", "--no-progress"]
+        subprocess.run(cli, check=True)
     return out
 
 

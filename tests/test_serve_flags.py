@@ -43,6 +43,8 @@ def test_an_empty_api_key_in_the_environment_is_refused(capsys, monkeypatch):
 @pytest.mark.parametrize("flags,web", [([], True), (["--no-web"], False)])
 def test_no_web_turns_the_page_off(flags, web, monkeypatch):
     seen = {}
-    monkeypatch.setattr("internvl.serve.server.run_server", lambda chat, settings, engine, reward: seen.update(s=settings))
+    monkeypatch.setattr(
+        "internvl.serve.server.run_server", lambda chat, settings, engine, reward: seen.update(s=settings)
+    )
     assert main(["serve", *flags]) == 0
     assert seen["s"].web is web

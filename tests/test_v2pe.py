@@ -103,16 +103,28 @@ def test_delta_is_stored_in_both_layouts_and_checked(tmp_path):
         InternVLConfig(v2pe_delta=2.0)
 
 
-def test_the_server_refuses_a_v2pe_model_with_one_line(tmp_path):
+@pytest.mark.parametrize("delta", [0.5, 0.0625])
+def test_the_servers_batched_answers_equal_each_prompt_alone(tmp_path, delta):
+    """The slot cache continues each row from its last V2PE position (a float offset from its cache index),
+    so requests with different images, joining at different steps, answer as `chat` answers them alone."""
     pytest.importorskip("fastapi")
+    from PIL import Image
+
     import internvl
-    from internvl.serve.engine import Engine
+    from internvl.serve.engine import Engine, EngineSettings
+    from tests.test_serve_engine import conversations, make_job, run
     from tests.tiny import build_chat_model_folder
 
-    chat = internvl.load(build_chat_model_folder(tmp_path / "model"))
-    chat.model.config.v2pe_delta = 0.5
-    with pytest.raises(ConfigError, match="uses V2PE"):
-        Engine(chat)
+    chat = internvl.load(build_chat_model_folder(tmp_path / "model"), max_tiles=4)
+    chat.model.config.v2pe_delta = delta
+    images = [Image.new("RGB", (300, 120), "red"), Image.new("RGB", (90, 90), "blue")]
+    engine = Engine(chat, EngineSettings(max_batch=4, max_seq_len=1024))
+    jobs = [make_job(chat, c, max_new_tokens=12) for c in conversations(images)]
+    run(engine, [(0, jobs[0][0]), (0, jobs[1][0]), (2, jobs[2][0]), (5, jobs[3][0])])
+    answers = [recorder.texts()[0] for _, recorder in jobs]
+    assert answers == [chat.ask_messages(c, max_new_tokens=12) for c in conversations(images)]
+    chat.model.config.v2pe_delta = None
+    assert answers[1:] != [chat.ask_messages(c, max_new_tokens=12) for c in conversations(images)[1:]]
 
 
 def test_the_delta_can_be_set_at_load_and_on_the_command_line(tmp_path, capsys):

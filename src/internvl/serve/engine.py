@@ -28,7 +28,7 @@ import torch
 
 from internvl.answer import AnswerText
 from internvl.chat import Chat
-from internvl.errors import ConfigError, InputError
+from internvl.errors import InputError
 from internvl.generate import GenerationConfig, pick_tokens, present_tokens, sampling_generator
 from internvl.inputs.processor import ProcessedInputs
 from internvl.model.cache import KVCache
@@ -119,11 +119,6 @@ class Engine:
     def __init__(self, chat: Chat, settings: EngineSettings | None = None) -> None:
         self.chat = chat
         self.model = chat.model
-        if self.model.config.uses_v2pe:
-            raise ConfigError(
-                f"this model uses V2PE (v2pe_delta={self.model.config.v2pe_delta}); the server does not support it "
-                "yet: use internvl chat or the Python API, or set v2pe_delta to 1"
-            )
         self.settings = settings or EngineSettings()
         context = self.model.config.text.max_position_embeddings
         self.max_seq_len = min(self.settings.max_seq_len or min(context, 4096), context)
@@ -234,7 +229,7 @@ class Engine:
     def _start(self, job: Job) -> None:
         """Prefill one job and give each of its choices a row and a first token."""
         try:
-            logits, keys, values = self._prefill(job)
+            logits, keys, values, offset = self._prefill(job)
             rows = [self._new_row(job, choice) for choice in range(job.n)]
         except Exception as exc:
             log.exception("prefill failed")
@@ -242,19 +237,22 @@ class Engine:
             return
         first = len(self._rows)
         for row in rows:
-            self.cache.add(keys, values)
+            self.cache.add(keys, values, offset)
             self._rows.append(row)
         self._advance(list(range(first, first + job.n)), logits.expand(job.n, -1))
 
-    def _prefill(self, job: Job) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _prefill(self, job: Job) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
         """The prompt alone through the model: last logits (1, vocab), keys and values (layers,
-        kv_heads, prompt, head_dim)."""
+        kv_heads, prompt, head_dim), and the offset of the row's rotary positions (V2PE: the next
+        token's position is the last prompt position + 1, which the cache index need not be)."""
         ids = job.inputs.input_ids[None].to(self._device)  # (1, prompt)
         pixels = job.inputs.pixel_values  # (tiles, 3, S, S) float32; the vision encoder casts to its dtype
         pixels = None if pixels is None else pixels.to(self._device)
         cache = KVCache.for_model(self.model, 1, job.prompt_tokens)
-        logits = self.model(ids, pixels, cache=cache, last_only=True)[:, -1]  # (1, vocab)
-        return logits, cache.keys[:, 0], cache.values[:, 0]
+        positions = self.model.positions(ids)  # (1, prompt): 0, 1, ... unless the model uses V2PE
+        logits = self.model(ids, pixels, position_ids=positions, cache=cache, last_only=True)[:, -1]  # (1, vocab)
+        offset = float(positions[0, -1]) + 1.0 - ids.shape[1]
+        return logits, cache.keys[:, 0], cache.values[:, 0], offset
 
     def _new_row(self, job: Job, choice: int) -> _Row:
         config = job.config

@@ -32,6 +32,7 @@ class SlotCache:
         self.keys, self.values = keys, values
         device = keys.device
         self.lengths: list[int] = []  # positions held by each active row
+        self.offsets: list[float] = []  # rotary position minus cache index of each row's next token (V2PE)
         self._positions = torch.zeros(0, dtype=torch.long, device=device)  # lengths as a tensor, per step
         self._row_index = torch.zeros(0, dtype=torch.long, device=device)
 
@@ -52,9 +53,10 @@ class SlotCache:
         return len(self.lengths)
 
     # -- rows joining and leaving -----------------------------------------------------------------
-    def add(self, keys: torch.Tensor, values: torch.Tensor) -> int:
+    def add(self, keys: torch.Tensor, values: torch.Tensor, offset: float = 0.0) -> int:
         """Make a new row from a prefilled sequence, keys/values (layers, kv_heads, length, head_dim);
-        returns its index."""
+        returns its index. `offset`: what the row's rotary positions add to its cache index (0, unless the
+        prompt's image tokens advanced by a V2PE step below 1)."""
         row, length = self.rows, keys.shape[2]
         if row == self.slots:
             raise ValueError(f"all {self.slots} slots are taken")
@@ -63,6 +65,7 @@ class SlotCache:
         self.keys[:, row, :, :length] = keys
         self.values[:, row, :, :length] = values
         self.lengths.append(length)
+        self.offsets.append(offset)
         return row
 
     def remove(self, row: int) -> None:
@@ -73,17 +76,20 @@ class SlotCache:
             self.keys[:, row, :, :length] = self.keys[:, last, :, :length]
             self.values[:, row, :, :length] = self.values[:, last, :, :length]
             self.lengths[row] = length
+            self.offsets[row] = self.offsets[last]
         self.lengths.pop()
+        self.offsets.pop()
 
     def clear(self) -> None:
         self.lengths.clear()
+        self.offsets.clear()
 
     # -- one decode step --------------------------------------------------------------------------
     def decode_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The attention mask (rows, longest + 1) and position ids (rows, 1) of the next decode step.
 
         A row's new token sits at position lengths[r]: it is also the token's position id, as for a
-        single unpadded sequence.
+        single unpadded sequence, plus the row's offset under V2PE (float position ids then).
         """
         if any(length >= self.max_length for length in self.lengths):
             raise ValueError(f"a row has reached the cache's {self.max_length} positions")
@@ -92,6 +98,9 @@ class SlotCache:
         self._row_index = torch.arange(self.rows, device=device)
         columns = torch.arange(self.length + 1, device=device)
         mask = (columns[None, :] <= self._positions[:, None]).long()  # (rows, longest + 1)
+        if any(self.offsets):
+            offsets = torch.tensor(self.offsets, dtype=torch.float32, device=device)
+            return mask, (self._positions.float() + offsets)[:, None]
         return mask, self._positions[:, None]
 
     @property

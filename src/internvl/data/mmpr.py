@@ -255,8 +255,9 @@ def pair_question(
 # ------------------------------------------------------------------------------------------- running
 
 
-def done_keys(samples_path: Path) -> set[str]:
-    """Questions already sampled by an earlier (interrupted) run; a torn last line is dropped."""
+def done_keys(samples_path: Path, key: str = "key") -> set[str]:
+    """Questions already done by an earlier (interrupted) run, read from each line's `key` field; a torn
+    last line is dropped."""
     keys: set[str] = set()
     if not samples_path.is_file():
         return keys
@@ -264,7 +265,7 @@ def done_keys(samples_path: Path) -> set[str]:
     with samples_path.open(encoding="utf-8") as f:
         for text in f:
             try:
-                keys.add(json.loads(text)["key"])
+                keys.add(json.loads(text)[key])
                 good.append(text)
             except (json.JSONDecodeError, KeyError):
                 break
@@ -378,6 +379,7 @@ def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> None:
 
 def add_data_command(subparsers: Any) -> None:
     """`internvl data mmpr` and `internvl data prm`: the hook for the top-level parser."""
+    from internvl.data.dropout_ntp import add_dropout_ntp_command
     from internvl.data.prm import add_prm_command
 
     data = subparsers.add_parser(
@@ -385,6 +387,7 @@ def add_data_command(subparsers: Any) -> None:
     )
     commands = data.add_subparsers(dest="data_command", required=True)
     add_prm_command(commands)
+    add_dropout_ntp_command(commands)
     p = commands.add_parser(
         "mmpr",
         help="preference pairs from a model's own chain-of-thought answers (MMPR correctness pipeline)",
@@ -405,7 +408,7 @@ def add_sampling_arguments(p: Any, outputs: str, temperature: float) -> None:
     from internvl import threads
 
     p.add_argument("--model", default=None, help="checkpoint folder (either layout); default: the nano model")
-    p.add_argument("--data", required=True, help="JSONL of {image, question, answer} or SFT lines")
+    p.add_argument("--data", required=True, help="JSONL of questions (see above) or SFT lines")
     p.add_argument("--media-root", default=None, help="folder of the relative image paths (default: the JSONL's)")
     p.add_argument("--out", required=True, help=f"output folder: {outputs}")
     p.add_argument("--temperature", type=float, default=temperature)

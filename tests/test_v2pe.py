@@ -189,3 +189,21 @@ def test_the_training_positions_are_fractional_per_image(tmp_path):
         from internvl.train.sft import validate
 
         validate(tiny_recipe(folder, tmp_path / "run", "v2pe.mode=fixed", "v2pe.delta=0"))
+
+
+def test_the_context_check_counts_positions_under_v2pe(tmp_path):
+    """A prompt with more tokens than the context fits when its V2PE positions do (many images)."""
+    from PIL import Image
+
+    import internvl
+    from internvl.errors import InputError
+    from tests.tiny import build_chat_model_folder
+
+    chat = internvl.load(build_chat_model_folder(tmp_path / "model"), max_tiles=1)
+    images = [Image.new("RGB", (112, 112), c) for c in ("red", "blue", "green", "white", "black", "gray") * 4]
+    tokens = chat.processor([{"role": "user", "content": "Which one is red?"}], images=images).input_ids.shape[0]
+    chat.model.config.text.max_position_embeddings = tokens - 1
+    with pytest.raises(InputError, match=f"{tokens} tokens long and the model's context is {tokens - 1}"):
+        chat.ask("Which one is red?", images=images, max_new_tokens=2)
+    chat.model.config.v2pe_delta = 1 / 16
+    assert isinstance(chat.ask("Which one is red?", images=images, max_new_tokens=2), str)

@@ -13,6 +13,7 @@ generation stopping at the template's stop token, and the answer cut at the stop
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -216,12 +217,17 @@ class Chat:
         return inputs, config
 
     def _check_context(self, inputs: ProcessedInputs, config: GenerationConfig) -> None:
-        """Refuse a prompt that does not fit the model's context before any model work is done."""
+        """Refuse a prompt that does not fit the model's context before any model work is done. With V2PE
+        what must fit is the prompt's position span, which its image tokens shorten."""
         limit = self.model.config.text.max_position_embeddings
         length = int(inputs.input_ids.shape[0])
+        what = f"{length} tokens long"
+        if self.model.config.uses_v2pe:
+            length = math.ceil(float(self.model.positions(inputs.input_ids[None])[0, -1])) + 1
+            what = f"{length} positions long (V2PE step {self.model.config.v2pe_delta})"
         if length >= limit:
             raise InputError(
-                f"the prompt is {length} tokens long and the model's context is {limit}: use fewer or smaller "
+                f"the prompt is {what} and the model's context is {limit}: use fewer or smaller "
                 "images (--max-tiles) or a shorter text"
             )
         if length + config.max_new_tokens > limit:

@@ -21,7 +21,7 @@ import time
 from typing import Sequence
 
 from internvl.data.world.export import export_pairs, export_sft, export_tsv
-from internvl.data.world.families import FAMILIES, FAMILY_NAMES
+from internvl.data.world.families import ALL_FAMILY_NAMES, FAMILIES, FAMILY_NAMES, LONG_CONTEXT_FAMILIES
 from internvl.data.world.generate import generate_sample
 from internvl.data.world.media import VIDEO_FORMATS
 from internvl.data.world.sample import SPLITS
@@ -39,7 +39,12 @@ def _common(p: argparse.ArgumentParser, default_split: str) -> None:
     p.add_argument("--split", default=default_split, choices=SPLITS, help=f"default {default_split}")
     p.add_argument("--n", type=int, required=True, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="default 0")
-    p.add_argument("--families", nargs="+", metavar="FAMILY", help=f"subset of: {', '.join(FAMILY_NAMES)}")
+    p.add_argument(
+        "--families",
+        nargs="+",
+        metavar="FAMILY",
+        help=f"default: {', '.join(FAMILY_NAMES)}; also long contexts: {', '.join(LONG_CONTEXT_FAMILIES)}",
+    )
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default min(2, CPUs))")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -78,7 +83,7 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     _common(p, "train")
     p.add_argument("--video-format", default="auto", choices=VIDEO_FORMATS)
     s = sub.add_parser("show", help="print one sample as JSON (and optionally save its first picture)")
-    s.add_argument("--family", required=True, choices=FAMILY_NAMES)
+    s.add_argument("--family", required=True, choices=ALL_FAMILY_NAMES)
     s.add_argument("--split", default="train", choices=SPLITS)
     s.add_argument("--index", type=int, default=0, help="the family's k-th sample")
     s.add_argument("--seed", type=int, default=0)
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     """Execute a parsed ``world`` command; raises ``InternVLError`` on bad input."""
     if args.world_command == "families":
         for name, fam in FAMILIES.items():
-            print(f"{name:12s} test-ood: {fam.ood}")
+            print(f"{name:12s} test-ood: {fam.ood}{'' if name in FAMILY_NAMES else ' (long context; named only)'}")
         return 0
     if args.world_command == "show":
         sample = generate_sample(args.family, args.split, args.index, args.seed)

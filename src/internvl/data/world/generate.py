@@ -41,7 +41,7 @@ def check_args(split: str, families: Sequence[str] | None) -> tuple[str, ...]:
     if unknown:
         raise InputError(
             f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
-            f"choose from {', '.join(FAMILY_NAMES)}"
+            f"choose from {', '.join(FAMILIES)}"
         )
     return names
 

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from typing import Callable, Sequence
 
-from internvl.data.world.families import FAMILY_NAMES
+from internvl.data.world.families import ALL_FAMILY_NAMES
 from internvl.data.world.render import iou
 from internvl.data.world.sample import FINAL_ANSWER, LETTERS, Sample
 from internvl.data.world.vocab import COLOUR_NAMES, NUMBER_WORDS, SHAPES
@@ -248,4 +248,4 @@ def first_wrong_step(response: str, sample: Sample) -> int | None:
 
 # All families share the typed dispatcher: the answer type, not the family, decides the parser.
 # The registry is what callers use, so that a family can get its own rule without changing them.
-SCORERS: dict[str, Scorer] = {family: score for family in FAMILY_NAMES}
+SCORERS: dict[str, Scorer] = {family: score for family in ALL_FAMILY_NAMES}

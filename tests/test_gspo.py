@@ -165,6 +165,12 @@ def test_the_reward_rises_on_a_learnable_task(model_dir, questions, tmp_path):
     assert first < 0.75 and last > first + 0.2, rewards
     for name in ("clipped_share", "entropy", "response_length", "reward_std", "rollout_s", "sampled_tokens_per_s"):
         assert name in rows[-1], name
+    from PIL import Image as PILImage
+
+    from internvl.train.metrics import plot_metrics
+
+    with PILImage.open(plot_metrics(tmp_path / "run")) as plot:
+        assert plot.height == 1600  # loss, rewards, shares, policy, answer tokens, learning rate
 
 
 @pytest.mark.usefixtures("single_thread")
@@ -195,3 +201,16 @@ def test_resume_in_the_middle_of_a_rollout_is_exact(model_dir, questions, tmp_pa
 def test_bad_recipes_stop_with_one_line(model_dir, questions, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         gspo.validate(recipe(model_dir, questions, tmp_path / "run", override))
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_lora_trains_adapters_and_exports(model_dir, questions, tmp_path):
+    from internvl.train.sft import export_model
+    from internvl.weights import load_model
+
+    overrides = ("lora.language_rank=4", "freeze.vision=true", "freeze.projector=true", "train.max_steps=2")
+    result = gspo.run(recipe(model_dir, questions, tmp_path / "lora", *overrides))
+    exported = export_model(result["checkpoint"], tmp_path / "model")
+    base, tuned = load_model(model_dir).state_dict(), load_model(exported).state_dict()
+    changed = [name for name in base if not torch.equal(base[name], tuned[name])]
+    assert changed and all(name.startswith("language.") for name in changed)

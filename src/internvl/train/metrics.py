@@ -50,8 +50,18 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+# What MPO and GSPO log beside the loss, one panel per group present in a run's metrics.
+OBJECTIVE_PANELS = (
+    ("rewards", ("reward_mean", "reward_std", "rewards_chosen", "rewards_rejected", "rewards_margin")),
+    ("shares", ("rewards_accuracy", "clipped_share", "zero_variance_share")),
+    ("policy", ("entropy", "ratio_mean")),
+    ("answer tokens", ("response_length",)),
+)
+
+
 def plot_metrics(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Loss and learning rate against step, as RUN/metrics.png (matplotlib, Agg backend)."""
+    """Loss, the objective's own metrics (MPO rewards, GSPO rewards, clipping, entropy, answer length) and
+    the learning rate against step, as RUN/metrics.png (matplotlib, Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,13 +76,22 @@ def plot_metrics(run_dir: str | Path, out: str | Path | None = None) -> Path:
     records = read_metrics(source)
     out = Path(out) if out is not None else run_dir / PLOT_FILE
     steps = [r["step"] for r in records]
-    fig, (loss_ax, lr_ax) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    panels = [(title, [k for k in keys if any(k in r for r in records)]) for title, keys in OBJECTIVE_PANELS]
+    panels = [(title, keys) for title, keys in panels if keys]
+    fig, axes = plt.subplots(2 + len(panels), 1, figsize=(8, 6 + 2.5 * len(panels)), sharex=True)
+    loss_ax, lr_ax = axes[0], axes[-1]
     loss_ax.plot(steps, [r["loss"] for r in records], lw=1.2, label="loss")
     if any("aux_loss" in r for r in records):
         loss_ax.plot(steps, [r.get("aux_loss", float("nan")) for r in records], lw=1.0, label="MoE aux loss")
     loss_ax.set_ylabel("loss")
     loss_ax.legend(loc="upper right")
     loss_ax.grid(alpha=0.3)
+    for ax, (title, keys) in zip(axes[1:-1], panels):
+        for key in keys:
+            ax.plot(steps, [r.get(key, float("nan")) for r in records], lw=1.0, label=key)
+        ax.set_ylabel(title)
+        ax.legend(loc="upper right", fontsize=8)
+        ax.grid(alpha=0.3)
     lr_ax.plot(steps, [r["lr"] for r in records], lw=1.2, color="tab:orange")
     lr_ax.set_ylabel("learning rate")
     lr_ax.set_xlabel("step")

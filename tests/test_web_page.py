@@ -255,6 +255,7 @@ def test_refused_image_shows_the_servers_message(page: Page, tmp_path: Path) -> 
     expect(error).to_contain_text("messages[0].content[0]")
     expect(page.locator(".message.assistant")).to_have_count(0)
     assert page.input_value("#prompt") == "What colour is this?"  # the question is not lost
+    expect(page.locator("#attachments img")).to_have_count(1)  # nor its picture
 
 
 def _answer_with(page: Page, text: str) -> None:

@@ -394,11 +394,16 @@ async function send() {
     setBusy(false);
   }
   if (failure !== null && !answer) {
-    // The server refused the question: it leaves the conversation, and its words go back to the box.
+    // The server refused the question: it leaves the conversation, and its words and attachments go back
+    // to the box (unless new ones were put there meanwhile).
     answerBody.parentElement.remove();
     userBody.parentElement.classList.add("refused");
     state.messages.pop();
     if (!$("prompt").value) $("prompt").value = text;
+    if (!state.attachments.length) {
+      state.attachments = attachments;
+      drawAttachments();
+    }
     showError(failure);
     return;
   }

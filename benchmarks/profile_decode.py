@@ -1,0 +1,161 @@
+"""Where one batch-1 decode step of the InternVL3-1B shape spends its time (fp32, as `internvl.load` sets up a
+CPU model: oneDNN-packed projections), next to the memory-bandwidth limit.
+
+    python benchmarks/profile_decode.py [--steps 32] [--append]
+
+Forward hooks time each kind of module inside the decoder: the weight products of the layers (qkv, o,
+gate_up, down), the output head, the attention core (an `Attention` module minus its two projections:
+rotary, the cache write, SDPA, reshapes), the RMS norms, the SiLU-and-multiply of the MLP (a `GatedMLP`
+minus its projections) and the embedding lookup. The greedy pick is timed apart. "rest" is the step minus
+all of these: the model's Python between modules, the rotary tables, the mask, the cache bookkeeping and
+the framework. Hooks cost time too, so the step is also timed without them; the table gives both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def build(seed: int = 0):  # type: ignore[no-untyped-def]
+    from internvl.model.internvl import InternVL
+    from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights
+    from internvl.presets import internvl3_1b
+
+    torch.manual_seed(seed)
+    model = InternVL(internvl3_1b()).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.02)
+    choose_cpu_kernels(model)
+    if can_pack():
+        pack_linear_weights(model.language)  # as internvl.load does on a CPU
+    return model
+
+
+class ModuleTimer:
+    """Wall time per category of module, from forward pre/post hooks (nested modules subtract)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.handles: list = []
+
+    def watch(self, module: nn.Module, category: str, parent: str | None = None) -> None:
+        """Time `module` as `category`; its time is taken out of `parent`'s (the enclosing module's)."""
+        started: list[float] = []
+
+        def before(*_: object) -> None:
+            started.append(time.perf_counter())
+
+        def after(*_: object) -> None:
+            spent = time.perf_counter() - started.pop()
+            self.seconds[category] += spent
+            if parent is not None:
+                self.seconds[parent] -= spent
+
+        self.handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def watch_decoder(model, timer: ModuleTimer) -> None:  # type: ignore[no-untyped-def]
+    language = model.language
+    timer.watch(language.embed, "embedding lookup")
+    timer.watch(language.lm_head, "output head (lm_head)")
+    timer.watch(language.norm, "RMS norms")
+    for layer in language.layers:
+        timer.watch(layer.attn, "attention core")
+        timer.watch(layer.attn.qkv, "layer weight products", parent="attention core")
+        timer.watch(layer.attn.o, "layer weight products", parent="attention core")
+        timer.watch(layer.mlp, "MLP activation")
+        timer.watch(layer.mlp.gate_up, "layer weight products", parent="MLP activation")
+        timer.watch(layer.mlp.down, "layer weight products", parent="MLP activation")
+        timer.watch(layer.attn_norm, "RMS norms")
+        timer.watch(layer.mlp_norm, "RMS norms")
+
+
+def decode_steps(  # type: ignore[no-untyped-def]
+    model, steps: int, on_step: Callable[[float, float], None], after_prefill: Callable[[], None] = lambda: None
+) -> None:
+    """Prefill 64 random tokens, call `after_prefill`, then `steps` greedy decode steps with
+    `on_step(step_s, pick_s)` after each."""
+    from internvl.model.cache import KVCache
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(10, model.config.text.vocab_size - 100, (1, 64), generator=g)
+    cache = KVCache.for_model(model, 1, 64 + steps + 1)
+    with torch.inference_mode():
+        logits = model(ids, cache=cache, last_only=True)[:, -1]
+        token = logits.argmax(-1)
+        after_prefill()
+        for _ in range(steps):
+            start = time.perf_counter()
+            logits = model(token[:, None], cache=cache, last_only=True)[:, -1]
+            picked = time.perf_counter()
+            token = logits.argmax(-1)
+            end = time.perf_counter()
+            on_step(end - start, end - picked)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
+    args = parser.parse_args()
+
+    from common import machine_line, publish  # benchmarks/common.py
+
+    from internvl.bench import copy_bandwidth_gb_s, decoder_bytes_per_token
+
+    model = build()
+    plain: list[float] = []
+    decode_steps(model, 4, lambda s, p: None)  # warm-up
+    decode_steps(model, args.steps, lambda s, p: plain.append(s))
+    timer = ModuleTimer()
+    watch_decoder(model, timer)
+    hooked: list[float] = []
+    picks: list[float] = []
+    decode_steps(model, args.steps, lambda s, p: (hooked.append(s), picks.append(p)), timer.seconds.clear)
+    timer.remove()
+
+    n = args.steps
+    step_ms = 1000 * sum(hooked) / n
+    parts = {name: 1000 * seconds / n for name, seconds in timer.seconds.items()}
+    parts["greedy pick (argmax)"] = 1000 * sum(picks) / n
+    parts["rest (Python, rotary tables, cache, framework)"] = step_ms - sum(parts.values())
+    bandwidth = copy_bandwidth_gb_s()
+    weight_bytes = decoder_bytes_per_token(model)
+    limit_ms = 1000 * weight_bytes / (bandwidth * 1e9)  # the limit `internvl bench` uses (copy bandwidth / bytes)
+    plain_ms = 1000 * sorted(plain)[n // 2]
+    lines = [
+        "## Where a batch-1 decode step of the 1B shape goes (benchmarks/profile_decode.py)",
+        "",
+        machine_line(),
+        "",
+        f"fp32, oneDNN-packed projections; {n} steps after a 64-token prompt. Median step without hooks "
+        f"{plain_ms:.1f} ms; with the timing hooks {step_ms:.1f} ms (mean). Weights read per token "
+        f"{weight_bytes / 1e9:.2f} GB; copy bandwidth {bandwidth:.1f} GB/s, so the limit `internvl bench` uses is "
+        f"{limit_ms:.1f} ms a step: the step runs at {100 * limit_ms / plain_ms:.0f}% of it.",
+        "",
+        "| part | ms per step | share |",
+        "|---|---:|---:|",
+    ]
+    for name, ms in sorted(parts.items(), key=lambda item: -item[1]):
+        lines.append(f"| {name} | {ms:.2f} | {100 * ms / step_ms:.0f}% |")
+    publish(lines, append=args.append)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
 """A starting point for users: fine-tune the shipped nano model on a small visual-question set that is
 not the world, then score it on that set's held-out split.
 
-    python benchmarks/finetune_shapes.py [--train 3000] [--steps 400] [--out runs/shapes] [--append]
+    python benchmarks/finetune_shapes.py [--train 12000] [--steps 3400] [--out runs/shapes] [--append]
 
 The set: one to three shapes drawn with PIL on a plain background, in words the world never uses
 (colours crimson, navy, lime, gold, teal, magenta; shapes oval, rectangle, pentagon, cross, ring,
@@ -151,9 +151,9 @@ def score(chat, out: Path, records: list[dict]) -> dict[str, float]:  # type: ig
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/shapes"))
-    parser.add_argument("--train", type=int, default=3000, help="training pictures")
+    parser.add_argument("--train", type=int, default=12000, help="training pictures")
     parser.add_argument("--test", type=int, default=100, help="held-out pictures")
-    parser.add_argument("--steps", type=int, default=400, help="optimiser steps of the fine-tune")
+    parser.add_argument("--steps", type=int, default=3400, help="optimiser steps of the fine-tune")
     parser.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
     args = parser.parse_args()
 

@@ -69,6 +69,7 @@ def test_the_command_end_to_end_and_mpo_on_its_pairs(tmp_path):
     from internvl.cli import main
     from internvl.train import mpo
     from internvl.train.metrics import read_metrics
+    from tests.test_mmpr import tiny_mpo_recipe
 
     model = build_chat_model_folder(tmp_path / "model")
     Image.new("RGB", (112, 112), "red").save(tmp_path / "red.png")
@@ -79,21 +80,6 @@ def test_the_command_end_to_end_and_mpo_on_its_pairs(tmp_path):
     assert main([*args, "--max-new-tokens", "6", "--no-progress"]) == 0
     pairs = [json.loads(t) for t in (out / dropout_ntp.PAIRS_FILE).read_text().splitlines()]
     assert [p["rejected"].startswith(p["chosen"].split(" ")[0]) for p in pairs] == [True, True]
-    config = mpo.load_config(
-        None,
-        [
-            f"model.path={model}",
-            "data.source=internvl.data.preference:pair_batches",
-            f"data.options.meta_path={out / 'meta.json'}",
-            "data.options.pairs_per_batch=2",
-            "data.options.max_tiles=1",
-            f"output_dir={tmp_path / 'run'}",
-            "train.max_steps=1",
-            "train.precision=fp32",
-            "log.progress_bar=false",
-            "log.plot=false",
-            "checkpoint.enabled=false",
-        ],
-    )
+    config = tiny_mpo_recipe(model, out / "meta.json", tmp_path / "run", steps=1)
     mpo.run(config)
     assert len(read_metrics(tmp_path / "run")) == 1

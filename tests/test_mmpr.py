@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,22 +154,26 @@ def test_sampling_resumes_after_an_interruption_and_pairs_train_with_mpo(colour_
     assert set(meta) == {"pairs_correctness", "pairs_format"}
 
     model = build_chat_model_folder(tmp_path / "model")
-    config = mpo.load_config(
+    mpo.run(tiny_mpo_recipe(model, out / "meta.json", tmp_path / "run", steps=2))
+    assert len(read_metrics(tmp_path / "run")) == 2
+    assert len(json.loads((tmp_path / "run" / "reference_logps.json").read_text())) == 6
+
+
+def tiny_mpo_recipe(model: Path, meta: Path, run: Path, steps: int) -> mpo.MPOSettings:
+    """A few MPO steps on pairs named by `meta`, for checking that a pair file trains."""
+    return mpo.load_config(
         None,
         [
             f"model.path={model}",
             "data.source=internvl.data.preference:pair_batches",
-            f"data.options.meta_path={out / 'meta.json'}",
+            f"data.options.meta_path={meta}",
             "data.options.pairs_per_batch=2",
             "data.options.max_tiles=1",
-            f"output_dir={tmp_path / 'run'}",
-            "train.max_steps=2",
+            f"output_dir={run}",
+            f"train.max_steps={steps}",
             "train.precision=fp32",
             "log.progress_bar=false",
             "log.plot=false",
             "checkpoint.enabled=false",
         ],
     )
-    mpo.run(config)
-    assert len(read_metrics(tmp_path / "run")) == 2
-    assert len(json.loads((tmp_path / "run" / "reference_logps.json").read_text())) == 6

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from internvl.data.mmpr import MEDIA_LINE, Question, batched, done_keys, question_from_record
+from internvl.data.mmpr import MEDIA_LINE, Question, batched, done_keys, question_from_record, read_questions
 from internvl.errors import InputError
 from internvl.inputs.tokens import IMAGE_PLACEHOLDER
 
@@ -28,28 +28,16 @@ PAIRS_FILE = "pairs_dropout_ntp.jsonl"
 
 def read_chosen(path: str | os.PathLike[str]) -> list[Question]:
     """Every line of a JSONL as a Question whose `answer` is the chosen answer; bad lines name file:line."""
-    questions = []
-    with open(path, encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
-            if isinstance(record, dict) and "conversations" not in record:
-                chosen = record.get("chosen", record.get("answer"))
-                if not isinstance(chosen, str) or not isinstance(record.get("question"), str):
-                    raise InputError(f"{where}: a line needs a string 'question' and 'chosen' (or 'conversations')")
-                record = {**record, "answer": chosen}
-            try:
-                questions.append(question_from_record(record, where))
-            except InputError as e:
-                raise InputError(f"{where}: {e}") from e
-    if not questions:
-        raise InputError(f"{path}: no lines")
-    return questions
+    return read_questions(path, chosen_question)
+
+
+def chosen_question(record: Any, key: str) -> Question:
+    if isinstance(record, dict) and "conversations" not in record:
+        chosen = record.get("chosen", record.get("answer"))
+        if not isinstance(chosen, str) or not isinstance(record.get("question"), str):
+            raise InputError("a line needs a string 'question' and 'chosen' (or 'conversations')")
+        record = {**record, "answer": chosen}
+    return question_from_record(record, key)
 
 
 def truncate(chosen: str, start_ratio: float) -> str:

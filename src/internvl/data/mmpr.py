@@ -67,8 +67,10 @@ class MMPRSettings:
 # ---------------------------------------------------------------------------------------- reading
 
 
-def read_questions(path: str | os.PathLike[str]) -> list[Question]:
-    """Every question of a JSONL file; a malformed line is an `InputError` naming file:line."""
+def read_questions(path: str | os.PathLike[str], parse: Callable[[Any, str], Question] | None = None) -> list[Question]:
+    """Every question of a JSONL file (`parse(record, "file:line")`, by default `question_from_record`); a
+    malformed line is an `InputError` naming file:line."""
+    parse = parse or question_from_record
     questions = []
     with open(path, encoding="utf-8") as f:
         for number, text in enumerate(f, start=1):
@@ -76,7 +78,7 @@ def read_questions(path: str | os.PathLike[str]) -> list[Question]:
                 continue
             where = f"{path}:{number}"
             try:
-                questions.append(question_from_record(json.loads(text), where))
+                questions.append(parse(json.loads(text), where))
             except json.JSONDecodeError as e:
                 raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
             except InputError as e:

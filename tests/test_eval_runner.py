@@ -414,3 +414,22 @@ def test_add_eval_commands_plugs_into_a_top_level_cli(data_file, tmp_path):
     assert args.command == "eval" and args.eval_command == "run"
     assert args.func(args) == 0
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["overall"] == 58.33
+
+
+def test_an_item_the_model_cannot_take_scores_zero_and_the_run_goes_on(data_file, tmp_path, capsys):
+    """A prompt over the model's context (an InputError) in a batch: the others are answered, the item
+    scores 0 and keeps its error; the run is not stopped."""
+
+    class TooLong(Recorder):
+        def __call__(self, items):
+            if any(item.id == "q3" for item in items):
+                raise InputError("the prompt is 9000 tokens long and the model's context is 4096")
+            return super().__call__(items)
+
+    answerer = TooLong()
+    summary = run(data_file, tmp_path / "run", answerer, batch_size=4, print_table=False)
+    assert summary["n"] == 12 and summary["overall"] == pytest.approx(100 * 6 / 12)  # q3 was right, now 0
+    assert "q3" not in answerer.seen and len(answerer.seen) == 11
+    records = read_predictions(tmp_path / "run" / "predictions.jsonl")
+    assert records["q3"]["prediction"] == "" and "context is 4096" in records["q3"]["error"]
+    assert "item q3: the prompt is 9000 tokens long" in capsys.readouterr().err

@@ -33,7 +33,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from internvl.errors import InternVLError
+from internvl.errors import InputError, InternVLError
 from internvl.eval.formats import EvalItem
 from internvl.eval.jsonl import append_records, read_records
 from internvl.eval.judge import Judge, JudgeCache
@@ -211,7 +211,7 @@ def answer_pending(
         with open(predictions_path, "a", encoding="utf-8") as file:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
-                answers = list(answerer(batch))
+                answers = answer_batch(answerer, batch)
                 if len(answers) != len(batch) or not all(_is_answer(a) for a in answers):
                     raise RunError(
                         f"the answerer returned {len(answers)} answers for a batch of {len(batch)} items; it must return one string per item"
@@ -236,6 +236,29 @@ def answer_pending(
         raise
     bar.close()
     return done
+
+
+def answer_batch(answerer: Answerer, batch: Sequence[EvalItem]) -> list[Any]:
+    """The answerer's answers to `batch`. An item the model cannot take (an `InputError`: a prompt longer
+    than its context, an unreadable image) does not stop the run: the batch is answered item by item, and
+    such an item gets an empty answer (it scores 0) with its `error` recorded and printed."""
+
+    def failed(item: EvalItem, exc: InputError) -> dict[str, str]:
+        print(f"item {item.id}: {exc} (scored as no answer)", file=sys.stderr)
+        return {"prediction": "", "error": str(exc)}
+
+    try:
+        return list(answerer(batch))
+    except InputError as exc:
+        if len(batch) == 1:
+            return [failed(batch[0], exc)]
+    answers: list[Any] = []
+    for item in batch:
+        try:
+            answers += list(answerer([item]))
+        except InputError as exc:
+            answers.append(failed(item, exc))
+    return answers
 
 
 def _is_answer(answer: Any) -> bool:

@@ -244,13 +244,11 @@ class GSPOSteps:
         self.model.eval()
         prompts = [p for p in batch["prompts"] for _ in range(g.group_size)]
         ids, mask = left_pad([p.input_ids for p in prompts], self.pad_id)
-        tiles = [p.pixel_values for p in prompts if p.pixel_values is not None]
         config = self.generation_config(batch["rollout"])
         device = self.state.device
         with torch.autocast(**autocast):
-            completions = generate(
-                self.model, ids.to(device), mask.to(device), torch.cat(tiles).to(device) if tiles else None, config
-            )
+            features = self.group_image_features(batch["prompts"])
+            completions = generate(self.model, ids.to(device), mask.to(device), None, config, image_features=features)
         completions = [self.usable(c) for c in completions]
         texts = [self.answers.answer(c, config) for c in completions]
         questions = [q for q in batch["questions"] for _ in range(g.group_size)]
@@ -283,6 +281,16 @@ class GSPOSteps:
             rollout_s=time.perf_counter() - started,
             sampled_tokens=sum(len(c) for c in completions),
         )
+
+    def group_image_features(self, prompts: list[Any]) -> torch.Tensor | None:
+        """The image features of every sampled row: each prompt's tiles go through the encoder once, and
+        its features are repeated for the `group_size` rows that answer it (question-major order)."""
+        with_images = [p.pixel_values for p in prompts if p.pixel_values is not None]
+        if not with_images:
+            return None
+        encoded = self.model.encode_images(torch.cat(with_images).to(self.state.device))
+        per_prompt = encoded.split([tiles.shape[0] for tiles in with_images])
+        return torch.cat([features for features in per_prompt for _ in range(self.settings.group_size)])
 
     def usable(self, tokens: list[int]) -> list[int]:
         """A sampled answer cut before any `<IMG_CONTEXT>` token (a barely trained policy can sample one;

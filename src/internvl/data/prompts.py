@@ -106,7 +106,6 @@ class PromptBatches:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from internvl.chat import left_pad
         from internvl.data.mmpr import cot_question
-        from internvl.inputs.prompt import media_lines
 
         order, size, repeat = self.order(), self.settings.prompts_per_batch, self.settings.repeat_each
         for number in range(self.batches_per_epoch):
@@ -115,9 +114,8 @@ class PromptBatches:
             questions = [self.questions[i] for i in order[number * size : (number + 1) * size]]
             prompts = []
             for q in questions:
+                # without `<image>` placeholders the processor puts the images before the question
                 text = cot_question(q.question, len(q.images)) if self.settings.chain_of_thought else q.question
-                if not self.settings.chain_of_thought and "<image>" not in text:
-                    text = media_lines(len(q.images)) + text
                 images = [str(self.media_root / path) for path in q.images]
                 prompts.append(
                     self.processor(

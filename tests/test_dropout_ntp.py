@@ -83,3 +83,22 @@ def test_the_command_end_to_end_and_mpo_on_its_pairs(tmp_path):
     config = tiny_mpo_recipe(model, out / "meta.json", tmp_path / "run", steps=1)
     mpo.run(config)
     assert len(read_metrics(tmp_path / "run")) == 1
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["dropout-ntp", "--start-ratio", "1.5"], "--start-ratio must be between 0 and 1, got 1.5"),
+        (["dropout-ntp", "--temperature", "0"], "--temperature must be above 0"),
+        (["prm", "--solutions", "0"], "--solutions, --continuations and --max-steps must be at least 1"),
+        (["prm", "--temperature", "0"], "--temperature must be above 0 (sampling)"),
+    ],
+)
+def test_bad_sampling_flags_are_one_line_before_the_model_loads(tmp_path, capsys, flags, message):
+    from internvl.cli import main
+
+    (tmp_path / "in.jsonl").write_text(json.dumps({"question": "q", "chosen": "a", "answer": "a"}) + "\n")
+    command, *rest = flags
+    args = ["data", command, "--data", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out"), *rest]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

@@ -83,3 +83,11 @@ def test_a_server_without_a_reward_model_says_how_to_get_one(chat):
         response = ask(running, best_of=2)
     assert response.status_code == 400
     assert "this server has none (internvl serve --reward-model DIR)" in response.json()["error"]["message"]
+
+
+def test_best_of_with_a_video_is_refused_before_the_video_is_read(server):
+    content = [{"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}}, {"type": "text", "text": "?"}]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": content}], "best_of": 2}
+    response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400
+    assert "the reward model does not score answers about videos" in response.json()["error"]["message"]

@@ -16,7 +16,9 @@ from internvl.train.sft import SFTSettings
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 SFT_RECIPES = sorted(
-    p.name for p in CONFIGS.glob("*.yaml") if p.name != "nano_vision.yaml" and not p.name.startswith(("mpo", "gspo"))
+    p.name
+    for p in CONFIGS.glob("*.yaml")
+    if p.name != "nano_vision.yaml" and not p.name.startswith(("mpo", "gspo", "vico"))
 )
 DATA_OF_NANO_RECIPES = {
     "nano_sft.yaml": "runs/nano/warmup/mix.json",
@@ -106,6 +108,21 @@ def test_the_mpo_recipe_loads_and_refuses_to_start_without_pairs():
         from internvl.data.preference import check_pair_options
 
         check_pair_options({**recipe.data.options, "tokenizer": "x"})
+
+
+@pytest.mark.parametrize("name", ["vico_consistency.yaml", "vico_router.yaml"])
+def test_the_vico_recipes_load_with_typed_data_and_refuse_to_start_without_a_meta_file(name):
+    from internvl.train import vico
+
+    recipe = vico.load_config(CONFIGS / name)
+    assert recipe.vico.stage == name.removeprefix("vico_").removesuffix(".yaml")
+    assert from_dict(PackedDataOptions, recipe.data.options, source=name).meta_path == ""
+    if not recipe.model.path:  # the router stage starts from stage 1's export, which the recipe cannot name
+        with pytest.raises(ConfigError, match="model.path"):
+            vico.validate(recipe)
+        recipe.model.path = "nano"
+    with pytest.raises(ConfigError, match="meta_path"):
+        vico.validate(recipe)
 
 
 def test_the_gspo_recipe_validates_with_questions(tmp_path):

@@ -149,8 +149,9 @@ WORDS = (
 ).split()
 
 
-def build_chat_model_folder(folder: Path) -> Path:
-    """A tiny random InternVL (112 px tiles) with a small real BPE tokenizer, saved like a release."""
+def build_chat_model_folder(folder: Path, flash: bool = False) -> Path:
+    """A tiny random InternVL (112 px tiles) with a small real BPE tokenizer, saved like a release;
+    `flash`: with InternVL3.5-Flash's second connector and router (docs/flash.md)."""
     from internvl.config import InternVLConfig, TextConfig, VisionConfig
     from internvl.model.internvl import InternVL
     from internvl.nano.tokenizer import save_tokenizer, train_tokenizer
@@ -173,6 +174,7 @@ def build_chat_model_folder(folder: Path) -> Path:
             max_position_embeddings=2048,
         ),
         max_dynamic_patch=4,
+        flash=flash,
     )
     torch.manual_seed(0)
     model = InternVL(config)

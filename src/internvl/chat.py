@@ -28,6 +28,7 @@ from internvl.generate import GenerationConfig, generate, stream
 from internvl.inputs.image import ImageSource
 from internvl.inputs.processor import Message, ProcessedInputs, Processor, VideoSource
 from internvl.inputs.tokens import IMG_CONTEXT, load_tokenizer
+from internvl.model.flash import check_resolution, route_prompts
 from internvl.model.internvl import InternVL
 from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights, quantize_int8
 from internvl.shipped import model_folder
@@ -58,6 +59,8 @@ class Chat:
     tokenizer: Any
     processor: Processor
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    # Flash models (docs/flash.md): each tile at full resolution, compressed, or as the router decides
+    visual_resolution: str = "full"
 
     # -- single questions ------------------------------------------------------------------------
     def ask(
@@ -85,8 +88,9 @@ class Chat:
         **generation: Any,
     ) -> str:
         inputs, config = self._prepare(messages, images, videos, max_tiles, generation)
+        prompts, pixels, features = self._route([inputs.input_ids], [inputs.pixel_values])
         tokens = generate(
-            self.model, inputs.input_ids[None], None, inputs.pixel_values, config, decode=self.answers.decode_raw
+            self.model, prompts[0][None], None, pixels, config, decode=self.answers.decode_raw, image_features=features
         )[0]
         return self.answers.answer(tokens, config)
 
@@ -101,9 +105,10 @@ class Chat:
     ) -> Iterator[str]:
         """Like `ask`, yielding the answer in text pieces as they are generated."""
         inputs, config = self._prepare(_messages(question, history), images, videos, max_tiles, generation)
+        prompts, pixels, features = self._route([inputs.input_ids], [inputs.pixel_values])
         text = self.answers.stream(config)
         for step in stream(
-            self.model, inputs.input_ids[None], None, inputs.pixel_values, config, decode=self.answers.decode_raw
+            self.model, prompts[0][None], None, pixels, config, decode=self.answers.decode_raw, image_features=features
         ):
             token = step[0]
             if token is None or token in config.stop_token_ids:
@@ -185,10 +190,21 @@ class Chat:
             prompts = [torch.cat([ids, torch.tensor(extra, dtype=torch.long)]) for ids, extra in zip(prompts, encoded)]
         for item, ids in zip(inputs, prompts):
             self._check_context(replace(item, input_ids=ids), config)
+        prompts, pixels, features = self._route(prompts, [item.pixel_values for item in inputs])
         ids, mask = left_pad(prompts, self.pad_token_id)
-        tiles = [item.pixel_values for item in inputs if item.pixel_values is not None]
-        pixels = torch.cat(tiles) if tiles else None  # the ViT casts to its dtype
-        return generate(self.model, ids, mask, pixels, config, decode=self.answers.decode_raw), config
+        rows = generate(self.model, ids, mask, pixels, config, decode=self.answers.decode_raw, image_features=features)
+        return rows, config
+
+    def _route(
+        self, prompts: Sequence[torch.Tensor], pixel_values: Sequence[torch.Tensor | None]
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        """Prompts, tiles and image features at the chat's visual resolution: (prompts, pixels, None) at full
+        resolution (the model encodes the tiles in prefill); else (cut prompts, None, features)."""
+        prompts, features, _ = route_prompts(self.model, prompts, pixel_values, self.visual_resolution)
+        if features is not None:
+            return prompts, None, features
+        tiles = [p for p in pixel_values if p is not None]
+        return prompts, torch.cat(tiles) if tiles else None, None  # the ViT casts to its dtype
 
     # -- helpers ---------------------------------------------------------------------------------
     @property
@@ -289,6 +305,7 @@ def load(
     generation: GenerationConfig | None = None,
     quantize: str | None = None,
     v2pe_delta: float | None = None,
+    visual_resolution: str | None = None,
 ) -> Chat:
     """Load a checkpoint folder (either layout) with its tokenizer, ready to `ask`.
 
@@ -299,7 +316,8 @@ def load(
     projections on the CPU are pre-packed for oneDNN (`PackedLinear`: inference only). `quantize="int8"`
     stores the language model's projections as weight-only int8 (a quarter of fp32's bytes read per
     decoded token). `v2pe_delta` overrides the config's V2PE step of image tokens (docs/architecture.md#v2pe;
-    1 = ordinary positions).
+    1 = ordinary positions). `visual_resolution` (full | compressed | router) picks the connector of each
+    tile on Flash models (docs/flash.md); default: router on Flash models, else full.
     """
     check_v2pe_delta(v2pe_delta, "v2pe_delta")
     if quantize not in (None, "int8"):
@@ -328,8 +346,10 @@ def load(
             image_token_id,
         )
     model.image_token_id = int(image_token_id)
+    resolution = visual_resolution or ("router" if model.config.flash else "full")
+    check_resolution(resolution, model.config.flash)
     processor = build_processor(model.config, tokenizer, max_tiles, template, system_message, thinking)
-    return Chat(model, tokenizer, processor, generation or GenerationConfig(max_new_tokens=1024))
+    return Chat(model, tokenizer, processor, generation or GenerationConfig(max_new_tokens=1024), resolution)
 
 
 def build_processor(

@@ -58,6 +58,7 @@ def _chat(args: argparse.Namespace) -> int:
         generation=generation,
         quantize=args.quantize,
         v2pe_delta=args.v2pe_delta,
+        visual_resolution=args.visual_resolution,
     )
     if args.question is not None:
         _answer(chat, args.question, args.image, args.video, args.stream)
@@ -113,6 +114,18 @@ def _interactive(chat, args: argparse.Namespace) -> int:  # type: ignore[no-unty
         pending = []
 
 
+def add_resolution_option(parser: argparse.ArgumentParser) -> None:
+    from internvl.model.flash import VISUAL_RESOLUTIONS
+
+    parser.add_argument(
+        "--visual-resolution",
+        choices=VISUAL_RESOLUTIONS,
+        default=None,
+        help="Flash models: every tile full, compressed (4x fewer tokens), or as the router decides "
+        "(default: router on Flash models, else full; docs/flash.md)",
+    )
+
+
 def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("chat", help="ask a model about images and videos (interactive without a question)")
     p.add_argument("question", nargs="?", help="the question; omit it for an interactive conversation")
@@ -137,6 +150,7 @@ def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--v2pe-delta", type=float, default=None, help="V2PE step of image tokens, in (0, 1] (default: the config's)"
     )
+    add_resolution_option(p)
     threads.add_option(p)
     p.set_defaults(func=_chat)
 
@@ -186,6 +200,7 @@ def _serve(args: argparse.Namespace) -> int:
         device=args.device,
         max_tiles=args.max_tiles,
         quantize=args.quantize,
+        visual_resolution=args.visual_resolution,
     )
     reward_model = None
     if args.reward_model is not None:
@@ -231,6 +246,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)"
     )
+    add_resolution_option(p)
     threads.add_option(p)
     p.set_defaults(func=_serve)
 

@@ -132,11 +132,22 @@ class InternVLConfig:
     max_dynamic_patch: int = 12
     image_token_id: int | None = None  # hf layout stores it; the original layout learns it from the tokenizer
     v2pe_delta: float | None = None  # V2PE: rotary step of an image token (docs/architecture.md#v2pe); None = 1
+    # InternVL3.5-Flash (docs/flash.md): a second connector (`mlp2`, 4x fewer tokens per tile) and the
+    # Visual Resolution Router. The router compresses a tile when its probability of "compress" is at
+    # least the absolute threshold and above the relative threshold's quantile of the prompt's tiles
+    # (None: no relative rule; official configs always give a number).
+    flash: bool = False
+    flash_absolute_threshold: float = 0.5
+    flash_relative_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.ps_version not in ("v1", "v2"):
             raise ConfigError(f"ps_version must be 'v1' or 'v2', got {self.ps_version!r}")
         check_v2pe_delta(self.v2pe_delta, "v2pe_delta")
+        for key in ("flash_absolute_threshold", "flash_relative_threshold"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise ConfigError(f"{key} must be a number in [0, 1], got {value!r}")
 
     @property
     def uses_v2pe(self) -> bool:
@@ -147,6 +158,13 @@ class InternVLConfig:
         """LLM tokens per tile: (448/14)^2 * 0.5^2 = 256 for every released model."""
         grid = self.vision.image_size // self.vision.patch_size
         return int(grid * grid * self.downsample_ratio**2)
+
+    @property
+    def num_compressed_image_token(self) -> int:
+        """LLM tokens of a tile through Flash's second connector (pixel shuffle at ratio^2): 64 for 448 px
+        tiles of 14 px patches, a quarter of `num_image_token`."""
+        grid = self.vision.image_size // self.vision.patch_size
+        return int(grid * grid * self.downsample_ratio**4)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +197,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> tuple[Inter
     architectures = raw.get("architectures") or []
     if model_type == "internvl_chat" or "InternVLChatModel" in architectures:
         return _checked(_from_original(raw, source), source), "original"
-    if model_type == "internvl" or "InternVLForConditionalGeneration" in architectures:
+    hf_types = ("internvl", "internvl_flash")
+    hf_architectures = ("InternVLForConditionalGeneration", "InternVLFlashForConditionalGeneration")
+    if model_type in hf_types or any(name in architectures for name in hf_architectures):
         return _checked(_from_hf(raw, source), source), "hf"
     raise ConfigError(
         f"{source}: unknown architecture (model_type={model_type!r}, architectures={architectures}); "
@@ -246,7 +266,21 @@ def _from_original(raw: dict[str, Any], source: str) -> InternVLConfig:
         max_dynamic_patch=int(raw.get("max_dynamic_patch", 6)),
         image_token_id=_optional_int(raw.get("image_token_id"), "image_token_id", source),  # our extra key
         v2pe_delta=raw.get("v2pe_delta"),  # our extra key (docs/architecture.md#v2pe)
+        **_flash_fields(raw),
     )
+
+
+def _flash_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """A Flash checkpoint says `flash_mode` (official remote code) or gives the router's thresholds."""
+    flash = bool(raw.get("flash_mode")) or "flash_absolute_threshold" in raw or "flash_relative_threshold" in raw
+    if not flash:
+        return {}
+    absolute = raw.get("flash_absolute_threshold")
+    return {
+        "flash": True,
+        "flash_absolute_threshold": 0.5 if absolute is None else absolute,
+        "flash_relative_threshold": raw.get("flash_relative_threshold"),
+    }
 
 
 def _optional_int(value: Any, key: str, source: str) -> int | None:
@@ -397,6 +431,7 @@ def _from_hf(raw: dict[str, Any], source: str) -> InternVLConfig:
         max_dynamic_patch=int(extras.get("max_dynamic_patch", 12)),
         image_token_id=int(raw.get("image_token_id", 151667)),
         v2pe_delta=extras.get("v2pe_delta"),
+        **_flash_fields(raw),
     )
 
 
@@ -528,7 +563,18 @@ def to_original_dict(config: InternVLConfig) -> dict[str, Any]:
         out["image_token_id"] = config.image_token_id  # our extra key: official code ignores it
     if config.v2pe_delta is not None:
         out["v2pe_delta"] = config.v2pe_delta  # our extra key: official code has no V2PE
+    out.update(_flash_dict(config))
     return out
+
+
+def _flash_dict(config: InternVLConfig) -> dict[str, Any]:
+    if not config.flash:
+        return {}
+    return {
+        "flash_mode": True,
+        "flash_absolute_threshold": config.flash_absolute_threshold,
+        "flash_relative_threshold": config.flash_relative_threshold,
+    }
 
 
 def to_hf_dict(config: InternVLConfig) -> dict[str, Any]:
@@ -557,9 +603,13 @@ def to_hf_dict(config: InternVLConfig) -> dict[str, Any]:
     }
     text = _text_to_hf_dict(config.text, as_llama=True)
     text.pop("architectures")
+    if config.flash:  # the names of OpenGVLab's conversion script (internvl_custom2hf_flash.py)
+        vision["model_type"] = "internvl_flash_vision"
     return {
-        "architectures": ["InternVLForConditionalGeneration"],
-        "model_type": "internvl",
+        "architectures": [
+            "InternVLFlashForConditionalGeneration" if config.flash else "InternVLForConditionalGeneration"
+        ],
+        "model_type": "internvl_flash" if config.flash else "internvl",
         "vision_config": vision,
         "text_config": text,
         "image_token_id": config.image_token_id if config.image_token_id is not None else 151667,
@@ -577,6 +627,7 @@ def to_hf_dict(config: InternVLConfig) -> dict[str, Any]:
         **({"system_message": config.system_message} if config.system_message is not None else {}),
         **({"v2pe_delta": config.v2pe_delta} if config.v2pe_delta is not None else {}),
         **({HF_ORIGINAL_LLM_KEY: "InternLM2ForCausalLM"} if config.text.family == "internlm2" else {}),
+        **_flash_dict(config),
     }
 
 

@@ -71,6 +71,8 @@ def checkpoint_map(model: InternVL, layout: str) -> dict[str, Source]:
     mapping: dict[str, Source] = {}
     mapping.update(_vision_map(config, layout))
     mapping.update(_projector_map(layout))
+    if config.flash:
+        mapping.update(_flash_map(layout))
     mapping.update(_language_map(config, layout))
     names = set(dict(model.named_parameters(remove_duplicate=True)))
     if config.text.tie_word_embeddings:
@@ -152,6 +154,45 @@ def _projector_map(layout: str) -> dict[str, Source]:
     return {f"projector.{ours}.{s}": _one(f"{name}.{s}") for ours, name in theirs.items() for s in ("weight", "bias")}
 
 
+def _flash_map(layout: str) -> dict[str, Source]:
+    """Flash's `mlp2` and router (docs/flash.md#checkpoints): the official remote code's module names, and
+    in the hf layout those of OpenGVLab's conversion script (internvl_custom2hf_flash.py), which also splits
+    each pooling attention's `in_proj` into query / key / value."""
+    original = layout == "original"
+    out: dict[str, Source] = {}
+    mlp2 = {"norm": "0", "fc1": "1", "fc2": "4", "fc3": "7"} if original else {f"fc{i}": f"dense{i}" for i in (1, 2, 3)}
+    if not original:
+        mlp2["norm"] = "norm"
+    pool = "pooling_before_gating."
+    out["router.pooling.query"] = _one(pool + "query_token")
+    for ours, theirs in mlp2.items():
+        for s in ("weight", "bias"):
+            out[f"compressed_projector.{ours}.{s}"] = _one(f"mlp2.{theirs}.{s}")
+    for i in range(1, 5):
+        for s in ("weight", "bias"):
+            out[f"router.pooling.norm{i}.{s}"] = _one(f"{pool}norm{i}.{s}")
+            out[f"router.pooling.attn{i}.out_proj.{s}"] = _one(f"{pool}attn{i}.out_proj.{s}")
+            if original:
+                out[f"router.pooling.attn{i}.in_proj_{s}"] = _one(f"{pool}attn{i}.in_proj_{s}")
+            else:
+                out[f"router.pooling.attn{i}.in_proj_{s}"] = Source(
+                    tuple(f"{pool}attn{i}.{x}.{s}" for x in ("query", "key", "value"))
+                )
+    block = (
+        {"fc_in": "0", "fc_out": "3", "norm": "5"}
+        if original
+        else {"fc_in": "dense_in", "fc_out": "dense_out", "norm": "norm"}
+    )
+    head = {"norm": "gate.0", "proj": "gate.1"} if original else {"norm": "gate_norm", "proj": "gate_proj"}
+    for s in ("weight", "bias"):
+        for b in range(4):
+            for ours, theirs in block.items():
+                out[f"router.gate.blocks.{b}.{ours}.{s}"] = _one(f"gating.block{b + 1}.{theirs}.{s}")
+        for ours, theirs in head.items():
+            out[f"router.gate.{ours}.{s}"] = _one(f"gating.{theirs}.{s}")
+    return out
+
+
 def internlm2_qkv_order(num_heads: int, num_kv_heads: int, head_dim: int) -> torch.Tensor:
     """Rows of InternLM2's `wqkv` in our [q heads; k heads; v heads] order (docs/checkpoints.md#internlm2-wqkv).
 
@@ -220,6 +261,9 @@ def _language_map(config: InternVLConfig, layout: str) -> dict[str, Source]:
 _HF_MODULE_PREFIXES = (
     ("model.vision_tower.", "vision_tower."),
     ("model.multi_modal_projector.", "multi_modal_projector."),
+    ("model.mlp2.", "mlp2."),
+    ("model.pooling_before_gating.", "pooling_before_gating."),
+    ("model.gating.", "gating."),
     ("model.language_model.", "language_model.model."),
     ("lm_head.", "language_model.lm_head."),
 )

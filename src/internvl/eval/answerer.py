@@ -62,6 +62,7 @@ def model_answerer(settings: RunSettings) -> Answerer:
         system_message=settings.system_prompt,
         dtype=None if dtype is None else getattr(torch, dtype),
         quantize=settings.extra.get("quantize"),
+        visual_resolution=settings.extra.get("visual_resolution"),
     )
     best_of_n = int(settings.extra.get("best_of_n", 1))
     if best_of_n > 1:

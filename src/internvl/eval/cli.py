@@ -24,6 +24,7 @@ from internvl.eval.judge import Judge, JudgeSettings
 from internvl.eval.report import compare, format_compare_table, write_compare_chart
 from internvl.eval.runner import PREDICTIONS_FILE, Answerer, RunSettings, default_generation, rescore, run_eval
 from internvl.eval.scoring import METRICS, ScoringSettings
+from internvl.model.flash import VISUAL_RESOLUTIONS
 from internvl.shipped import SHIPPED
 
 AnswererFactory = Callable[[RunSettings], Answerer]
@@ -78,6 +79,12 @@ def _add_subcommands(parser: argparse.ArgumentParser, answerer_factory: Answerer
         help="model dtype (default: float32 on CPU, the checkpoint's on CUDA)",
     )
     run.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 language model")
+    run.add_argument(
+        "--visual-resolution",
+        choices=VISUAL_RESOLUTIONS,
+        default=None,
+        help="Flash models: tiles full, compressed or as the router decides (default: router on Flash models)",
+    )
     generation = default_generation()
     run.add_argument("--max-new-tokens", type=int, default=generation["max_new_tokens"])
     run.add_argument("--temperature", type=float, default=generation["temperature"], help="0 = greedy (default)")
@@ -182,7 +189,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         generation=generation,
         extra={
             k: v
-            for k, v in best_of_n_settings(args) + (("dtype", args.dtype), ("quantize", args.quantize))
+            for k, v in best_of_n_settings(args)
+            + (("dtype", args.dtype), ("quantize", args.quantize), ("visual_resolution", args.visual_resolution))
             if v is not None
         },
     )

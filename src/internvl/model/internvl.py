@@ -19,6 +19,7 @@ from internvl.config import InternVLConfig
 from internvl.errors import InputError
 from internvl.model.cache import Cache
 from internvl.model.connector import Projector, pixel_shuffle
+from internvl.model.flash import CompressedProjector, ResolutionRouter
 from internvl.model.llm import LanguageModel
 from internvl.model.v2pe import v2pe_positions
 from internvl.model.vit import InternViT
@@ -31,20 +32,67 @@ class InternVL(nn.Module):
         self.vision = InternViT(config.vision)
         self.projector = Projector(config.vision.hidden_size, config.text.hidden_size, config.downsample_ratio)
         self.language = LanguageModel(config.text)
+        # InternVL3.5-Flash (docs/flash.md): `mlp2` and the Visual Resolution Router
+        self.compressed_projector: CompressedProjector | None = None
+        self.router: ResolutionRouter | None = None
+        if config.flash:
+            self.add_flash_parts()
         # Set from the tokenizer (`<IMG_CONTEXT>`) by whoever loads one; the hf layout stores it in config.
         self.image_token_id: int | None = config.image_token_id
 
+    def add_flash_parts(self) -> None:
+        """Give the model Flash's second connector and router (random weights, on the projector's device and
+        dtype) and mark its config as Flash; ViCO training starts a plain model this way (docs/flash.md)."""
+        d_vit, d_llm = self.config.vision.hidden_size, self.config.text.hidden_size
+        like = self.projector.fc1.weight
+        self.compressed_projector = CompressedProjector(d_vit, d_llm, self.config.downsample_ratio).to(like)
+        self.router = ResolutionRouter(d_vit).to(like)
+        self.config.flash = True
+
     # -- forward --------------------------------------------------------------------------------
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """pixel_values (tiles, 3, H, W) -> image features (tiles, tokens_per_tile, d_llm)."""
-        hidden = self.vision(pixel_values, select_layer=self.config.select_layer)[:, 1:]  # drop CLS
+    def vision_grid(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """pixel_values (tiles, 3, H, W) -> ViT patch features (tiles, 32, 32, d_vit), CLS dropped."""
+        hidden = self.vision(pixel_values, select_layer=self.config.select_layer)[:, 1:]
         tiles, patches, d_vit = hidden.shape
         side = int(math.isqrt(patches))
-        hidden = hidden.reshape(tiles, side, side, d_vit)
-        # (tiles, 32, 32, d_vit) -> (tiles, 16, 16, 4*d_vit)
-        hidden = pixel_shuffle(hidden, self.config.downsample_ratio, self.config.ps_version)
-        hidden = hidden.reshape(tiles, -1, hidden.shape[-1])  # (tiles, 256, 4*d_vit)
-        return self.projector(hidden)  # (tiles, 256, d_llm)
+        return hidden.reshape(tiles, side, side, d_vit)
+
+    def connect(self, grid: torch.Tensor, compressed: torch.Tensor | None = None) -> torch.Tensor:
+        """ViT patch features (tiles, 32, 32, d_vit) -> image features.
+
+        Without `compressed`: every tile through `mlp1`, (tiles, 256, d_llm). With `compressed` (tiles,)
+        bool (Flash models): compressed tiles through `mlp2` (64 tokens), the others through `mlp1`,
+        flattened in tile order -> (tokens, d_llm)."""
+        ratio, version = self.config.downsample_ratio, self.config.ps_version
+
+        def through(projector: nn.Module, part: torch.Tensor, shuffle_ratio: float) -> torch.Tensor:
+            shuffled = pixel_shuffle(part, shuffle_ratio, version)  # (tiles, 16, 16, 4*d_vit) at ratio 0.5
+            tiles, rows, cols, channels = shuffled.shape
+            return projector(shuffled.reshape(tiles, rows * cols, channels))
+
+        if compressed is None:
+            return through(self.projector, grid, ratio)
+        if self.compressed_projector is None:
+            raise InputError("compressed tiles need a Flash model (docs/flash.md): this one has no second connector")
+        compressed = compressed.to(grid.device)
+        full = through(self.projector, grid[~compressed], ratio)
+        small = through(self.compressed_projector, grid[compressed], ratio * ratio)
+        parts, next_full, next_small = [], iter(full), iter(small)
+        for is_small in compressed.tolist():
+            parts.append(next(next_small) if is_small else next(next_full))
+        return torch.cat(parts) if parts else full.reshape(0, full.shape[-1])
+
+    def compress_probability(self, grid: torch.Tensor) -> torch.Tensor:
+        """The router's P(compress) of each tile (tiles,), from its ViT patch features (tiles, 32, 32, d_vit)."""
+        if self.router is None:
+            raise InputError("routing needs a Flash model (docs/flash.md): this one has no router")
+        logits = self.router(grid.reshape(grid.shape[0], -1, grid.shape[-1]))
+        return logits.float().softmax(-1)[:, 0]
+
+    def encode_images(self, pixel_values: torch.Tensor, compressed: torch.Tensor | None = None) -> torch.Tensor:
+        """pixel_values (tiles, 3, H, W) -> image features (tiles, tokens_per_tile, d_llm); with
+        `compressed` (tiles,) bool, (tokens, d_llm) as `connect` says."""
+        return self.connect(self.vision_grid(pixel_values), compressed)
 
     def embed(
         self,
@@ -52,6 +100,7 @@ class InternVL(nn.Module):
         pixel_values: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
         image_flags: torch.Tensor | None = None,
+        compressed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings with the image features written over the `<IMG_CONTEXT>` positions.
 
@@ -59,15 +108,25 @@ class InternVL(nn.Module):
         from a separate vision worker. `image_flags` (tiles,) marks real tiles with 1 and dummy tiles
         (text-only training samples) with 0: every tile runs through the encoder, so that all parameters
         take part in the backward pass, but only real tiles fill `<IMG_CONTEXT>` slots (docs/architecture.md#image-tokens).
+        `compressed` (tiles,) bool (Flash models, docs/flash.md): those tiles give `mlp2`'s fewer tokens; the
+        prompt must already be cut to match (`internvl.model.flash.compress_prompt`).
         """
         embeds = self.language.embed(input_ids)  # (batch, seq, d_llm)
         if pixel_values is None and image_features is None:
             return embeds
         if self.image_token_id is None:
             raise InputError("image_token_id is not set: load a tokenizer or set model.image_token_id")
+        dummy_term = None
+        if image_features is None and compressed is not None:
+            grid = self.vision_grid(pixel_values)  # type: ignore[arg-type]
+            if image_flags is not None:  # dummy tiles: in the graph through the encoder, no slots
+                keep = image_flags.reshape(-1).bool()
+                dummy_term = grid[~keep].sum() * 0
+                grid, compressed = grid[keep], compressed.to(keep.device)[keep]
+            image_features = self.connect(grid, compressed)
+            image_flags = None
         if image_features is None:
             image_features = self.encode_images(pixel_values)  # type: ignore[arg-type]
-        dummy_term = None
         if image_flags is not None:
             keep = image_flags.reshape(-1).bool()
             dummy_term = image_features[~keep].sum() * 0  # keeps dummy tiles in the graph, adds nothing
@@ -118,6 +177,7 @@ class InternVL(nn.Module):
         document_ids: torch.Tensor | None = None,
         last_only: bool = False,
         return_hidden: bool = False,
+        compressed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids (batch, seq) [+ pixel_values (tiles, 3, H, W)] -> logits (batch, seq, vocab).
 
@@ -129,8 +189,9 @@ class InternVL(nn.Module):
         document_ids: (batch, seq) sub-sample index of each token of packed rows (block-diagonal attention);
             pass position_ids restarting at 0 for each sub-sample with it.
         return_hidden: return the final normed hidden states (batch, seq, d_llm) instead of logits.
+        compressed: (tiles,) bool, the tiles given `mlp2`'s fewer tokens (Flash models; see `embed`).
         """
-        embeds = self.embed(input_ids, pixel_values, image_features, image_flags)
+        embeds = self.embed(input_ids, pixel_values, image_features, image_flags, compressed)
         past = cache.length if cache is not None else 0
         if position_ids is None and self.config.uses_v2pe:
             if past:

@@ -32,6 +32,7 @@ from internvl.errors import InputError
 from internvl.generate import GenerationConfig, pick_tokens, present_tokens, sampling_generator
 from internvl.inputs.processor import ProcessedInputs
 from internvl.model.cache import KVCache
+from internvl.model.flash import route_prompts
 from internvl.serve.slots import SlotCache
 
 log = logging.getLogger("internvl.serve")
@@ -245,12 +246,15 @@ class Engine:
         """The prompt alone through the model: last logits (1, vocab), keys and values (layers,
         kv_heads, prompt, head_dim), and the offset of the row's rotary positions (V2PE: the next
         token's position is the last prompt position + 1, which the cache index need not be)."""
-        ids = job.inputs.input_ids[None].to(self._device)  # (1, prompt)
         pixels = job.inputs.pixel_values  # (tiles, 3, S, S) float32; the vision encoder casts to its dtype
-        pixels = None if pixels is None else pixels.to(self._device)
-        cache = KVCache.for_model(self.model, 1, job.prompt_tokens)
+        # Flash models (docs/flash.md): compressed tiles shorten the prompt before prefill
+        prompts, features, _ = route_prompts(self.model, [job.inputs.input_ids], [pixels], self.chat.visual_resolution)
+        ids = prompts[0][None].to(self._device)  # (1, prompt)
+        pixels = None if pixels is None or features is not None else pixels.to(self._device)
+        cache = KVCache.for_model(self.model, 1, ids.shape[1])
         positions = self.model.positions(ids)  # (1, prompt): 0, 1, ... unless the model uses V2PE
-        logits = self.model(ids, pixels, position_ids=positions, cache=cache, last_only=True)[:, -1]  # (1, vocab)
+        logits = self.model(ids, pixels, position_ids=positions, cache=cache, last_only=True, image_features=features)
+        logits = logits[:, -1]  # (1, vocab)
         offset = float(positions[0, -1]) + 1.0 - ids.shape[1]
         return logits, cache.keys[:, 0], cache.values[:, 0], offset
 

@@ -3,6 +3,7 @@
     internvl train sft RECIPE.yaml [dotted.key=value ...] [--print-config]
     internvl train mpo RECIPE.yaml [dotted.key=value ...] [--print-config]
     internvl train gspo RECIPE.yaml [dotted.key=value ...] [--print-config]
+    internvl train vico RECIPE.yaml [dotted.key=value ...] [--print-config]
     internvl train export RUN_OR_CHECKPOINT OUT [--layout original|hf] [--dtype bf16]
     internvl plot RUN [--out FILE]
 
@@ -21,7 +22,7 @@ from internvl.errors import InternVLError
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    """`train sft`, `train mpo` and `train gspo`: the recipe module has load_config, validate and run."""
+    """`train sft`, `mpo`, `gspo` and `vico`: the recipe module has load_config, validate and run."""
     import importlib
 
     from internvl.settings import dump_yaml
@@ -76,11 +77,18 @@ RECIPES = (
         "questions: the policy samples group_size answers per question, rule rewards score them, and the "
         "updates follow; everything but the objective is the SFT recipe (docs/gspo.md).",
     ),
+    (
+        "vico",
+        "ViCO: train a Flash model's compressed connector (stage 1) or its resolution router (stage 2)",
+        "ViCO for InternVL3.5-Flash (docs/flash.md): vico.stage=consistency trains the second connector with "
+        "KL(full-resolution reference || policy on randomly compressed tiles); vico.stage=router trains the "
+        "Visual Resolution Router on labels from loss ratios. Everything but the objective is the SFT recipe.",
+    ),
 )
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
-    """`train sft`, `train mpo`, `train gspo`, `train export` (alias `merge-lora`) and `plot`."""
+    """`train sft`, `mpo`, `gspo`, `vico`, `train export` (alias `merge-lora`) and `plot`."""
     from internvl.weights import OVERWRITE_HELP
 
     train = subparsers.add_parser("train", help="fine-tune a model (recipes configured by YAML)")

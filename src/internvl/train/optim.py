@@ -4,7 +4,8 @@ The schedule has no state of its own: before each optimiser step the recipe sets
 `peak_lr x lr_factor(step)`, the curve of transformers' `get_cosine_schedule_with_warmup`.
 
 Parts are the model's three top-level modules: `vision`, `projector`, `language`; each can have its own
-learning rate. Weight decay applies to matrices only (linear / conv / embedding weights, LoRA A and B,
+learning rate. A Flash model's second connector counts as `projector`, its router as `router`
+(docs/flash.md). Weight decay applies to matrices only (linear / conv / embedding weights, LoRA A and B,
 the ViT's CLS and position embeddings); norms, biases and the ViT layer scales (all 1-D) are not decayed,
 as transformers' Trainer does for norms and biases.
 """
@@ -18,14 +19,17 @@ import torch
 from torch import nn
 
 PARTS = ("vision", "projector", "language")
+PART_OF_MODULE = {"vision": "vision", "projector": "projector", "language": "language"}
+PART_OF_MODULE.update({"compressed_projector": "projector", "router": "router"})  # Flash models
+GROUP_ORDER = (*PARTS, "router")
 
 
 def part_of(name: str) -> str:
     """'language.layers.0.attn.qkv.weight' -> 'language' (also through wrapper prefixes like 'model.')."""
     for piece in name.split("."):
-        if piece in PARTS:
-            return piece
-    raise ValueError(f"parameter {name!r} belongs to no model part {PARTS}")
+        if piece in PART_OF_MODULE:
+            return PART_OF_MODULE[piece]
+    raise ValueError(f"parameter {name!r} belongs to no model part {GROUP_ORDER}")
 
 
 def decays(name: str, param: torch.Tensor) -> bool:
@@ -63,7 +67,7 @@ def parameter_groups(
             }
         groups[key]["params"].append(param)
         groups[key]["param_names"].append(name)
-    order = {(p, d): i for i, (p, d) in enumerate((p, d) for p in PARTS for d in (True, False))}
+    order = {(p, d): i for i, (p, d) in enumerate((p, d) for p in GROUP_ORDER for d in (True, False))}
     return [groups[k] for k in sorted(groups, key=order.__getitem__)]
 
 

@@ -267,6 +267,9 @@ def set_trainable(model: InternVL, freeze: FreezeSettings, lora_settings: LoraSe
                 param.requires_grad_(lora.is_adapter_parameter(name))
             else:
                 param.requires_grad_(not frozen[part])
+    for flash_part in (model.compressed_projector, model.router):  # they train in ViCO only (docs/flash.md)
+        if flash_part is not None:
+            flash_part.requires_grad_(False)
     return {part: any(p.requires_grad for p in getattr(model, part).parameters()) for part in PARTS}
 
 
@@ -781,6 +784,8 @@ def export_model(
         lora_settings.dropout,
     )
     weights = load_file(str(folder / "model.safetensors"))
+    if not model.config.flash and any(k.startswith(("compressed_projector.", "router.")) for k in weights):
+        model.add_flash_parts()  # trained by ViCO from a plain model (internvl.train.vico)
     names = set(model.state_dict())
     unknown = sorted(set(weights) - names)
     if unknown:

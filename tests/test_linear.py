@@ -10,7 +10,14 @@ from torch import nn
 
 from internvl.model import linear as linear_module
 from internvl.model.internvl import InternVL
-from internvl.model.linear import EmulatedBf16Linear, Int8Linear, choose_cpu_kernels, quantize_int8
+from internvl.model.linear import (
+    EmulatedBf16Linear,
+    Int4Linear,
+    Int8Linear,
+    choose_cpu_kernels,
+    quantize_int4,
+    quantize_int8,
+)
 from internvl.weights import save_model
 from tests.test_train_support import tiny_config
 
@@ -80,6 +87,47 @@ def test_int8_model_logits_stay_close_to_fp32():
         got = model(ids)
     spread = expected.std()
     assert (got - expected).abs().max() < 0.1 * spread
+
+
+@pytest.mark.parametrize("rows", [1, 8, 100])
+def test_int4_linear_equals_its_dequantized_weights_and_stays_within_the_rounding_bound(rows):
+    torch.manual_seed(0)
+    dense = nn.Linear(128, 48)
+    quantized = Int4Linear(dense.weight, dense.bias, group_size=32)
+    x = torch.randn(rows, 128)
+    # the dequantized weights, from the layer's own codes: w = (q - 8) * scale + offset per group of 32
+    groups = dense.weight.detach().reshape(-1, 32)
+    low, high = groups.amin(1), groups.amax(1)
+    scale = ((high - low).clamp(min=1e-6) / 15).to(torch.bfloat16).float()
+    q = ((groups - low[:, None]) / ((high - low).clamp(min=1e-6) / 15)[:, None]).round().clamp(0, 15)
+    offset = (low + (high - low).clamp(min=1e-6) / 15 * 8).to(torch.bfloat16).float()
+    dequantized = ((q - 8) * scale[:, None] + offset[:, None]).reshape(48, 128)
+    with torch.no_grad():
+        got = quantized(x)
+        exact = x @ dequantized.T + dense.bias.to(torch.bfloat16).float()
+        expected = dense(x)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    # bf16 activations and output: relative 2^-8 per product, 2^-7 on the result
+    rounding = 2**-7 * (x.abs() @ dequantized.abs().T) + 2**-7 * exact.abs() + 1e-3
+    assert torch.all((got - exact).abs() <= rounding)
+    step = ((high - low) / 15).reshape(48, 4).repeat_interleave(32, dim=1)  # half a step per weight, at most
+    bound = x.abs() @ (step / 2 + (scale - (high - low) / 15).abs().reshape(48, 4).repeat_interleave(32, 1) * 8).T
+    assert torch.all((got - expected).abs() <= bound + rounding + 0.05 * expected.abs())
+
+
+def test_quantize_int4_swaps_the_projections_it_can_group_and_keeps_the_logits_close():
+    torch.manual_seed(0)
+    model = InternVL(tiny_config("qwen2")).eval()
+    ids = torch.randint(0, model.config.text.vocab_size - 10, (2, 12))
+    with torch.no_grad():
+        expected = model(ids)
+        quantize_int4(model.language)
+        got = model(ids)
+    int4 = [name for name, module in model.language.named_modules() if isinstance(module, Int4Linear)]
+    assert "lm_head" in int4 and any(name.endswith("attn.qkv") for name in int4)
+    assert (got - expected).abs().max() < 0.25 * expected.std()
+    with pytest.raises(ValueError, match="group size"):
+        Int4Linear(torch.randn(8, 40), None, group_size=32)
 
 
 def test_an_int8_model_refuses_to_be_saved(tmp_path):

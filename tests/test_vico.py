@@ -80,6 +80,12 @@ def test_consistency_stage_trains_the_compressed_connector_only(model_dir, tmp_p
         assert torch.equal(param, trained.state_dict()[name]), name
 
 
+def test_a_micro_batch_without_compressed_tiles_still_steps(model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    vico.run(recipe(model_dir, run_dir, "vico.compress_probability=1e-9", steps=2))
+    assert metric(run_dir, "compressed_share") == [0.0, 0.0] and metric(run_dir, "loss") == [0.0, 0.0]
+
+
 def test_consistency_stage_resumes_exactly(model_dir, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     vico.run(recipe(model_dir, straight, "freeze.language=false", steps=4))

@@ -30,11 +30,13 @@ from internvl.inputs.processor import Message, ProcessedInputs, Processor, Video
 from internvl.inputs.tokens import IMG_CONTEXT, load_tokenizer
 from internvl.model.flash import check_resolution, route_prompts
 from internvl.model.internvl import InternVL
-from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights, quantize_int8
+from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights, quantize_int4, quantize_int8
 from internvl.shipped import model_folder
 from internvl.weights import load_model
 
 log = logging.getLogger("internvl")
+
+QUANTIZE_MODES = ("int8", "int4")  # weight-only, the language model's projections
 
 
 def default_device() -> str:
@@ -315,13 +317,16 @@ def load(
     without native bf16 (`model.linear`), the vision encoder and projector are kept in fp32; fp32 decoder
     projections on the CPU are pre-packed for oneDNN (`PackedLinear`: inference only). `quantize="int8"`
     stores the language model's projections as weight-only int8 (a quarter of fp32's bytes read per
-    decoded token). `v2pe_delta` overrides the config's V2PE step of image tokens (docs/architecture.md#v2pe;
+    decoded token), `quantize="int4"` as grouped weight-only int4 on the CPU (`model.linear.Int4Linear`).
+    `v2pe_delta` overrides the config's V2PE step of image tokens (docs/architecture.md#v2pe;
     1 = ordinary positions). `visual_resolution` (full | compressed | router) picks the connector of each
     tile on Flash models (docs/flash.md); default: router on Flash models, else full.
     """
     check_v2pe_delta(v2pe_delta, "v2pe_delta")
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"unknown quantize mode {quantize!r}; choose 'int8' or leave it unset")
+    if quantize not in (None, *QUANTIZE_MODES):
+        raise ConfigError(f"unknown quantize mode {quantize!r}; choose int8 or int4, or leave it unset")
+    if quantize == "int4" and (device or default_device()) != "cpu":
+        raise ConfigError("quantize='int4' uses PyTorch's CPU int4 kernel: run it with device='cpu'")
     folder = model_folder(folder if folder is not None else "nano")
     device = device or default_device()
     check_device(device)
@@ -333,6 +338,8 @@ def load(
     choose_cpu_kernels(model)
     if quantize == "int8":
         quantize_int8(model.language)
+    elif quantize == "int4":
+        quantize_int4(model.language)
     elif device == "cpu" and can_pack():
         pack_linear_weights(model.language)  # fp32 projections pre-packed for oneDNN: faster decoding
     tokenizer = load_tokenizer(folder)

@@ -145,7 +145,7 @@ def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument(
-        "--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)"
+        "--quantize", choices=["int8", "int4"], default=None, help="weight-only int8 or int4 (CPU) language model"
     )
     p.add_argument(
         "--v2pe-delta", type=float, default=None, help="V2PE step of image tokens, in (0, 1] (default: the config's)"
@@ -244,7 +244,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 on CPU)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument(
-        "--quantize", choices=["int8"], default=None, help="weight-only int8 language model (faster decoding)"
+        "--quantize", choices=["int8", "int4"], default=None, help="weight-only int8 or int4 (CPU) language model"
     )
     add_resolution_option(p)
     threads.add_option(p)

@@ -78,7 +78,9 @@ def _add_subcommands(parser: argparse.ArgumentParser, answerer_factory: Answerer
         default=None,
         help="model dtype (default: float32 on CPU, the checkpoint's on CUDA)",
     )
-    run.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 language model")
+    run.add_argument(
+        "--quantize", choices=["int8", "int4"], default=None, help="weight-only int8 or int4 language model"
+    )
     run.add_argument(
         "--visual-resolution",
         choices=VISUAL_RESOLUTIONS,

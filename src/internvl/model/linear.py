@@ -15,7 +15,11 @@ faster (as gpt-fast swaps modules at load time), so the layers read the same on 
 `Int8Linear` stores each output row as int8 with one bf16 scale (symmetric, per channel) and multiplies
 with PyTorch's weight-only int8 kernel (`aten._weight_int8pack_mm`, bf16 activations), reading a
 quarter of fp32's bytes per token. `quantize_int8(module)` swaps every `nn.Linear` below `module` for
-one. `PackedLinear` (`pack_linear_weights`) pre-packs fp32 weights for oneDNN. Checkpoint keys are
+one. `Int4Linear` stores groups of `INT4_GROUP_SIZE` input weights of each output row as 4-bit integers with
+a bf16 scale and offset per group (asymmetric min-max, gpt-fast's scheme) and multiplies with PyTorch's
+CPU int4 kernel (`aten._weight_int4pack_mm_for_cpu`), an eighth of fp32's bytes plus the group constants;
+`quantize_int4(module)` swaps the layers it can pack (an in-features count the group size divides).
+`PackedLinear` (`pack_linear_weights`) pre-packs fp32 weights for oneDNN. Checkpoint keys are
 unchanged by all of them; none of them can be saved back except through the original layers.
 """
 
@@ -93,6 +97,51 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+INT4_GROUP_SIZE = 32  # input weights per scale / offset pair
+INT4_ROW_MULTIPLE = 16  # the CPU kernel packs output rows in blocks of 16
+
+
+class Int4Linear(nn.Module):
+    """Weight-only int4 linear layer, grouped along the input: w = (q - 8) * scale + offset per group of
+    `group_size` inputs of an output row, q in 0..15; activations in bf16."""
+
+    weight_packed: torch.Tensor
+    scales_and_zeros: torch.Tensor
+    bias: torch.Tensor | None
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group_size: int = INT4_GROUP_SIZE) -> None:
+        super().__init__()
+        weight = weight.detach().float()
+        out_features, in_features = weight.shape
+        if in_features % group_size:
+            raise ValueError(f"in_features {in_features} is not a multiple of the int4 group size {group_size}")
+        if out_features % INT4_ROW_MULTIPLE:
+            raise ValueError(f"out_features {out_features} is not a multiple of {INT4_ROW_MULTIPLE} (int4 packing)")
+        groups = weight.reshape(-1, group_size)
+        low, high = groups.amin(1), groups.amax(1)
+        scale = (high - low).clamp(min=1e-6) / 15
+        offset = low + scale * 8
+        quantized = ((groups - low[:, None]) / scale[:, None]).round().clamp(0, 15).to(torch.int32)
+        quantized = quantized.reshape(out_features, in_features)
+        constants = torch.stack([scale.reshape(out_features, -1), offset.reshape(out_features, -1)], dim=2)
+        self.register_buffer("scales_and_zeros", constants.transpose(0, 1).contiguous().to(torch.bfloat16))
+        self.register_buffer("weight_packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(quantized, 1))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
+        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            rows, self.weight_packed, self.group_size, self.scales_and_zeros
+        )
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
+
+
 def replace_linears(
     module: nn.Module, make: Callable[[nn.Linear], nn.Module], keep: tuple[str, ...] = ("router",)
 ) -> nn.Module:
@@ -117,6 +166,20 @@ def quantize_int8(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.
     itself keeps its dtype (its rows are gathered, not multiplied).
     """
     return replace_linears(module, lambda layer: Int8Linear(layer.weight, layer.bias), keep)
+
+
+def quantize_int4(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:
+    """Every CPU `nn.Linear` below `module` (but `keep`) the kernel can pack (in-features a multiple of the
+    group size, out-features of 16) becomes an `Int4Linear`, in place; the others are left as they are.
+    Returns `module`."""
+
+    def make(layer: nn.Linear) -> nn.Module:
+        packable = layer.in_features % INT4_GROUP_SIZE == 0 and layer.out_features % INT4_ROW_MULTIPLE == 0
+        if layer.weight.device.type != "cpu" or not packable:
+            return layer
+        return Int4Linear(layer.weight, layer.bias)
+
+    return replace_linears(module, make, keep)
 
 
 class PackedLinear(nn.Module):
@@ -176,3 +239,6 @@ def choose_cpu_kernels(model: InternVL) -> None:
     replace_linears(model.language, swap)
     model.vision.float()
     model.projector.float()
+    for flash_part in (model.compressed_projector, model.router):  # they read the encoder's fp32 output
+        if flash_part is not None:
+            flash_part.float()

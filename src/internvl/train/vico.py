@@ -157,7 +157,10 @@ class ConsistencyLoss(nn.Module):
         """-> Σ over supervised tokens of KL(reference || policy), float32."""
         hidden = self.model(**x, compressed=compressed, return_hidden=True)[targets_keep]  # (n, d)
         head = self.model.language.lm_head
-        total = hidden.new_zeros((), dtype=torch.float32)
+        assert self.model.compressed_projector is not None
+        # a zero that uses the trained connector: a micro-batch with no compressed tile still backpropagates
+        total = sum(p.reshape(-1)[0].float() * 0 for p in self.model.compressed_projector.parameters())
+        assert isinstance(total, torch.Tensor)
         for start in range(0, hidden.shape[0], self.chunk_size):
             piece = slice(start, start + self.chunk_size)
             with torch.no_grad():
@@ -300,6 +303,9 @@ class RouterSteps:
             )
         model.requires_grad_(False).eval()
         model.router.requires_grad_(True).train()
+        pooling = model.router.pooling
+        for unused in (pooling.attn3, pooling.norm3, pooling.attn4, pooling.norm4):  # the official forward skips them
+            unused.requires_grad_(False)
         self.model = model
         self.module: nn.Module = RouterLoss(model)
         self.state = state

@@ -84,9 +84,9 @@ def tiny_model_folder(folder: Path, family: str = "qwen2", seed: int = 0, tie: b
     return folder
 
 
-def tiny_recipe(model_dir: Path, run_dir: Path, *overrides: str, steps: int = 4) -> SFTSettings:
-    """A recipe that runs a few steps of synthetic packed data in well under a second per step."""
-    base = [
+def tiny_recipe_settings(model_dir: Path, run_dir: Path, steps: int) -> list[str]:
+    """Settings of a recipe that runs a few steps of synthetic packed data in well under a second per step."""
+    return [
         f"output_dir={run_dir}",
         f"model.path={model_dir}",
         "data.source=synthetic",
@@ -101,6 +101,11 @@ def tiny_recipe(model_dir: Path, run_dir: Path, *overrides: str, steps: int = 4)
         "log.progress_bar=false",
         "log.plot=false",
     ]
+
+
+def tiny_recipe(model_dir: Path, run_dir: Path, *overrides: str, steps: int = 4) -> SFTSettings:
+    """`tiny_recipe_settings` as an SFT recipe."""
+    base = tiny_recipe_settings(model_dir, run_dir, steps)
     return load_config(None, base + list(overrides))
 
 

@@ -15,7 +15,7 @@ from internvl.train import checkpoint, vico
 from internvl.train.metrics import read_metrics
 from internvl.train.sft import export_model
 from internvl.weights import load_model
-from tests.test_train_support import tiny_model_folder
+from tests.test_train_support import tiny_model_folder, tiny_recipe_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,24 +26,11 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def recipe(model_dir: Path, run_dir: Path, *overrides: str, steps: int = 6) -> vico.ViCOSettings:
-    base = [
-        f"output_dir={run_dir}",
-        f"model.path={model_dir}",
-        "data.source=synthetic",
-        "data.options={rows: 2, seq_len: 64, samples_per_row: 2, tiles_per_row: 2, padding: 3, dummy_tiles: 1}",
-        f"train.max_steps={steps}",
-        "train.precision=fp32",
-        "train.device=cpu",
-        "train.loss_chunk_size=16",
-        "optim.lr=3e-3",
-        "optim.warmup_steps=1",
-        "checkpoint.every_steps=2",
+    base = tiny_recipe_settings(model_dir, run_dir, steps) + [
         "checkpoint.weights=full",
         "freeze.vision=true",
         "freeze.projector=true",
         "freeze.language=true",
-        "log.progress_bar=false",
-        "log.plot=false",
     ]
     return vico.load_config(None, base + list(overrides))
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line, publish
+from common import answer_and_score, machine_line, publish
 
 from internvl.bench import (
     SHAPES,
@@ -68,21 +68,13 @@ def world_agreement(tsv: Path, items: int) -> list[str]:
     """The nano's greedy answers to the first `items` of a world TSV in each mode, as `internvl eval run`
     asks and scores them."""
     from internvl.chat import load
-    from internvl.eval.answerer import chat_answerer
     from internvl.eval.formats import load_items
-    from internvl.eval.runner import RunSettings, score_items
 
     chosen = load_items(str(tsv))[:items]
     answers, scores = {}, {}
-    settings = RunSettings(generation={"max_new_tokens": 64, "do_sample": False, "num_beams": 1})
     for mode in MODES:
-        answer = chat_answerer(load(None, device="cpu", quantize=None if mode == "fp32" else mode), settings)
-        out: list[str] = []
-        for start in range(0, len(chosen), 8):
-            out += answer(chosen[start : start + 8])
-        answers[mode] = out
-        scored = score_items(chosen, {item.id: {"prediction": a} for item, a in zip(chosen, out)})
-        scores[mode] = 100 * sum(s.score or 0.0 for s in scored) / len(scored)
+        chat = load(None, device="cpu", quantize=None if mode == "fp32" else mode)
+        answers[mode], scores[mode] = answer_and_score(chat, chosen)
     lines = ["", f"Nano, the first {len(chosen)} items of {tsv.name}, greedy:", ""]
     lines += ["| mode | answers equal to fp32 | accuracy (%) |", "|---|---|---|"]
     for mode in MODES:

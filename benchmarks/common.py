@@ -73,3 +73,18 @@ def start_server_process(command: list[str], port: int, timeout_s: float = 900):
         time.sleep(0.3)
     server.kill()
     raise RuntimeError(f"the server did not start in {timeout_s:g} s")
+
+
+def answer_and_score(chat, items, batch_size: int = 8):  # type: ignore[no-untyped-def]
+    """(greedy answers, accuracy in %) of `chat` on eval `items`, asked and scored as `internvl eval run` does
+    (64 new tokens at most)."""
+    from internvl.eval.answerer import chat_answerer
+    from internvl.eval.runner import RunSettings, score_items
+
+    settings = RunSettings(generation={"max_new_tokens": 64, "do_sample": False, "num_beams": 1})
+    answer = chat_answerer(chat, settings)
+    answers: list[str] = []
+    for start in range(0, len(items), batch_size):
+        answers += answer(items[start : start + batch_size])
+    scored = score_items(items, {item.id: {"prediction": a} for item, a in zip(items, answers)})
+    return answers, 100 * sum(s.score or 0.0 for s in scored) / max(len(scored), 1)

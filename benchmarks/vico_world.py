@@ -7,7 +7,10 @@ answering), draws which tiles the router compressed on a few items (docs/flash-r
 server's engine on an image-heavy load in each mode, prints the tables and appends them to BENCHMARKS.md
 with --append.
 
-Run: `.venv/bin/python benchmarks/vico_world.py --run runs/vico [--requests 16] [--append]`.
+`--sweep 0.3,0.7` also answers the test split with the router at those absolute thresholds (the trade-off
+between tokens saved and accuracy).
+
+Run: `.venv/bin/python benchmarks/vico_world.py --run runs/vico [--requests 16] [--sweep 0.3,0.7] [--append]`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line, publish
+from common import answer_and_score, machine_line, publish
 
 from internvl.chat import Chat, load
 from internvl.eval.answerer import item_conversation
@@ -63,6 +66,33 @@ def visual_tokens(chat: Chat, tsv: Path) -> tuple[dict[str, dict[str, int]], lis
             if mode == "router" and compressed is not None:
                 examples.append((family, inputs.pixel_values, compressed.cpu()))
     return counts, examples
+
+
+def threshold_sweep(chat: Chat, tsv: Path, thresholds: list[float]) -> list[str]:
+    """Accuracy and visual tokens saved by the router at other absolute thresholds (the trade-off curve)."""
+    items = load_items(str(tsv))
+    config, ctx = chat.model.config, chat.model.image_token_id
+    kept = config.flash_absolute_threshold
+    lines = ["", "The router at other thresholds (P(compress) >= t compresses a tile):", ""]
+    lines += ["| threshold | visual tokens saved | accuracy (%) |", "|---|---|---|"]
+    settings = RunSettings(max_tiles=chat.processor.max_tiles)
+    chat.visual_resolution = "router"
+    try:
+        for threshold in thresholds:
+            config.flash_absolute_threshold = threshold
+            full = routed = 0
+            for item in items:
+                conversation, images, budget = item_conversation(item, settings)
+                inputs = chat.processor(conversation, images=images, max_tiles=budget)
+                if inputs.pixel_values is not None:
+                    prompts, _, _ = route_prompts(chat.model, [inputs.input_ids], [inputs.pixel_values], "router")
+                    full += int((inputs.input_ids == ctx).sum())
+                    routed += int((prompts[0] == ctx).sum())
+            _, score = answer_and_score(chat, items)
+            lines.append(f"| {threshold:g} | {100 * (1 - routed / full):.0f}% | {score:.1f} |")
+    finally:
+        config.flash_absolute_threshold = kept
+    return lines
 
 
 def draw_router(examples: list, out: Path, per_family: int = 1) -> None:
@@ -131,6 +161,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16, help="concurrent requests of the speed test")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--picture", type=Path, default=REPO / "docs" / "flash-router.png")
+    parser.add_argument(
+        "--sweep", default="", help="comma-separated router thresholds to evaluate as well (e.g. 0.3,0.7)"
+    )
     parser.add_argument("--append", action="store_true", help="append the tables to BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -166,6 +199,8 @@ def main() -> None:
         lines.append(
             f"| {mode} | {ttft:.3f} | {rate:.1f} | TTFT x{base[0] / ttft:.2f}, tokens/s x{rate / base[1]:.2f} |"
         )
+    if args.sweep:
+        lines += threshold_sweep(chat, args.run / "world-test.tsv", [float(t) for t in args.sweep.split(",")])
     publish(lines, args.append)
 
 

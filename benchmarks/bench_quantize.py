@@ -42,13 +42,19 @@ from internvl.model.linear import can_pack, pack_linear_weights, quantize_int4, 
 MODES = ("fp32", "int8", "int4")
 
 
-def one_b_models() -> dict[str, InternVL]:
+def random_one_b() -> InternVL:
+    """The InternVL3-1B shape with normal(0, 0.02) weights, seed 0."""
     torch.manual_seed(0)
     base = InternVL(SHAPES["1b"]()).eval()
     with torch.no_grad():
         for p in base.parameters():
             if p.dim() > 1:
                 p.normal_(0, 0.02)
+    return base
+
+
+def one_b_models(base: InternVL) -> dict[str, InternVL]:
+    """fp32 (`base` itself, packed for oneDNN), int8 and int4 copies of `base`."""
     models = {"int8": copy.deepcopy(base), "int4": copy.deepcopy(base), "fp32": base}
     quantize_int8(models["int8"].language)
     quantize_int4(models["int4"].language)
@@ -92,7 +98,7 @@ def main() -> None:
     parser.add_argument("--append", action="store_true", help="append the tables to BENCHMARKS.md")
     args = parser.parse_args()
 
-    models = one_b_models()
+    models = one_b_models(random_one_b())
     config = models["fp32"].config
     g = torch.Generator().manual_seed(0)
     ids = _prompt(config, 1, 0, g)

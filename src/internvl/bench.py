@@ -40,6 +40,7 @@ from internvl.generate import GenerationConfig, generate
 from internvl.model.internvl import InternVL
 from internvl.model.linear import (
     CPU_HAS_NATIVE_BF16,
+    Int8Linear,
     can_pack,
     choose_cpu_kernels,
     pack_linear_weights,
@@ -88,6 +89,7 @@ def copy_bandwidth_gb_s() -> float:
 def decoder_bytes_per_token(model: InternVL) -> int:
     """Bytes of the language model read to decode one token: every weight but the embedding table."""
     total = sum(t.numel() * t.element_size() for t in [*model.language.parameters(), *model.language.buffers()])
+    total += sum(m.packed_bytes for m in model.language.modules() if isinstance(m, Int8Linear))
     embed = model.language.embed.weight
     return total - embed.numel() * embed.element_size()
 

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from internvl.config import InternVLConfig, read_config, to_hf_dict, to_original_dict, write_json
 from internvl.errors import CheckpointError
 from internvl.model.internvl import InternVL
+from internvl.model.linear import Int4Linear, Int8Linear, PackedLinear
 from internvl.shipped import model_folder
 
 LAYOUTS = ("original", "hf")
@@ -587,7 +588,7 @@ def save_model(
     """
     folder = Path(folder)
     check_destination(folder, overwrite)
-    if any(name.endswith(("weight_int8", "weight_packed")) for name, _ in model.named_buffers()):
+    if any(isinstance(module, (Int8Linear, Int4Linear, PackedLinear)) for module in model.modules()):
         raise CheckpointError(
             "a model loaded for inference (int8 or pre-packed weights, as `internvl.load` "
             "makes) cannot be saved: load it with load_model to convert or save"

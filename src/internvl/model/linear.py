@@ -12,8 +12,8 @@ faster (as gpt-fast swaps modules at load time), so the layers read the same on 
   `BF16_MAX_EMULATED_ROWS` rows in fp32), and the vision encoder and projector move to fp32.
 * Everywhere else (CUDA, native bf16, fp32 weights) nothing changes.
 
-`Int8Linear` stores each output row as int8 with one bf16 scale (symmetric, per channel) and multiplies
-with PyTorch's weight-only int8 kernel (`aten._weight_int8pack_mm`, bf16 activations), reading a
+`Int8Linear` stores each output row as int8 with one scale (symmetric, per channel) and, on a CPU,
+quantizes the activations to 8 bits per call too (PyTorch's dynamic-quantized linear kernel), reading a
 quarter of fp32's bytes per token. `quantize_int8(module)` swaps every `nn.Linear` below `module` for
 one. `Int4Linear` stores groups of `INT4_GROUP_SIZE` input weights of each output row as 4-bit integers with
 a bf16 scale and offset per group (asymmetric min-max, gpt-fast's scheme) and multiplies with PyTorch's
@@ -25,6 +25,7 @@ unchanged by all of them; none of them can be saved back except through the orig
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -66,35 +67,69 @@ class EmulatedBf16Linear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
-class Int8Linear(nn.Module):
-    """Weight-only int8 linear layer: y = (x @ int8_weight.T) * scale + bias, activations in bf16."""
+# PyTorch's dynamic-quantized linear kernel (torch.ao); without it, int8 weights are dequantized per call
+DYNAMIC_INT8_KERNEL = hasattr(torch.ops.quantized, "linear_dynamic") and hasattr(torch.ops.quantized, "linear_prepack")
 
-    weight_int8: torch.Tensor
-    scale: torch.Tensor
+
+class Int8Linear(nn.Module):
+    """int8 linear layer: weights int8 per output channel (symmetric); on a CPU the activations are also
+    quantized to 8 bits on the fly, per call (one scale and zero point for the call's rows: per token when
+    decoding), and multiplied by PyTorch's dynamic-quantized kernel (`quantized::linear_dynamic`, fbgemm
+    on x86), as llama.cpp's q8_0 quantizes activations per block.
+
+    Why not weight-only: on a CPU without native bf16, PyTorch's weight-only int8 kernel
+    (`aten._weight_int8pack_mm`) read weights at about 14 GB/s and prefilled slower than fp32; the
+    dynamic kernel reads them at 24-30 GB/s and prefills faster than fp32, for a next-token KL to fp32 of
+    0.007 nats on the 1B shape (BENCHMARKS.md). Elsewhere (CUDA) the weights are dequantized per call.
+    """
+
+    weight_int8: torch.Tensor | None
+    scale: torch.Tensor | None
     bias: torch.Tensor | None
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         weight = weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0  # (out,)
-        quantized = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
-        self.register_buffer("weight_int8", quantized)  # (out, in)
-        self.register_buffer("scale", scale.to(torch.bfloat16))
-        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        scale = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0  # (out,)
+        self.packed = None  # the CPU kernel's packed weights (which hold their own copy of the int8 values)
+        self.has_bias = bias is not None
+        if weight.device.type == "cpu" and DYNAMIC_INT8_KERNEL:
+            zero_points = torch.zeros(self.out_features, dtype=torch.long)
+            with warnings.catch_warnings():  # torch.ao's quantized tensors are deprecated (torch pinned < 2.15)
+                warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel")
+                quantized = torch.quantize_per_channel(weight, scale.double(), zero_points, 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(quantized, None if bias is None else bias.detach().float())
+            self.register_buffer("weight_int8", None)
+            self.register_buffer("scale", None)
+            self.register_buffer("bias", None)
+        else:
+            quantized = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+            self.register_buffer("weight_int8", quantized)  # (out, in)
+            self.register_buffer("scale", scale.to(weight.dtype))
+            self.register_buffer("bias", None if bias is None else bias.detach())
+
+    @property
+    def packed_bytes(self) -> int:
+        """Bytes held by the packed weights (int8 values, fp32 scales and bias), which are no buffers."""
+        if self.packed is None:
+            return 0
+        return self.out_features * (self.in_features + 4 + (4 if self.has_bias else 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        if rows.device.type == "cpu":
-            out = torch.ops.aten._weight_int8pack_mm(rows, self.weight_int8, self.scale)
-        else:  # no packed kernel assumed: dequantize on the fly
-            out = F.linear(rows, self.weight_int8.to(torch.bfloat16)) * self.scale
-        if self.bias is not None:
-            out = out + self.bias
+        rows = x.reshape(-1, self.in_features)
+        if self.packed is not None:
+            # reduce_range: 7-bit activations, so that fbgemm's AVX2 int8 products cannot overflow int16
+            out = torch.ops.quantized.linear_dynamic(rows.float().contiguous(), self.packed, True)
+        else:
+            assert self.weight_int8 is not None and self.scale is not None
+            out = F.linear(rows, self.weight_int8.to(rows.dtype)) * self.scale.to(rows.dtype)
+            if self.bias is not None:
+                out = out + self.bias.to(rows.dtype)
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
 INT4_GROUP_SIZE = 32  # input weights per scale / offset pair
@@ -115,15 +150,15 @@ class Int4Linear(nn.Module):
         out_features, in_features = weight.shape
         if in_features % group_size:
             raise ValueError(f"in_features {in_features} is not a multiple of the int4 group size {group_size}")
-        if out_features % INT4_ROW_MULTIPLE:
-            raise ValueError(f"out_features {out_features} is not a multiple of {INT4_ROW_MULTIPLE} (int4 packing)")
+        padded_rows = -out_features % INT4_ROW_MULTIPLE  # the kernel packs rows in blocks: pad with zeros
+        weight = F.pad(weight, (0, 0, 0, padded_rows))
         groups = weight.reshape(-1, group_size)
         low, high = groups.amin(1), groups.amax(1)
         scale = (high - low).clamp(min=1e-6) / 15
         offset = low + scale * 8
         quantized = ((groups - low[:, None]) / scale[:, None]).round().clamp(0, 15).to(torch.int32)
-        quantized = quantized.reshape(out_features, in_features)
-        constants = torch.stack([scale.reshape(out_features, -1), offset.reshape(out_features, -1)], dim=2)
+        quantized = quantized.reshape(out_features + padded_rows, in_features)
+        constants = torch.stack([scale.reshape(len(quantized), -1), offset.reshape(len(quantized), -1)], dim=2)
         self.register_buffer("scales_and_zeros", constants.transpose(0, 1).contiguous().to(torch.bfloat16))
         self.register_buffer("weight_packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(quantized, 1))
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
@@ -133,7 +168,7 @@ class Int4Linear(nn.Module):
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(
             rows, self.weight_packed, self.group_size, self.scales_and_zeros
-        )
+        )[:, : self.out_features]
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -170,12 +205,10 @@ def quantize_int8(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.
 
 def quantize_int4(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:
     """Every CPU `nn.Linear` below `module` (but `keep`) the kernel can pack (in-features a multiple of the
-    group size, out-features of 16) becomes an `Int4Linear`, in place; the others are left as they are.
-    Returns `module`."""
+    group size) becomes an `Int4Linear`, in place; the others are left as they are. Returns `module`."""
 
     def make(layer: nn.Linear) -> nn.Module:
-        packable = layer.in_features % INT4_GROUP_SIZE == 0 and layer.out_features % INT4_ROW_MULTIPLE == 0
-        if layer.weight.device.type != "cpu" or not packable:
+        if layer.weight.device.type != "cpu" or layer.in_features % INT4_GROUP_SIZE:
             return layer
         return Int4Linear(layer.weight, layer.bias)
 

@@ -1,6 +1,6 @@
-"""Weight-only int8 and int4 against fp32 on this CPU: decode speed and its share of the bandwidth limit on
-the InternVL3-1B shape (random weights), prefill time, the output error on a fixed text, and the greedy
-agreement and world accuracy of the nano model.
+"""int8 (dynamic activations) and weight-only int4 against fp32 on this CPU: decode speed and its share of
+the bandwidth limit on the InternVL3-1B shape (random weights), prefill time, the output error on a fixed
+text, and the greedy agreement and world accuracy of the nano model.
 
 For the 1B shape, one process, side by side: fp32 (pre-packed for oneDNN, as `internvl.load` does),
 `quantize_int8`, `quantize_int4`; decode tok/s at batch 1 (32 new tokens after 20, prefill subtracted),
@@ -107,7 +107,7 @@ def main() -> None:
     text = torch.randint(10, config.text.vocab_size - 100, (1, 256), generator=g)
     bandwidth = copy_bandwidth_gb_s()
     lines = [
-        f"### Weight-only int8 and int4, InternVL3-1B shape ({machine_line()})",
+        f"### int8 (dynamic activations) and weight-only int4, InternVL3-1B shape ({machine_line()})",
         "",
         f"Copy bandwidth {bandwidth:.1f} GB/s. Decode: batch 1, 32 new tokens after 20 (prefill subtracted).",
         "",

@@ -1,7 +1,7 @@
 """Where one batch-1 decode step of the InternVL3-1B shape spends its time (fp32, as `internvl.load` sets up a
-CPU model: oneDNN-packed projections), next to the memory-bandwidth limit.
+CPU model: oneDNN-packed projections; or `--quantize int8 / int4`), next to the memory-bandwidth limit.
 
-    python benchmarks/profile_decode.py [--steps 32] [--append]
+    python benchmarks/profile_decode.py [--steps 32] [--quantize int8] [--append]
 
 Forward hooks time each kind of module inside the decoder: the weight products of the layers (qkv, o,
 gate_up, down), the output head, the attention core (an `Attention` module minus its two projections:
@@ -26,9 +26,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def build(seed: int = 0):  # type: ignore[no-untyped-def]
+def build(quantize: str | None = None, seed: int = 0):  # type: ignore[no-untyped-def]
     from internvl.model.internvl import InternVL
-    from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights
+    from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights, quantize_int4, quantize_int8
     from internvl.presets import internvl3_1b
 
     torch.manual_seed(seed)
@@ -38,9 +38,17 @@ def build(seed: int = 0):  # type: ignore[no-untyped-def]
             if p.dim() > 1:
                 p.normal_(0, 0.02)
     choose_cpu_kernels(model)
-    if can_pack():
+    if quantize is not None:
+        {"int8": quantize_int8, "int4": quantize_int4}[quantize](model.language)
+    elif can_pack():
         pack_linear_weights(model.language)  # as internvl.load does on a CPU
     return model
+
+
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes of one projection's weights, whatever form they take (plain, packed, int8, int4)."""
+    held = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+    return held + getattr(module, "packed_bytes", 0)
 
 
 class ModuleTimer:
@@ -123,8 +131,6 @@ def projection_rates(model, bandwidth: float) -> list[str]:  # type: ignore[no-u
     rows = ["| projection | weight MB | ms alone | GB/s | share of copy bandwidth |", "|---|---:|---:|---:|---:|"]
     with torch.inference_mode():
         for name, module in modules.items():
-            weight = getattr(module, "weight_packed", None)  # PackedLinear keeps its weight there
-            weight = module.weight if weight is None else weight
             x = torch.randn(
                 1, 1, model.config.text.hidden_size if name != "down" else model.config.text.intermediate_size
             )
@@ -135,7 +141,7 @@ def projection_rates(model, bandwidth: float) -> list[str]:  # type: ignore[no-u
             for _ in range(repeats):
                 module(x)
             seconds = (time.perf_counter() - start) / repeats
-            size = weight.numel() * weight.element_size()
+            size = weight_bytes(module)
             rate = size / seconds / 1e9
             rows.append(
                 f"| {name} | {size / 1e6:.1f} | {1000 * seconds:.3f} | {rate:.1f} | {100 * rate / bandwidth:.0f}% |"
@@ -146,6 +152,7 @@ def projection_rates(model, bandwidth: float) -> list[str]:  # type: ignore[no-u
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--quantize", choices=["int8", "int4"], default=None, help="default: fp32, packed")
     parser.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -153,7 +160,7 @@ def main() -> None:
 
     from internvl.bench import copy_bandwidth_gb_s, decoder_bytes_per_token
 
-    model = build()
+    model = build(args.quantize)
     plain: list[float] = []
     decode_steps(model, 4, lambda s, p: None)  # warm-up
     decode_steps(model, args.steps, lambda s, p: plain.append(s))
@@ -173,12 +180,17 @@ def main() -> None:
     weight_bytes = decoder_bytes_per_token(model)
     limit_ms = 1000 * weight_bytes / (bandwidth * 1e9)  # the limit `internvl bench` uses (copy bandwidth / bytes)
     plain_ms = 1000 * sorted(plain)[n // 2]
+    mode_line = {
+        None: "fp32, oneDNN-packed projections",
+        "int8": "int8 (`quantize_int8`)",
+        "int4": "int4 (`quantize_int4`)",
+    }[args.quantize]
     lines = [
-        "## Where a batch-1 decode step of the 1B shape goes (benchmarks/profile_decode.py)",
+        f"## Where a batch-1 decode step of the 1B shape goes, {args.quantize or 'fp32'} (benchmarks/profile_decode.py)",
         "",
         machine_line(),
         "",
-        f"fp32, oneDNN-packed projections; {n} steps after a 64-token prompt. Median step without hooks "
+        f"{mode_line}; {n} steps after a 64-token prompt. Median step without hooks "
         f"{plain_ms:.1f} ms; with the timing hooks {step_ms:.1f} ms (mean). Weights read per token "
         f"{weight_bytes / 1e9:.2f} GB; copy bandwidth {bandwidth:.1f} GB/s, so the limit `internvl bench` uses is "
         f"{limit_ms:.1f} ms a step: the step runs at {100 * limit_ms / plain_ms:.0f}% of it.",

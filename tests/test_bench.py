@@ -7,11 +7,11 @@ import copy
 from internvl.bench import Row, decoder_bytes_per_token, report
 from internvl.cli import build_parser
 from internvl.model.internvl import InternVL
-from internvl.model.linear import quantize_int8
+from internvl.model.linear import quantize_int4, quantize_int8
 from tests.test_train_support import tiny_config
 
 
-def test_decoder_bytes_exclude_the_embedding_and_shrink_about_4x_with_int8():
+def test_decoder_bytes_exclude_the_embedding_and_shrink_about_4x_with_int8_and_more_with_int4():
     model = InternVL(tiny_config("qwen2"))
     text = model.config.text
     fp32 = decoder_bytes_per_token(model)
@@ -20,7 +20,10 @@ def test_decoder_bytes_exclude_the_embedding_and_shrink_about_4x_with_int8():
     assert fp32 == everything - embed
     quantized = copy.deepcopy(model)
     quantize_int8(quantized.language)
-    assert 3.0 < fp32 / decoder_bytes_per_token(quantized) < 4.0  # int8 weights + bf16 scales, biases, norms
+    assert 3.0 < fp32 / decoder_bytes_per_token(quantized) < 4.0  # int8 weights + fp32 scales, biases, norms
+    int4 = copy.deepcopy(model)
+    quantize_int4(int4.language)
+    assert decoder_bytes_per_token(int4) < 0.8 * decoder_bytes_per_token(quantized)
 
 
 def test_ratios_read_as_speedups_and_the_report_has_one_line_per_row():

@@ -9,7 +9,7 @@ checkpoint is written in the hf layout and loaded by both stacks; then, side by 
     vision encoder tiles/s               (7 tiles through ViT + pixel shuffle + projector)
     SFT step tokens/s                    (forward + backward of one 1-tile sample of 512 tokens with
                                           labels, fp32; the optimiser step is the same for both and left out)
-    our int8 language model              (decode and time to first token; `load(quantize="int8")`)
+    our int8 and int4 language models    (decode and time to first token; `load(quantize="int8")`, "int4")
     (our fp32 decoder runs with its weights pre-packed for oneDNN on the CPU, as `internvl.load` does)
     the memory-bandwidth limit           (copy bandwidth measured in the same run / bytes of the language
                                           model's weights read per token) and our batch-1 decode's share.
@@ -44,6 +44,7 @@ from internvl.model.linear import (
     can_pack,
     choose_cpu_kernels,
     pack_linear_weights,
+    quantize_int4,
     quantize_int8,
 )
 from internvl.presets import internvl3_1b, nano
@@ -69,6 +70,7 @@ class Row:
     ours: float | None
     theirs: float | None
     int8: float | None = None
+    int4: float | None = None
     higher_is_better: bool = True
 
     def ratio(self) -> str:
@@ -182,11 +184,17 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
     rows: list[Row] = []
 
     def row(
-        measure_name: str, ours: float | None, theirs: float | None, int8: float | None = None, higher: bool = True
+        measure_name: str,
+        ours: float | None,
+        theirs: float | None,
+        int8: float | None = None,
+        int4: float | None = None,
+        higher: bool = True,
     ) -> None:
-        rows.append(Row(shape, dtype_name, measure_name, ours, theirs, int8, higher))
+        rows.append(Row(shape, dtype_name, measure_name, ours, theirs, int8, int4, higher))
         print(
-            f"  {shape} {dtype_name} {measure_name}: ours {_fmt(ours)} transformers {_fmt(theirs)} int8 {_fmt(int8)}",
+            f"  {shape} {dtype_name} {measure_name}: ours {_fmt(ours)} transformers {_fmt(theirs)} "
+            f"int8 {_fmt(int8)} int4 {_fmt(int4)}",
             flush=True,
         )
 
@@ -196,14 +204,16 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
                 f"SFT forward+backward, 1 tile + text, {TRAIN_TOKENS} tokens (tok/s)",
                 *_train_rates(config, ours, theirs, pixels7[:1], g),
             )
-        quantized = copy.deepcopy(ours)
-        quantize_int8(quantized.language)
-        weight_bytes = {"": decoder_bytes_per_token(ours), "int8 ": decoder_bytes_per_token(quantized)}
+        int8, int4 = copy.deepcopy(ours), copy.deepcopy(ours)
+        quantize_int8(int8.language)
+        quantize_int4(int4.language)
+        weight_bytes = {name: decoder_bytes_per_token(m) for name, m in (("", ours), ("int8 ", int8), ("int4 ", int4))}
         if dtype == torch.float32 and can_pack():  # as `internvl.load` does
             pack_linear_weights(ours.language)
         ours_run = lambda ids, px, new: _ours_generate(ours, ids, px, new)  # noqa: E731
         theirs_run = lambda ids, px, new: _theirs_generate(theirs, ids, px, new)  # noqa: E731
-        int8_run = lambda ids, px, new: _ours_generate(quantized, ids, px, new)  # noqa: E731
+        int8_run = lambda ids, px, new: _ours_generate(int8, ids, px, new)  # noqa: E731
+        int4_run = lambda ids, px, new: _ours_generate(int4, ids, px, new)  # noqa: E731
 
         for batch in (1, 8):
             ids = _prompt(config, batch, 0, g)
@@ -212,6 +222,7 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
                 _decode_tok_s(ours_run, ids),
                 _decode_tok_s(theirs_run, ids),
                 _decode_tok_s(int8_run, ids),
+                _decode_tok_s(int4_run, ids),
             )
         for tiles in (1, 7):
             ids = _prompt(config, 1, tiles, g)
@@ -226,6 +237,7 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
                 _ttft_s(ours_run, ids, px),
                 hf_ttft,
                 _ttft_s(int8_run, ids, px),
+                _ttft_s(int4_run, ids, px),
                 higher=False,
             )
         if dtype == torch.float32 or slow_hf or CPU_HAS_NATIVE_BF16:
@@ -247,8 +259,7 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
                 )
             )
         decode1 = next(r for r in rows if r.measure.startswith("decode batch 1"))
-        limit_bf = rows[-2].ours or 1.0
-        limit_int8 = rows[-1].ours or 1.0
+        limit_bf, limit_int8, limit_int4 = (r.ours or 1.0 for r in rows[-3:])
         rows.append(
             Row(
                 shape,
@@ -257,6 +268,7 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
                 100 * (decode1.ours or 0) / limit_bf,
                 100 * (decode1.theirs or 0) / limit_bf,
                 100 * (decode1.int8 or 0) / limit_int8,
+                100 * (decode1.int4 or 0) / limit_int4,
             )
         )
     return rows
@@ -303,13 +315,13 @@ def report(rows: list[Row], header: str) -> list[str]:
     lines = [
         header,
         "",
-        "| model | dtype | measure | internvl | transformers | ours / theirs | internvl int8 |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| model | dtype | measure | internvl | transformers | ours / theirs | internvl int8 | internvl int4 |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.shape} | {r.dtype} | {r.measure} | {_fmt(r.ours)} | {_fmt(r.theirs)} | {r.ratio()} "
-            f"| {_fmt(r.int8)} |"
+            f"| {_fmt(r.int8)} | {_fmt(r.int4)} |"
         )
     return lines
 

@@ -303,7 +303,7 @@ def stream(
     return _steps(model, input_ids, attention_mask, pixel_values, image_features, config, decode)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _steps(
     model: InternVL,
     input_ids: torch.Tensor,

@@ -58,20 +58,22 @@ def _llama3_scaling(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
 
 
 def rope_cos_sin(config: TextConfig, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """positions (batch, seq) -> cos, sin (batch, 1, seq, head_dim), computed in float32."""
+    """positions (batch, seq) -> cos, signed sin (batch, 1, seq, head_dim), computed in float32.
+
+    The sine's first half is negated, so that `apply_rope` can rotate halves with one `roll`.
+    """
     dynamic = (config.rope_scaling or {}).get("rope_type") == "dynamic"
     seq_len = int(positions.max()) + 1 if dynamic else 0  # a host sync, paid only where it matters
     inv_freq = rope_inverse_frequencies(config, seq_len).to(positions.device)
     freqs = positions.float()[..., None] * inv_freq  # (batch, seq, head_dim/2)
-    angles = torch.cat([freqs, freqs], dim=-1)[:, None]
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    cos, sin = freqs.cos(), freqs.sin()
+    return torch.cat([cos, cos], dim=-1)[:, None].to(dtype), torch.cat([-sin, sin], dim=-1)[:, None].to(dtype)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE on (batch, heads, seq, head_dim)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE on (batch, heads, seq, head_dim): x * cos + rotate_half(x) * sin, where
+    rotate_half(x) * sin = roll(x, half) * signed_sin (three operations, not six: decoding is op-bound)."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,14 +104,15 @@ class Attention(nn.Module):
         layer_index: int,
     ) -> torch.Tensor:
         batch, seq, _ = x.shape
-        q, k, v = self.qkv(x).split(self.split_sizes, dim=-1)
-        q = q.view(batch, seq, self.num_heads, self.head_dim)
-        k = k.view(batch, seq, self.num_kv_heads, self.head_dim)
+        q_size, kv_size, _ = self.split_sizes
+        qkv = self.qkv(x)
+        # q and k heads side by side, (batch, seq, heads + kv_heads, head_dim): one RoPE call for both
+        qk = qkv[..., : q_size + kv_size].unflatten(-1, (-1, self.head_dim))
         if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (batch, heads, seq, head_dim)
-        v = v.view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            qk = torch.cat([self.q_norm(qk[:, :, : self.num_heads]), self.k_norm(qk[:, :, self.num_heads :])], dim=2)
+        qk = apply_rope(qk.transpose(1, 2), cos, sin)  # (batch, heads + kv_heads, seq, head_dim)
+        q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
+        v = qkv[..., q_size + kv_size :].view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if cache is not None:
             k, v = cache.write(layer_index, k, v)  # (batch, kv_heads, past+seq, head_dim)
         causal = mask is None and seq > 1  # no mask is built only for a prefill without padding

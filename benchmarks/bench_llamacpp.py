@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -169,7 +170,7 @@ def ensure_venv() -> Path:
     pip = [str(python), "-m", "pip", "install", "-q"]
     subprocess.run([*pip, "numpy", "gguf", "safetensors"], check=True)
     print("building llama-cpp-python for this CPU (several minutes, once) ...", flush=True)
-    env = {"CMAKE_ARGS": "-DGGML_NATIVE=ON -DGGML_OPENMP=ON", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    env = {**os.environ, "CMAKE_ARGS": "-DGGML_NATIVE=ON -DGGML_OPENMP=ON"}
     subprocess.run([*pip, "llama-cpp-python"], check=True, env=env)
     return python
 
@@ -188,8 +189,8 @@ def main() -> None:
     from safetensors.torch import save_file
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_quantize import one_b_models, random_one_b
-    from common import machine_line, publish
+    from bench_quantize import one_b_models
+    from common import machine_line, publish, random_one_b
 
     from internvl.bench import _decode_tok_s, _ours_generate, copy_bandwidth_gb_s, decoder_bytes_per_token
 

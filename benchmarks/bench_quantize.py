@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import answer_and_score, machine_line, publish
+from common import answer_and_score, machine_line, publish, random_one_b
 
 from internvl.bench import (
-    SHAPES,
     _decode_tok_s,
     _ours_generate,
     _prompt,
@@ -40,17 +39,6 @@ from internvl.model.internvl import InternVL
 from internvl.model.linear import can_pack, pack_linear_weights, quantize_int4, quantize_int8
 
 MODES = ("fp32", "int8", "int4")
-
-
-def random_one_b() -> InternVL:
-    """The InternVL3-1B shape with normal(0, 0.02) weights, seed 0."""
-    torch.manual_seed(0)
-    base = InternVL(SHAPES["1b"]()).eval()
-    with torch.no_grad():
-        for p in base.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.02)
-    return base
 
 
 def one_b_models(base: InternVL) -> dict[str, InternVL]:

@@ -29,6 +29,22 @@ def machine_line() -> str:
     )
 
 
+def random_one_b():  # type: ignore[no-untyped-def]
+    """The InternVL3-1B shape with normal(0, 0.02) weights (seed 0): the benchmarks' random 1B model."""
+    import torch
+
+    from internvl.bench import SHAPES
+    from internvl.model.internvl import InternVL
+
+    torch.manual_seed(0)
+    model = InternVL(SHAPES["1b"]()).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.02)
+    return model
+
+
 def append_report(report: str) -> None:
     """Append a table to BENCHMARKS.md (created with a header on first use)."""
     if not BENCHMARKS_MD.exists():

@@ -26,29 +26,18 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def build(quantize: str | None = None, seed: int = 0):  # type: ignore[no-untyped-def]
-    from internvl.model.internvl import InternVL
-    from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights, quantize_int4, quantize_int8
-    from internvl.presets import internvl3_1b
+def build(quantize: str | None = None):  # type: ignore[no-untyped-def]
+    from common import random_one_b
 
-    torch.manual_seed(seed)
-    model = InternVL(internvl3_1b()).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.02)
+    from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights, quantize_int4, quantize_int8
+
+    model = random_one_b()
     choose_cpu_kernels(model)
     if quantize is not None:
         {"int8": quantize_int8, "int4": quantize_int4}[quantize](model.language)
     elif can_pack():
         pack_linear_weights(model.language)  # as internvl.load does on a CPU
     return model
-
-
-def weight_bytes(module: nn.Module) -> int:
-    """Bytes of one projection's weights, whatever form they take (plain, packed, int8, int4)."""
-    held = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-    return held + getattr(module, "packed_bytes", 0)
 
 
 class ModuleTimer:
@@ -128,6 +117,8 @@ def projection_rates(model, bandwidth: float) -> list[str]:  # type: ignore[no-u
         "down": layer.mlp.down,
         "lm_head": model.language.lm_head,
     }
+    from internvl.bench import weight_bytes
+
     rows = ["| projection | weight MB | ms alone | GB/s | share of copy bandwidth |", "|---|---:|---:|---:|---:|"]
     with torch.inference_mode():
         for name, module in modules.items():

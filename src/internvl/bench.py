@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from internvl.config import InternVLConfig
 from internvl.generate import GenerationConfig, generate
@@ -88,12 +89,17 @@ def copy_bandwidth_gb_s() -> float:
     return 2 * src.numel() * 4 / best / 1e9
 
 
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes of the weights below `module`, whatever form they take: parameters and buffers (plain, oneDNN-
+    packed, int4) and the int8 kernel's packed weights, which are no buffers."""
+    held = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+    return held + sum(m.packed_bytes for m in module.modules() if isinstance(m, Int8Linear))
+
+
 def decoder_bytes_per_token(model: InternVL) -> int:
     """Bytes of the language model read to decode one token: every weight but the embedding table."""
-    total = sum(t.numel() * t.element_size() for t in [*model.language.parameters(), *model.language.buffers()])
-    total += sum(m.packed_bytes for m in model.language.modules() if isinstance(m, Int8Linear))
     embed = model.language.embed.weight
-    return total - embed.numel() * embed.element_size()
+    return weight_bytes(model.language) - embed.numel() * embed.element_size()
 
 
 def _seconds(work: Callable[[], object]) -> float:

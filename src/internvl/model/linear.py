@@ -80,7 +80,7 @@ class Int8Linear(nn.Module):
     Why not weight-only: on a CPU without native bf16, PyTorch's weight-only int8 kernel
     (`aten._weight_int8pack_mm`) read weights at about 14 GB/s and prefilled slower than fp32; the
     dynamic kernel reads them at 24-30 GB/s and prefills faster than fp32, for a next-token KL to fp32 of
-    0.007 nats on the 1B shape (BENCHMARKS.md). Elsewhere (CUDA) the weights are dequantized per call.
+    0.007-0.011 nats on the 1B shape (BENCHMARKS.md). Elsewhere (CUDA) the weights are dequantized per call.
     """
 
     weight_int8: torch.Tensor | None

@@ -86,7 +86,7 @@ class Attention(nn.Module):
         self.num_heads, self.num_kv_heads = config.num_heads, config.num_kv_heads
         self.head_dim = config.head_size
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        self.split_sizes = [q_size, kv_size, kv_size]
+        self.q_size, self.kv_size = q_size, kv_size
         self.qkv = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=config.attention_bias)
         self.o = nn.Linear(q_size, config.hidden_size, bias=config.output_bias)
         self.qk_norm = config.qk_norm
@@ -104,15 +104,14 @@ class Attention(nn.Module):
         layer_index: int,
     ) -> torch.Tensor:
         batch, seq, _ = x.shape
-        q_size, kv_size, _ = self.split_sizes
         qkv = self.qkv(x)
         # q and k heads side by side, (batch, seq, heads + kv_heads, head_dim): one RoPE call for both
-        qk = qkv[..., : q_size + kv_size].unflatten(-1, (-1, self.head_dim))
+        qk = qkv[..., : self.q_size + self.kv_size].unflatten(-1, (-1, self.head_dim))
         if self.qk_norm:
             qk = torch.cat([self.q_norm(qk[:, :, : self.num_heads]), self.k_norm(qk[:, :, self.num_heads :])], dim=2)
         qk = apply_rope(qk.transpose(1, 2), cos, sin)  # (batch, heads + kv_heads, seq, head_dim)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
-        v = qkv[..., q_size + kv_size :].view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = qkv[..., self.q_size + self.kv_size :].view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if cache is not None:
             k, v = cache.write(layer_index, k, v)  # (batch, kv_heads, past+seq, head_dim)
         causal = mask is None and seq > 1  # no mask is built only for a prefill without padding

@@ -55,6 +55,12 @@ def test_cot_prompt_drops_the_short_answer_instruction():
     assert MCQ_SUFFIX not in prompt
 
 
+def test_cot_prompt_does_not_wrap_a_reasoning_question_twice():
+    once = build_cot_prompt("What is 2 + 3?")
+    assert build_cot_prompt(once) == once
+    assert build_cot_prompt(f"{once}\nA. 5\nB. 6\n{MCQ_SUFFIX}") == f"{once}\nA. 5\nB. 6"
+
+
 # --- EvalItem -------------------------------------------------------------------------------------------------
 
 

@@ -55,10 +55,15 @@ def build_prompt(question: str, metric: str, options: Mapping[str, str] | None =
 
 
 def build_cot_prompt(prompt: str) -> str:
-    """Wrap a prompt for chain-of-thought: drop a trailing short-answer instruction, ask for reasoning."""
+    """Wrap a prompt for chain-of-thought: drop a trailing short-answer instruction, ask for reasoning.
+
+    A prompt that already asks for reasoning (the world's reasoning family does) is returned unchanged,
+    so that `--cot` never wraps the instruction twice."""
     text = prompt.rstrip()
     for instruction in SHORT_ANSWER_INSTRUCTIONS:
         if text.endswith(instruction):
             text = text[: -len(instruction)].rstrip()
             break
+    if text.startswith(COT_TEMPLATE.split("{question}")[0]):
+        return text
     return COT_TEMPLATE.format(question=text)

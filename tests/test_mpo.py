@@ -108,6 +108,28 @@ def test_official_lines_become_two_conversations_with_the_same_prompt_and_tiles(
     assert "You are careful." in tokenizer.decode(pairs.load(3).chosen.input_ids)
 
 
+def test_a_resumed_pass_starts_mid_epoch_without_reading_the_batches_before(model_dir, tmp_path, monkeypatch):
+    from internvl.data.preference import pair_batches
+    from internvl.train.data import BatchStream
+
+    meta = write_pairs(tmp_path, colour_pairs() * 2)  # 8 pairs: 4 micro-batches of 2
+    options = {"meta_path": str(meta), "pairs_per_batch": 2, "max_tiles": 1, "tokenizer": str(model_dir)}
+    config = load_model(model_dir).config
+    source = pair_batches(options, config, rank=0, world_size=1, seed=3)
+    source.set_epoch(1)
+    full = [batch["pair_keys"] for batch in source]
+    assert len(full) == 4
+
+    resumed = BatchStream(pair_batches(options, config, rank=0, world_size=1, seed=3))
+    reads = []
+    original = PreferencePairs.__getitem__
+    monkeypatch.setattr(PreferencePairs, "__getitem__", lambda self, i: reads.append(i) or original(self, i))
+    resumed.load_state_dict({"epoch": 1, "index": 3})
+    assert reads == []  # nothing loaded to get there
+    assert next(resumed)["pair_keys"] == full[3]
+    assert len(reads) == 2
+
+
 def test_a_bad_line_is_named_by_file_and_line(model_dir, tmp_path):
     write_pairs(tmp_path, [colour_pairs()[0], {"image": "red.png", "question": "q", "chosen": "a"}])
     spec = DatasetSpec("colours", str(tmp_path / "images"), str(tmp_path / "pairs.jsonl"))

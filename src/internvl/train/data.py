@@ -68,9 +68,10 @@ def build_batch_source(
 class BatchStream:
     """Endless micro-batches from a source, passing through its epochs, with a resumable position.
 
-    The position is (epoch, batches already taken in that epoch). Resuming either hands the source its
-    saved `state_dict` or, for a source without one, replays and drops the batches already consumed
-    (exact for any source whose order depends only on its seed and epoch).
+    The position is (epoch, batches already taken in that epoch). Resuming hands the source its saved
+    `state_dict`, or tells a source with `skip_batches(n)` where to start, or, for any other source,
+    replays and drops the batches already consumed (exact for any source whose order depends only on its
+    seed and epoch, but it reads every one of them).
     """
 
     def __init__(self, source: Any) -> None:
@@ -114,6 +115,10 @@ class BatchStream:
         self._start_epoch()
         if "source" in state and hasattr(self.source, "load_state_dict"):
             self.source.load_state_dict(state["source"])
+            self._iterator = iter(self.source)
+            return
+        if hasattr(self.source, "skip_batches"):
+            self.source.skip_batches(self.index)
             self._iterator = iter(self.source)
             return
         for _ in range(self.index):

@@ -57,11 +57,17 @@ def training_line(run: Path) -> str:
     records = [r for r in read_metrics(run / "mpo") if "rewards_margin" in r]
     if not records:
         return "no MPO metrics found"
-    first, last = records[0], records[-1]
+    tenth = max(1, len(records) // 10)
+    first, last = records[:tenth], records[-tenth:]
+
+    def mean(rows: list[dict], key: str) -> float:
+        return sum(r[key] for r in rows) / len(rows)
+
     return (
-        f"MPO: {last['step']} steps; reward margin {first['rewards_margin']:.3f} -> {last['rewards_margin']:.3f}, "
-        f"pairs ranked right {first['rewards_accuracy']:.2f} -> {last['rewards_accuracy']:.2f} "
-        f"(first and last logged step); {last.get('elapsed_s', 0) / 60:.1f} minutes"
+        f"MPO: {records[-1]['step']} steps; reward margin {mean(first, 'rewards_margin'):.3f} -> "
+        f"{mean(last, 'rewards_margin'):.3f}, pairs ranked right {mean(first, 'rewards_accuracy'):.2f} -> "
+        f"{mean(last, 'rewards_accuracy'):.2f} (means of the first and the last tenth of the logged steps); "
+        f"{records[-1].get('elapsed_s', 0) / 60:.1f} minutes"
     )
 
 

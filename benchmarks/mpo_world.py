@@ -87,7 +87,7 @@ def report(run: Path) -> list[str]:
     lines += [training_line(run), ""]
     lines += ["| family | start direct | start CoT | MPO direct | MPO CoT |", "|---|---:|---:|---:|---:|"]
     for family in families:
-        row = " | ".join(f"{results[s].get(family, float('nan')):.1f}" for s in SETTINGS)
+        row = " | ".join(f"{results[s][family]:.1f}" if family in results[s] else "-" for s in SETTINGS)
         name = f"**{family}**" if family in COT_FAMILIES else family
         lines.append(f"| {name} | {row} |")
     lines += ["", "| bar | measured | met |", "|---|---:|---|"]

@@ -10,7 +10,7 @@ import pytest
 from internvl.data.world.describe import PROMPT
 from internvl.data.world.export import export_sft
 from internvl.errors import InputError
-from internvl.nano.text_world import export_text, strip_media, text_conversation
+from internvl.nano.text_world import LM_PROMPT, export_text, lm_conversation, strip_media, text_conversation
 
 
 def test_media_lines_are_removed():
@@ -38,6 +38,14 @@ def test_the_description_replaces_the_picture_and_its_turn_is_dropped():
         {"from": "gpt", "value": "0"},
     ]
     assert text_conversation({"conversations": record["conversations"][:4]}) is None  # no description
+    assert lm_conversation(text_conversation(record)) == [
+        {"from": "human", "value": LM_PROMPT},
+        {
+            "from": "gpt",
+            "value": "Picture: large red circle at the centre\n\nQuestion: What colour is the circle?\nAnswer: red"
+            "\n\nQuestion: How many squares?\nAnswer: 0",
+        },
+    ]
 
 
 def test_export_from_a_world_folder(tmp_path):
@@ -51,6 +59,14 @@ def test_export_from_a_world_folder(tmp_path):
         assert turns[0]["value"].startswith("Picture: ")
         assert not any("<image>" in t["value"] or "<video>" in t["value"] or t["value"] == PROMPT for t in turns)
         assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
+
+
+def test_lm_export_has_one_supervised_turn_per_picture(tmp_path):
+    export_sft(tmp_path / "world", 6, questions_per_image=2, describe=True, progress=False)
+    meta = json.loads(export_text(tmp_path / "world", tmp_path / "lm", lm=True).read_text())["world_text_lm"]
+    for line in map(json.loads, open(meta["annotation"])):
+        human, gpt = line["conversations"]
+        assert human["value"] == LM_PROMPT and gpt["value"].startswith("Picture: ") and "Question: " in gpt["value"]
 
 
 def test_a_world_without_descriptions_is_refused(tmp_path):

@@ -16,6 +16,11 @@ Each input line with a description becomes one text-only SFT line: the first use
 turns follow, and the description turn itself is dropped. Lines without a description (a few reasoning
 scenes have no words) are skipped. The output is OUT/text.jsonl and OUT/meta.json for
 `internvl train sft`.
+
+With `--lm` the same text is one assistant turn ("Picture: ...", then "Question: ...\nAnswer: ..." blocks),
+so that every token is a target, as in language-model pre-training: a question names what the description
+named, and predicting those names is the copying that chat SFT, which supervises only the answers, teaches
+too rarely.
 """
 
 from __future__ import annotations
@@ -58,34 +63,51 @@ def text_conversation(record: dict[str, Any]) -> list[dict[str, str]] | None:
     return out or None
 
 
-def text_lines(data: Path) -> Iterator[dict[str, Any]]:
+LM_PROMPT = "Describe a picture of the world, then ask and answer questions about it."
+
+
+def lm_conversation(conversation: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The whole text as one supervised assistant turn: every token is a target (language-model
+    pre-training), so the questions' names, which repeat the description's, teach copying densely."""
+    first = conversation[0]["value"]
+    description, question = first.split("\n", 1)
+    turns = [question] + [t["value"] for t in conversation[2::2]]
+    answers = [t["value"] for t in conversation[1::2]]
+    body = "\n\n".join(f"Question: {q}\nAnswer: {a}" for q, a in zip(turns, answers))
+    return [{"from": "human", "value": LM_PROMPT}, {"from": "gpt", "value": f"{description}\n\n{body}"}]
+
+
+def text_lines(data: Path, lm: bool = False) -> Iterator[dict[str, Any]]:
     for record in folder_records(data):
         conversation = text_conversation(record)
         if conversation is not None:
+            if lm:
+                conversation = lm_conversation(conversation)
             yield {"id": f"text-{record.get('id', '')}", "conversations": conversation}
 
 
-def export_text(data: str | Path, out: str | Path) -> Path:
+def export_text(data: str | Path, out: str | Path, lm: bool = False) -> Path:
     """Write OUT/text.jsonl and OUT/meta.json from the world export in ``data``; returns the meta path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     annotation = out / "text.jsonl"
     n = 0
     with annotation.open("w", encoding="utf-8") as f:
-        for line in text_lines(Path(data)):
+        for line in text_lines(Path(data), lm):
             f.write(json.dumps(line) + "\n")
             n += 1
     if n == 0:
         raise InputError(f"{data}: no conversation with a description turn (generate it with --describe)")
-    return write_meta(out / "meta.json", "world_text", annotation, n, max_dynamic_patch=1)
+    return write_meta(out / "meta.json", "world_text_lm" if lm else "world_text", annotation, n, max_dynamic_patch=1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="folder of `internvl world generate --describe`")
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--lm", action="store_true", help="one supervised turn per picture (every token a target)")
     args = parser.parse_args()
-    print(export_text(args.data, args.out))
+    print(export_text(args.data, args.out, args.lm))
 
 
 if __name__ == "__main__":

@@ -77,7 +77,9 @@ def token_losses(model: LanguageModel, ids: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
 
 
-def run_arm(tokenizer, embed_std: float, steps: int, batch: int, lr: float, every: int) -> list[tuple[int, float, float, float]]:  # type: ignore[no-untyped-def]
+def run_arm(
+    tokenizer, embed_std: float, steps: int, batch: int, lr: float, every: int
+) -> list[tuple[int, float, float, float]]:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     config = nano(len(tokenizer)).text
     model = LanguageModel(config)

@@ -25,6 +25,7 @@ DATA_OF_NANO_RECIPES = {
     "nano_finetune_shapes.yaml": "runs/shapes/meta.json",
     "nano_warmup.yaml": "runs/nano/warmup/meta.json",
     "nano_sft_more.yaml": "runs/nano/more-mix.json",
+    "nano_text.yaml": "runs/nano/text-mix.json",
 }
 
 

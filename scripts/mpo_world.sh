@@ -3,8 +3,9 @@
 # model's own chain-of-thought answers, MPO on them, and the world's test split evaluated before and after,
 # with and without chain-of-thought, in the same run.
 #
-#   bash scripts/mpo_world.sh                 about 40 minutes on 2 CPU cores; everything in runs/mpo-world
-#   bash scripts/mpo_world.sh --quick         a small scale (100 questions, 200 test samples): the plumbing only
+#   bash scripts/mpo_world.sh                 about an hour on 2 CPU cores; everything in runs/mpo-world
+#   bash scripts/mpo_world.sh --quick         a small scale (100 questions, 200 test samples; 17 minutes on a
+#                                             shared CPU): the plumbing only, its 60 CoT items are too few to judge
 #   bash scripts/mpo_world.sh --device cuda   sampling and training on a GPU
 #
 # Steps (each skipped when its output exists, so a second run resumes; delete runs/mpo-world to start over):

@@ -29,6 +29,16 @@ def machine_line() -> str:
     )
 
 
+def eval_scores(folder: Path) -> dict[str, float]:
+    """{family: accuracy in %, "overall": ...} of an `internvl eval run` folder (its summary.json)."""
+    import json
+
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    scores = {name: float(value["score"]) for name, value in summary["categories"].items()}
+    scores["overall"] = float(summary["overall"])
+    return scores
+
+
 def random_one_b():  # type: ignore[no-untyped-def]
     """The InternVL3-1B shape with normal(0, 0.02) weights (seed 0): the benchmarks' random 1B model."""
     import torch

@@ -21,20 +21,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line, publish
+from common import eval_scores, machine_line, publish
 
 from internvl.train.metrics import read_metrics
 
 SETTINGS = ("start-direct", "start-cot", "mpo-direct", "mpo-cot")
 COT_FAMILIES = ("reasoning", "counting", "charts")
-
-
-def scores(run: Path, setting: str) -> dict[str, float]:
-    """{family: accuracy in %, "overall": ...} of one evaluation folder."""
-    summary = json.loads((run / f"eval-{setting}" / "summary.json").read_text(encoding="utf-8"))
-    out = {name: float(value["score"]) for name, value in summary["categories"].items()}
-    out["overall"] = float(summary["overall"])
-    return out
 
 
 def mean_of(table: dict[str, float], families: tuple[str, ...]) -> float:
@@ -72,7 +64,7 @@ def training_line(run: Path) -> str:
 
 
 def report(run: Path) -> list[str]:
-    results = {setting: scores(run, setting) for setting in SETTINGS}
+    results = {setting: eval_scores(run / f"eval-{setting}") for setting in SETTINGS}
     families = [name for name in results["start-direct"] if name != "overall"] + ["overall"]
     lines = [f"## MPO on the world ({run})", "", machine_line(), ""]
     pairs = run / "pairs" / "summary.json"

@@ -16,7 +16,6 @@ Run: `.venv/bin/python benchmarks/vico_world.py --run runs/vico [--requests 16] 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import defaultdict
@@ -26,7 +25,7 @@ import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import answer_and_score, machine_line, publish
+from common import answer_and_score, eval_scores, machine_line, publish
 
 from internvl.chat import Chat, load
 from internvl.eval.answerer import item_conversation
@@ -36,13 +35,6 @@ from internvl.model.flash import route_prompts
 
 MODES = ("full", "compressed", "router")
 REPO = Path(__file__).resolve().parent.parent
-
-
-def accuracy(run: Path, mode: str) -> dict[str, float]:
-    summary = json.loads((run / f"eval-{mode}" / "summary.json").read_text())
-    out = {name: value["score"] for name, value in summary["categories"].items()}  # percentages
-    out["overall"] = summary["overall"]
-    return out
 
 
 @torch.no_grad()
@@ -170,7 +162,7 @@ def main() -> None:
     chat = load(args.run / "flash-model", device="cpu")
     counts, examples = visual_tokens(chat, args.run / "world-test.tsv")
     draw_router(examples, args.picture)
-    scores = {mode: accuracy(args.run, mode) for mode in MODES}
+    scores = {mode: eval_scores(args.run / f"eval-{mode}") for mode in MODES}
     families = sorted(k for k in scores["full"] if k != "overall") + ["overall"]
     lines = [
         f"### ViCO on the world ({machine_line()})",

@@ -38,7 +38,7 @@ def test_the_description_replaces_the_picture_and_its_turn_is_dropped():
         {"from": "gpt", "value": "0"},
     ]
     assert text_conversation({"conversations": record["conversations"][:4]}) is None  # no description
-    assert lm_conversation(text_conversation(record)) == [
+    assert lm_conversation(record) == [
         {"from": "human", "value": LM_PROMPT},
         {
             "from": "gpt",

@@ -45,44 +45,51 @@ def strip_media(text: str) -> str:
     return MEDIA_LINE.sub("", text).strip()
 
 
+def described_turns(record: dict[str, Any]) -> tuple[str, list[tuple[str, str]]] | None:
+    """(description, [(question, answer), ...] without media lines or the description turn) of a record;
+    None when it has no description or no other question."""
+    turns = record.get("conversations") or []
+    pairs = [(strip_media(turns[i]["value"]), turns[i + 1]["value"]) for i in range(0, len(turns) - 1, 2)]
+    description = next((answer for question, answer in pairs if question == DESCRIBE_PROMPT), None)
+    questions = [(question, answer) for question, answer in pairs if question != DESCRIBE_PROMPT]
+    if description is None or not questions:
+        return None
+    return description, questions
+
+
 def text_conversation(record: dict[str, Any]) -> list[dict[str, str]] | None:
     """The record's conversation with its description in place of its media; None without a description."""
-    turns = record.get("conversations") or []
-    pairs = [(turns[i]["value"], turns[i + 1]["value"]) for i in range(0, len(turns) - 1, 2)]
-    description = next((answer for question, answer in pairs if strip_media(question) == DESCRIBE_PROMPT), None)
-    if description is None:
+    described = described_turns(record)
+    if described is None:
         return None
+    description, questions = described
     out: list[dict[str, str]] = []
-    for question, answer in pairs:
-        question = strip_media(question)
-        if question == DESCRIBE_PROMPT:
-            continue
+    for question, answer in questions:
         if not out:
             question = f"Picture: {description}\n{question}"
         out += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
-    return out or None
+    return out
 
 
 LM_PROMPT = "Describe a picture of the world, then ask and answer questions about it."
 
 
-def lm_conversation(conversation: list[dict[str, str]]) -> list[dict[str, str]]:
+def lm_conversation(record: dict[str, Any]) -> list[dict[str, str]] | None:
     """The whole text as one supervised assistant turn: every token is a target (language-model
     pre-training), so the questions' names, which repeat the description's, teach copying densely."""
-    first = conversation[0]["value"]
-    description, question = first.split("\n", 1)
-    turns = [question] + [t["value"] for t in conversation[2::2]]
-    answers = [t["value"] for t in conversation[1::2]]
-    body = "\n\n".join(f"Question: {q}\nAnswer: {a}" for q, a in zip(turns, answers))
-    return [{"from": "human", "value": LM_PROMPT}, {"from": "gpt", "value": f"{description}\n\n{body}"}]
+    described = described_turns(record)
+    if described is None:
+        return None
+    description, questions = described
+    body = "\n\n".join(f"Question: {q}\nAnswer: {a}" for q, a in questions)
+    return [{"from": "human", "value": LM_PROMPT}, {"from": "gpt", "value": f"Picture: {description}\n\n{body}"}]
 
 
 def text_lines(data: Path, lm: bool = False) -> Iterator[dict[str, Any]]:
+    convert = lm_conversation if lm else text_conversation
     for record in folder_records(data):
-        conversation = text_conversation(record)
+        conversation = convert(record)
         if conversation is not None:
-            if lm:
-                conversation = lm_conversation(conversation)
             yield {"id": f"text-{record.get('id', '')}", "conversations": conversation}
 
 

@@ -34,6 +34,12 @@ from internvl.nano.text_world import text_conversation
 STEP = re.compile(r"The (\w+) bar has a value of (\d+)\.")
 
 
+def in_spans(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+    """Whether a token's character range (start, end) overlaps any of the character spans."""
+    start, end = offset
+    return any(start < b and end > a for a, b in spans)
+
+
 def chart_items(data: Path, limit: int) -> list[tuple[str, str, str, str]]:
     """(image path, question, the question with the description in the picture's place, gold answer) of the
     first `limit` reasoning questions about named bars that open their conversation."""
@@ -74,7 +80,7 @@ def losses(chat: internvl.Chat, items: list[tuple[str, str, str, str]], words: b
             sums["answer"][0] += loss
             sums["answer"][1] += 1
             for kind, ranges in spans.items():
-                if any(start < b and end > a for a, b in ranges):
+                if in_spans((start, end), ranges):
                     sums[kind][0] += loss
                     sums[kind][1] += 1
     return {kind: total / max(count, 1) for kind, (total, count) in sums.items()}

@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, publish
+from nano_copy_probe import in_spans
 
 from internvl.data.world.vocab import LABELS
 from internvl.inputs.tokens import load_tokenizer
@@ -48,14 +49,14 @@ def example(rng: random.Random) -> tuple[str, list[tuple[int, int]], list[tuple[
     return text, [(name_start, name_start + len(names[k]))], [(value_start, value_start + len(str(values[k])))]
 
 
-def encode(tokenizer, texts: list[tuple[str, list, list]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
-    """Token ids (B, T) right-padded, and (B, T) masks of the tokens inside name / value spans."""
+def encode(tokenizer, texts: list[tuple[str, list, list]]) -> tuple[torch.Tensor, ...]:  # type: ignore[no-untyped-def]
+    """Token ids (B, T) right-padded, and (B, T) masks: tokens inside name spans, inside value spans, real."""
     rows, names, values = [], [], []
     for text, name_spans, value_spans in texts:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         rows.append(enc["input_ids"])
-        names.append([any(s < b and e > a for a, b in name_spans) for s, e in enc["offset_mapping"]])
-        values.append([any(s < b and e > a for a, b in value_spans) for s, e in enc["offset_mapping"]])
+        names.append([in_spans(offset, name_spans) for offset in enc["offset_mapping"]])
+        values.append([in_spans(offset, value_spans) for offset in enc["offset_mapping"]])
     length = max(map(len, rows))
     ids = torch.zeros(len(rows), length, dtype=torch.long)
     name_mask = torch.zeros(len(rows), length, dtype=torch.bool)

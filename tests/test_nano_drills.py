@@ -8,16 +8,16 @@ import json
 
 import pytest
 
-from internvl.data.world.export import export_sft
+from internvl.data.world.export import export_sft, line_samples
 from internvl.data.world.sample import LETTERS
 from internvl.errors import InputError
-from internvl.nano.drills import drill_kind, drill_turn, export_drills, world_samples
+from internvl.nano.drills import drill_kind, drill_turn, export_drills
 
 
 def test_a_drill_states_the_answer_and_targets_its_letter(tmp_path):
     export_sft(tmp_path / "world", 40, questions_per_image=3, progress=False)
     records = [json.loads(line) for line in open(tmp_path / "world" / "train.jsonl")]
-    samples = [s for r in records for s in world_samples(r) if drill_kind(s) == "option"]
+    samples = [s for r in records for s in line_samples(r) if drill_kind(s) == "option"]
     assert samples, "40 world pictures with 3 questions each hold some choice questions"
     for sample in samples:
         human, gpt = drill_turn(sample)
@@ -30,7 +30,7 @@ def test_a_drill_states_the_answer_and_targets_its_letter(tmp_path):
 def test_a_chain_drill_states_the_facts_and_targets_the_solution(tmp_path):
     export_sft(tmp_path / "world", 60, questions_per_image=3, families=["reasoning"], progress=False)
     records = [json.loads(line) for line in open(tmp_path / "world" / "train.jsonl")]
-    samples = [s for r in records for s in world_samples(r) if drill_kind(s) == "chain"]
+    samples = [s for r in records for s in line_samples(r) if drill_kind(s) == "chain"]
     assert samples
     for sample in samples:
         human, gpt = drill_turn(sample)

@@ -30,8 +30,8 @@ names, the arithmetic, and the final answer (a letter for a choice question):
 The shipped nano writes "The figs bar has a value of 8 ... 8 - 8 = 1" to that question: wrong names, wrong
 arithmetic. Every question of a world export (first turns and follow-ups) with a choice or a chain becomes
 one turn (`--kinds` picks which); `--turns` of them make one conversation, so that each packed row carries
-many targets. The output is OUT/drills.jsonl and OUT/meta.json for
-`internvl train sft`, to mix with picture data.
+many targets. The output is OUT/drills.jsonl and OUT/meta.json for `internvl train sft`, to mix with
+picture data.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from internvl.data.sft import folder_records
-from internvl.data.world.export import write_meta
+from internvl.data.world.export import line_samples, write_meta
 from internvl.data.world.sample import Sample
 from internvl.errors import InputError
 
@@ -54,15 +54,6 @@ def drill_kind(sample: Sample) -> str | None:
     if sample.steps:
         return "chain"
     return "option" if sample.answer_type == "choice" else None
-
-
-def world_samples(record: dict[str, Any]) -> Iterator[Sample]:
-    """The questions of one world SFT line: its first turn and its follow-ups."""
-    world = record.get("world")
-    if world is None:
-        raise InputError(f"record {record.get('id', '?')}: no 'world' field (not an `internvl world generate` line)")
-    for entry in [world, *world.get("followups", [])]:
-        yield Sample.from_record(entry)
 
 
 def drill_turn(sample: Sample) -> list[dict[str, str]]:
@@ -81,7 +72,7 @@ def drill_lines(data: Path, turns: int, kinds: tuple[str, ...] = KINDS) -> Itera
     """Conversations of ``turns`` drills each, in the order of the export."""
     pending: list[Sample] = []
     for record in folder_records(data):
-        pending.extend(s for s in world_samples(record) if drill_kind(s) in kinds)
+        pending.extend(s for s in line_samples(record) if drill_kind(s) in kinds)
         while len(pending) >= turns:
             group, pending = pending[:turns], pending[turns:]
             yield {"id": f"drill-{group[0].id}", "conversations": [t for s in group for t in drill_turn(s)]}

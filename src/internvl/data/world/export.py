@@ -290,9 +290,14 @@ def load_samples(path: str | Path) -> list[Sample]:
     return [Sample.from_record(line["world"]) for line in read_jsonl(path)]
 
 
+def line_samples(line: dict[str, Any]) -> list[Sample]:
+    """The samples of all the questions of one SFT line, in turn order (the first, then the follow-ups)."""
+    world = line.get("world")
+    if not isinstance(world, dict):
+        raise InputError(f"record {line.get('id', '?')}: no 'world' field (not an `internvl world generate` line)")
+    return [Sample.from_record(record) for record in [world, *world.get("followups", [])]]
+
+
 def load_conversations(path: str | Path) -> list[list[Sample]]:
     """Per SFT line, the samples of all its questions in turn order (the first, then the follow-ups)."""
-    return [
-        [Sample.from_record(record) for record in [line["world"], *line["world"].get("followups", [])]]
-        for line in read_jsonl(path)
-    ]
+    return [line_samples(line) for line in read_jsonl(path)]

@@ -21,31 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, publish
 
 
-def split_scores(folder: Path) -> dict[str, dict[str, list[float]]]:
-    """{family: {"open": scores, "choice": scores}} of an eval run (predictions.jsonl and scores.jsonl)."""
-    metric = {}
-    with (folder / "predictions.jsonl").open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            metric[row["id"]] = row["metric"]
-    out: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"open": [], "choice": []})
+def split_scores(folder: Path) -> tuple[dict[str, dict[str, list[float]]], dict[str, Counter[str]]]:
+    """From an eval run's scores.jsonl: {family: {"open": scores, "choice": scores}}, and {family: counts of
+    the letters extracted on its choice items}."""
+    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"open": [], "choice": []})
+    letters: dict[str, Counter[str]] = defaultdict(Counter)
     with (folder / "scores.jsonl").open(encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
-            form = "choice" if metric[row["id"]] == "mcq" else "open"
-            out[row["category"]][form].append(float(row["score"]))
-    return dict(out)
-
-
-def letters(folder: Path) -> dict[str, Counter[str]]:
-    """{family: counts of the extracted letters} on the choice items of an eval run."""
-    out: dict[str, Counter[str]] = defaultdict(Counter)
-    with (folder / "scores.jsonl").open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if row["metric"] == "mcq":
-                out[row["category"]][str(row.get("extracted"))[:3]] += 1
-    return dict(out)
+            choice = row["metric"] == "mcq"
+            scores[row["category"]]["choice" if choice else "open"].append(float(row["score"]))
+            if choice:
+                letters[row["category"]][str(row.get("extracted"))[:3]] += 1
+    return dict(scores), dict(letters)
 
 
 def percent(scores: list[float]) -> str:
@@ -59,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     lines = ["## Open and multiple-choice accuracy (benchmarks/choice_split.py)", "", machine_line(), ""]
     for run in args.runs:
-        scores, picked = split_scores(run), letters(run)
+        scores, picked = split_scores(run)
         lines += [
             f"`{run}`: accuracy in % (items), and the letters answered on choice items.",
             "",

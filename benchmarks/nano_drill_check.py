@@ -12,29 +12,19 @@ about 30% on the options (2 to 4 of them) and near 0 on the chains.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, publish
 
-from internvl.data.world.sample import Sample
+import internvl
+from internvl.data.world import load_samples
 from internvl.nano.drills import drill_kind, drill_turn
 
 
-def test_samples(tsv: Path) -> list[Sample]:
-    """The world samples of a TSV written by `internvl world export-tsv` (its `record` column)."""
-    csv.field_size_limit(1 << 30)  # the record column holds a whole sample
-    with tsv.open(encoding="utf-8", newline="") as f:
-        return [Sample.from_record(json.loads(row["record"])) for row in csv.DictReader(f, delimiter="\t")]
-
-
-def answers(model: str, prompts: list[str], max_new_tokens: int, batch: int = 16) -> list[str]:
-    import internvl
-
-    chat = internvl.load(model)
+def answers(chat, prompts: list[str], max_new_tokens: int, batch: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """Greedy answers of ``chat`` (an `internvl.load` model) to text-only prompts, ``batch`` at a time."""
     out: list[str] = []
     for i in range(0, len(prompts), batch):
         group = prompts[i : i + batch]
@@ -48,7 +38,7 @@ def main() -> None:
     parser.add_argument("--test", required=True, type=Path, help="a world test TSV (world export-tsv)")
     parser.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
     args = parser.parse_args()
-    samples = test_samples(args.test)
+    samples = load_samples(args.test)
     options = [s for s in samples if drill_kind(s) == "option"]
     chains = [s for s in samples if drill_kind(s) == "chain"]
     lines = [
@@ -63,8 +53,9 @@ def main() -> None:
         "|---|---:|---:|",
     ]
     for model in args.models:
-        letters = answers(model, [drill_turn(s)[0]["value"] for s in options], max_new_tokens=4)
-        solved = answers(model, [drill_turn(s)[0]["value"] for s in chains], max_new_tokens=64, batch=8)
+        chat = internvl.load(model)
+        letters = answers(chat, [drill_turn(s)[0]["value"] for s in options], max_new_tokens=4, batch=16)
+        solved = answers(chat, [drill_turn(s)[0]["value"] for s in chains], max_new_tokens=64, batch=8)
         right_options = sum(a.strip()[:1] == s.answer for a, s in zip(letters, options))
         right_chains = sum(a.strip().endswith(f"Final answer: {s.answer}") for a, s in zip(solved, chains))
         lines.append(f"| `{model}` | {right_options} / {len(options)} | {right_chains} / {len(chains)} |")

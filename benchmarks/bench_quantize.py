@@ -36,18 +36,19 @@ from internvl.bench import (
     decoder_bytes_per_token,
 )
 from internvl.model.internvl import InternVL
-from internvl.model.linear import can_pack, pack_linear_weights, quantize_int4, quantize_int8
+from internvl.model.linear import choose_cpu_kernels, fast_fp32_linears, quantize_int4, quantize_int8
 
 MODES = ("fp32", "int8", "int4")
 
 
 def one_b_models(base: InternVL) -> dict[str, InternVL]:
-    """fp32 (`base` itself, packed for oneDNN), int8 and int4 copies of `base`."""
+    """fp32 (`base` itself, `fast_fp32_linears`), int8 and int4 copies of `base`, each as `internvl.load` sets up
+    a CPU model (`choose_cpu_kernels` first)."""
+    choose_cpu_kernels(base)
     models = {"int8": copy.deepcopy(base), "int4": copy.deepcopy(base), "fp32": base}
     quantize_int8(models["int8"].language)
     quantize_int4(models["int4"].language)
-    if can_pack():
-        pack_linear_weights(base.language)
+    fast_fp32_linears(base.language)
     return models
 
 
@@ -95,7 +96,7 @@ def main() -> None:
     text = torch.randint(10, config.text.vocab_size - 100, (1, 256), generator=g)
     bandwidth = copy_bandwidth_gb_s()
     lines = [
-        f"### int8 (dynamic activations) and weight-only int4, InternVL3-1B shape ({machine_line()})",
+        f"### int8 and int4 (our q8_0 / q4_0 kernels where built), InternVL3-1B shape ({machine_line()})",
         "",
         f"Copy bandwidth {bandwidth:.1f} GB/s. Decode: batch 1, 32 new tokens after 20 (prefill subtracted).",
         "",

@@ -29,14 +29,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 def build(quantize: str | None = None):  # type: ignore[no-untyped-def]
     from common import random_one_b
 
-    from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights, quantize_int4, quantize_int8
+    from internvl.model.linear import choose_cpu_kernels, fast_fp32_linears, quantize_int4, quantize_int8
 
     model = random_one_b()
     choose_cpu_kernels(model)
     if quantize is not None:
         {"int8": quantize_int8, "int4": quantize_int4}[quantize](model.language)
-    elif can_pack():
-        pack_linear_weights(model.language)  # as internvl.load does on a CPU
+    else:
+        fast_fp32_linears(model.language)  # as internvl.load does on a CPU
     return model
 
 

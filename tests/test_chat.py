@@ -203,21 +203,21 @@ def test_bf16_on_cpu_keeps_the_vision_side_in_fp32_where_bf16_is_emulated(model_
 
 def test_int8_mode_quantizes_the_language_model_and_answers(model_folder, images):
     from internvl.errors import ConfigError
-    from internvl.model.linear import Int8Linear
+    from internvl.model.linear import BlockQuantLinear, Int8Linear
 
     chat_int8 = load(model_folder, quantize="int8", max_tiles=4)
-    assert isinstance(chat_int8.model.language.lm_head, Int8Linear)
-    assert isinstance(chat_int8.model.language.layers[0].mlp.gate_up, Int8Linear)
+    assert isinstance(chat_int8.model.language.lm_head, (Int8Linear, BlockQuantLinear))
+    assert isinstance(chat_int8.model.language.layers[0].mlp.gate_up, (Int8Linear, BlockQuantLinear))
     assert chat_int8.ask("What colour is the circle?", images=[images[0]], max_new_tokens=4)
     with pytest.raises(ConfigError, match="quantize"):
         load(model_folder, quantize="int2")
 
 
 def test_int4_mode_quantizes_the_language_model_and_answers(model_folder, images):
-    from internvl.model.linear import Int4Linear
+    from internvl.model.linear import BlockQuantLinear, Int4Linear
 
     chat_int4 = load(model_folder, quantize="int4", max_tiles=4, device="cpu")
-    assert isinstance(chat_int4.model.language.layers[0].mlp.gate_up, Int4Linear)
+    assert isinstance(chat_int4.model.language.layers[0].mlp.gate_up, (Int4Linear, BlockQuantLinear))
     assert chat_int4.ask("What colour is the circle?", images=[images[0]], max_new_tokens=4)
 
 

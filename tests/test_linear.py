@@ -1,5 +1,6 @@
 """The model's matrix-product paths, chosen at load time: `EmulatedBf16Linear` (bf16 weights, fp32
-products on CPUs without native bf16) and the weight-only int8 mode, checked against fp32 references."""
+products on CPUs without native bf16) and PyTorch's int8 and int4 kernels (`Int8Linear`, `Int4Linear`, the
+fallback where our own are not built: tests/test_cpu_kernels.py), checked against fp32 references."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch import nn
 from internvl.model import linear as linear_module
 from internvl.model.internvl import InternVL
 from internvl.model.linear import (
+    BlockQuantLinear,
     EmulatedBf16Linear,
     Int4Linear,
     Int8Linear,
@@ -73,11 +75,13 @@ def test_quantize_int8_swaps_every_language_projection_but_the_router():
     model = InternVL(tiny_config("qwen3_moe")).eval()
     quantize_int8(model.language)
     dense = [name for name, module in model.language.named_modules() if isinstance(module, nn.Linear)]
-    int8 = [name for name, module in model.language.named_modules() if isinstance(module, Int8Linear)]
+    int8 = [n for n, m in model.language.named_modules() if isinstance(m, (Int8Linear, BlockQuantLinear))]
     assert dense and all(name.endswith("router") for name in dense)
     assert "lm_head" in int8 and any(name.endswith("attn.qkv") for name in int8)
     assert any(name.endswith("experts.0.gate_up") for name in int8)
-    assert not any(isinstance(m, Int8Linear) for m in model.vision.modules())  # the encoder keeps its dtype
+    assert not any(
+        isinstance(m, (Int8Linear, BlockQuantLinear)) for m in model.vision.modules()
+    )  # the encoder keeps its dtype
 
 
 def test_int8_model_logits_stay_close_to_fp32():
@@ -122,7 +126,7 @@ def test_int4_linear_equals_its_dequantized_weights_and_stays_within_the_roundin
 def test_quantize_int4_swaps_the_projections_it_can_group():
     model = InternVL(tiny_config("qwen2")).eval()
     quantize_int4(model.language)
-    int4 = [name for name, module in model.language.named_modules() if isinstance(module, Int4Linear)]
+    int4 = [n for n, m in model.language.named_modules() if isinstance(m, (Int4Linear, BlockQuantLinear))]
     assert "lm_head" in int4 and any(name.endswith("attn.qkv") for name in int4)
     with pytest.raises(ValueError, match="group size"):
         Int4Linear(torch.randn(8, 40), None, group_size=32)
@@ -141,7 +145,7 @@ def test_an_int8_model_refuses_to_be_saved(tmp_path):
 @pytest.mark.skipif(not linear_module.can_pack(), reason="this PyTorch build has no oneDNN")
 def test_packed_linear_equals_nn_linear_and_the_model_keeps_its_greedy_tokens():
     from internvl.generate import GenerationConfig, generate
-    from internvl.model.linear import PackedLinear, pack_linear_weights
+    from internvl.model.linear import PackedLinear, replace_linears
 
     torch.manual_seed(0)
     dense = nn.Linear(96, 40)
@@ -157,7 +161,7 @@ def test_packed_linear_equals_nn_linear_and_the_model_keeps_its_greedy_tokens():
     expected = generate(model, ids, None, None, GenerationConfig(max_new_tokens=12))
     with torch.no_grad():
         logits = model(ids)
-    pack_linear_weights(model.language)
+    replace_linears(model.language, lambda layer: PackedLinear(layer.weight, layer.bias))
     assert isinstance(model.language.lm_head, PackedLinear)
     assert all(isinstance(m, nn.Linear) for n, m in model.language.named_modules() if n.endswith("router"))
     with torch.no_grad():
@@ -168,10 +172,10 @@ def test_packed_linear_equals_nn_linear_and_the_model_keeps_its_greedy_tokens():
 @pytest.mark.skipif(not linear_module.can_pack(), reason="this PyTorch build has no oneDNN")
 def test_a_model_with_packed_weights_refuses_to_be_saved(tmp_path):
     from internvl.errors import CheckpointError
-    from internvl.model.linear import pack_linear_weights
+    from internvl.model.linear import PackedLinear, replace_linears
 
     model = InternVL(tiny_config("qwen2")).eval()
-    pack_linear_weights(model.language)
+    replace_linears(model.language, lambda layer: PackedLinear(layer.weight, layer.bias))
     with pytest.raises(CheckpointError, match="pre-packed weights"):
         save_model(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -99,17 +99,22 @@ def test_answer_prior_counts_every_question_of_a_conversation_with_its_own_type(
 
 
 def test_fast_paths_keep_the_nano_models_greedy_answers():
-    """The CPU fast paths against the plain fp32 model on real (trained) logits: pre-packed oneDNN
-    weights (load's CPU default) give the same greedy tokens on every family's questions."""
+    """The CPU fast paths against the plain fp32 model on real (trained) logits: load's CPU default (our
+    fp32 decoding kernel and RMS norm where built, else oneDNN-packed weights) gives the same greedy tokens
+    on every family's questions."""
     import dataclasses
 
     import torch
 
     from internvl.chat import Chat
-    from internvl.model.linear import PackedLinear, can_pack
+    from internvl.model.cpu_kernels import block_kernels
+    from internvl.model.linear import KernelLinear, KernelRMSNorm, PackedLinear, can_pack
 
     fast = load(max_tiles=2)
-    if can_pack():
+    if block_kernels() is not None:
+        assert isinstance(fast.model.language.lm_head, KernelLinear)
+        assert isinstance(fast.model.language.norm, KernelRMSNorm)
+    elif can_pack():
         assert isinstance(fast.model.language.lm_head, PackedLinear)
     plain_model = load_model("nano", dtype=torch.float32).eval()  # the shipped model by name
     plain_model.image_token_id = fast.model.image_token_id

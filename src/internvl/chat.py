@@ -30,7 +30,7 @@ from internvl.inputs.processor import Message, ProcessedInputs, Processor, Video
 from internvl.inputs.tokens import IMG_CONTEXT, load_tokenizer
 from internvl.model.flash import check_resolution, route_prompts
 from internvl.model.internvl import InternVL
-from internvl.model.linear import can_pack, choose_cpu_kernels, pack_linear_weights, quantize_int4, quantize_int8
+from internvl.model.linear import choose_cpu_kernels, fast_fp32_linears, quantize_int4, quantize_int8
 from internvl.shipped import model_folder
 from internvl.weights import load_model
 
@@ -315,9 +315,9 @@ def load(
     CUDA; device: CUDA when available, else CPU. `max_tiles` defaults to the config's `max_dynamic_patch`; `template` to the
     config's; `system_message` to the config's, else the template's default. With bf16 weights on a CPU
     without native bf16 (`model.linear`), the vision encoder and projector are kept in fp32; fp32 decoder
-    projections on the CPU are pre-packed for oneDNN (`PackedLinear`: inference only). `quantize="int8"`
-    stores the language model's projections as weight-only int8 (a quarter of fp32's bytes read per
-    decoded token), `quantize="int4"` as grouped weight-only int4 on the CPU (`model.linear.Int4Linear`).
+    projections on the CPU decode on our kernel (`model.linear.fast_fp32_linears`). `quantize="int8"` stores
+    the language model's projections as int8 (q8_0 on our CPU kernels: a quarter of fp32's bytes read per
+    decoded token), `quantize="int4"` as 4-bit (q4_0; CPU only).
     `v2pe_delta` overrides the config's V2PE step of image tokens (docs/architecture.md#v2pe;
     1 = ordinary positions). `visual_resolution` (full | compressed | router) picks the connector of each
     tile on Flash models (docs/flash.md); default: router on Flash models, else full.
@@ -340,8 +340,8 @@ def load(
         quantize_int8(model.language)
     elif quantize == "int4":
         quantize_int4(model.language)
-    elif device == "cpu" and can_pack():
-        pack_linear_weights(model.language)  # fp32 projections pre-packed for oneDNN: faster decoding
+    elif device == "cpu":
+        fast_fp32_linears(model.language)  # fp32 projections on our decoding kernel (or oneDNN-packed)
     tokenizer = load_tokenizer(folder)
     image_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:

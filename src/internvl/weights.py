@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from internvl.config import InternVLConfig, read_config, to_hf_dict, to_original_dict, write_json
 from internvl.errors import CheckpointError
 from internvl.model.internvl import InternVL
-from internvl.model.linear import Int4Linear, Int8Linear, PackedLinear
+from internvl.model.linear import BlockQuantLinear, Int4Linear, Int8Linear, PackedLinear
 from internvl.shipped import model_folder
 
 LAYOUTS = ("original", "hf")
@@ -588,9 +588,9 @@ def save_model(
     """
     folder = Path(folder)
     check_destination(folder, overwrite)
-    if any(isinstance(module, (Int8Linear, Int4Linear, PackedLinear)) for module in model.modules()):
+    if any(isinstance(module, (BlockQuantLinear, Int8Linear, Int4Linear, PackedLinear)) for module in model.modules()):
         raise CheckpointError(
-            "a model loaded for inference (int8 or pre-packed weights, as `internvl.load` "
+            "a model loaded for inference (int8, int4 or pre-packed weights, as `internvl.load` "
             "makes) cannot be saved: load it with load_model to convert or save"
         )
     config = model.config

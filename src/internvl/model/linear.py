@@ -10,16 +10,20 @@ faster (as gpt-fast swaps modules at load time), so the layers read the same on 
   vision encoder, a large decode batch) is several times slower than fp32 (BENCHMARKS.md). The
   decoder's layers become `EmulatedBf16Linear` (bf16 weights, products with more than
   `BF16_MAX_EMULATED_ROWS` rows in fp32), and the vision encoder and projector move to fp32.
-* Everywhere else (CUDA, native bf16, fp32 weights) nothing changes.
+* Everywhere else (CUDA, native bf16, fp32 weights) the projections stay as they are.
+* On a CPU where our compiled kernels are built (`internvl.model.cpu_kernels`), the decoder's RMS norms
+  become `KernelRMSNorm` (one pass per row, for fp32 inference).
 
-`Int8Linear` stores each output row as int8 with one scale (symmetric, per channel) and, on a CPU,
-quantizes the activations to 8 bits per call too (PyTorch's dynamic-quantized linear kernel), reading a
-quarter of fp32's bytes per token. `quantize_int8(module)` swaps every `nn.Linear` below `module` for
-one. `Int4Linear` stores groups of `INT4_GROUP_SIZE` input weights of each output row as 4-bit integers with
-a bf16 scale and offset per group (asymmetric min-max, gpt-fast's scheme) and multiplies with PyTorch's
-CPU int4 kernel (`aten._weight_int4pack_mm_for_cpu`), an eighth of fp32's bytes plus the group constants;
-`quantize_int4(module)` swaps the layers it can pack (an in-features count the group size divides).
-`PackedLinear` (`pack_linear_weights`) pre-packs fp32 weights for oneDNN. Checkpoint keys are
+`quantize_int8(module)` and `quantize_int4(module)` swap every `nn.Linear` below `module` for a quantized
+layer. Where our compiled CPU kernels are built (`internvl.model.cpu_kernels`: a C++ compiler is at hand)
+that is a `BlockQuantLinear` in llama.cpp's q8_0 or q4_0 format, which decodes at the memory bandwidth.
+Elsewhere: `Int8Linear` stores each output row as int8 with one scale (symmetric, per channel) and, on a
+CPU, quantizes the activations to 8 bits per call too (PyTorch's dynamic-quantized linear kernel);
+`Int4Linear` stores groups of `INT4_GROUP_SIZE` input weights of each output row as 4-bit integers with a
+bf16 scale and offset per group (asymmetric min-max, gpt-fast's scheme) and multiplies with PyTorch's CPU
+int4 kernel (`aten._weight_int4pack_mm_for_cpu`).
+For fp32, `fast_fp32_linears(module)` swaps in `KernelLinear` (our kernel for decoding, the same
+parameters) or, without our kernels, `PackedLinear` (weights pre-packed for oneDNN). Checkpoint keys are
 unchanged by all of them; none of them can be saved back except through the original layers.
 """
 
@@ -32,6 +36,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from internvl.model.cpu_kernels import BLOCK_SIZE, block_kernels, interleave, quantize_q4_0, quantize_q8_0
+from internvl.model.norm import RMSNorm
 
 if TYPE_CHECKING:
     from internvl.model.internvl import InternVL
@@ -177,6 +184,49 @@ class Int4Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
 
 
+class BlockQuantLinear(nn.Module):
+    """q8_0 or q4_0 linear layer (llama.cpp's block formats: one fp16 scale per 32 inputs of a row) on our
+    compiled CPU kernels (`internvl.model.cpu_kernels`), the activations quantized to int8 per block of 32
+    on the fly. Decoding runs at the memory bandwidth (docs/cpu-speed.md): 8 output rows are interleaved
+    so that a block's products for the 8 rows come out of the integer units as one vector.
+
+    `quantize_int8` / `quantize_int4` build these when the kernels are built on this machine, and fall back
+    to `Int8Linear` / `Int4Linear` (PyTorch's kernels) where they are not.
+    """
+
+    weight_values: torch.Tensor
+    weight_scales: torch.Tensor
+    bias: torch.Tensor | None
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kind: str) -> None:
+        super().__init__()
+        if block_kernels() is None:
+            raise RuntimeError("BlockQuantLinear needs internvl's CPU kernels, which are not built on this machine")
+        quantize = {"q8_0": quantize_q8_0, "q4_0": quantize_q4_0}[kind]
+        values, scales = interleave(*quantize(weight))
+        self.register_buffer("weight_values", values)
+        self.register_buffer("weight_scales", scales)
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
+        self.in_features, self.out_features, self.kind = weight.shape[1], weight.shape[0], kind
+        kernels = torch.ops.internvl_cpu  # loaded by block_kernels()
+        self.linear = kernels.q8_0x8_linear if kind == "q8_0" else kernels.q4_0x8_linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32:
+            return self.forward(x.float()).to(x.dtype)
+        # one call: reshaping, the bias and the padding rows are handled in the kernel (each small PyTorch
+        # operation costs microseconds, and a decode step makes about a hundred of these calls)
+        return self.linear(x, self.weight_values, self.weight_scales, self.bias, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind}"
+
+
+def _block_kernels_fit(layer: nn.Linear) -> bool:
+    """Our kernels are built here and can take this layer (a CPU weight, in-features a multiple of 32)."""
+    return layer.weight.device.type == "cpu" and layer.in_features % BLOCK_SIZE == 0 and block_kernels() is not None
+
+
 def replace_linears(
     module: nn.Module, make: Callable[[nn.Linear], nn.Module], keep: tuple[str, ...] = ("router",)
 ) -> nn.Module:
@@ -195,19 +245,30 @@ def replace_linears(
 
 
 def quantize_int8(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:
-    """Every `nn.Linear` below `module` (but `keep`) becomes an `Int8Linear`, in place; returns `module`.
+    """Every `nn.Linear` below `module` (but `keep`) becomes an int8 layer, in place; returns `module`: a
+    q8_0 `BlockQuantLinear` where our CPU kernels are built and the in-features are a multiple of 32,
+    otherwise an `Int8Linear`.
 
     A tied output head (sharing the embedding's weight) is quantized as its own copy; the embedding
     itself keeps its dtype (its rows are gathered, not multiplied).
     """
-    return replace_linears(module, lambda layer: Int8Linear(layer.weight, layer.bias), keep)
+
+    def make(layer: nn.Linear) -> nn.Module:
+        if _block_kernels_fit(layer):
+            return BlockQuantLinear(layer.weight, layer.bias, "q8_0")
+        return Int8Linear(layer.weight, layer.bias)
+
+    return replace_linears(module, make, keep)
 
 
 def quantize_int4(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:
-    """Every CPU `nn.Linear` below `module` (but `keep`) the kernel can pack (in-features a multiple of the
-    group size) becomes an `Int4Linear`, in place; the others are left as they are. Returns `module`."""
+    """Every CPU `nn.Linear` below `module` (but `keep`) with in-features a multiple of 32 becomes an int4
+    layer, in place: a q4_0 `BlockQuantLinear` where our CPU kernels are built, otherwise an `Int4Linear`
+    (PyTorch's grouped int4 kernel). The others are left as they are. Returns `module`."""
 
     def make(layer: nn.Linear) -> nn.Module:
+        if _block_kernels_fit(layer):
+            return BlockQuantLinear(layer.weight, layer.bias, "q4_0")
         if layer.weight.device.type != "cpu" or layer.in_features % INT4_GROUP_SIZE:
             return layer
         return Int4Linear(layer.weight, layer.bias)
@@ -247,22 +308,75 @@ def can_pack() -> bool:
     return torch.backends.mkldnn.is_available()
 
 
-def pack_linear_weights(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:
-    """Every fp32 CPU `nn.Linear` below `module` (but `keep`) becomes a `PackedLinear`, in place; returns
-    `module`."""
+# Up to this many rows our fp32 kernel beats oneDNN's packed weights and MKL (decoding, small batches);
+# above it (prefills) MKL's matrix-matrix product wins (`benchmarks/bench_matmul.py`, BENCHMARKS.md).
+KERNEL_MAX_ROWS = 16
 
-    def pack(layer: nn.Linear) -> nn.Module:
-        if layer.weight.dtype == torch.float32 and layer.weight.device.type == "cpu":
-            return PackedLinear(layer.weight, layer.bias)
-        return layer
 
-    return replace_linears(module, pack, keep)
+class KernelLinear(nn.Linear):
+    """fp32 `nn.Linear` whose few-row products (decoding) run on our CPU kernel, which streams the weights
+    at the memory bandwidth (docs/cpu-speed.md); many rows, other dtypes and autograd go through PyTorch.
+    It shares the layer's parameters, so a model with these layers still saves as before."""
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear) -> "KernelLinear":
+        """The same parameters (shared, not copied) behind this forward."""
+        swapped = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+        swapped.weight, swapped.bias = layer.weight, layer.bias
+        return swapped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        few_rows = x.numel() <= KERNEL_MAX_ROWS * self.in_features
+        if few_rows and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled():
+            return torch.ops.internvl_cpu.fp32_linear(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+def fast_fp32_linears(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:
+    """Every fp32 CPU `nn.Linear` below `module` (but `keep`) gets the fastest decoding path at hand, in
+    place: a `KernelLinear` where our kernels are built, else a `PackedLinear` (oneDNN), else none.
+    Returns `module`."""
+    kernels, packs = block_kernels() is not None, can_pack()
+
+    def swap(layer: nn.Linear) -> nn.Module:
+        if layer.weight.dtype != torch.float32 or layer.weight.device.type != "cpu":
+            return layer
+        if kernels:
+            return KernelLinear.from_linear(layer)
+        return PackedLinear(layer.weight, layer.bias) if packs else layer
+
+    return replace_linears(module, swap, keep)
+
+
+class KernelRMSNorm(RMSNorm):
+    """RMSNorm through our one-pass CPU kernel for fp32 inference (PyTorch's CPU `rms_norm` runs as several
+    small operations: about 25 microseconds a call against 5, 49 calls per decoded token on the 1B shape).
+    Anything else (other dtypes, devices, autograd) goes through `RMSNorm`."""
+
+    @classmethod
+    def from_norm(cls, norm: RMSNorm) -> "KernelRMSNorm":
+        """The same weight (shared, not copied) behind this forward."""
+        swapped = cls(norm.weight.shape[0], norm.eps)
+        swapped.weight = norm.weight
+        return swapped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fits = x.dtype == torch.float32 and x.device.type == "cpu" and self.weight.dtype == torch.float32
+        if not fits or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            return super().forward(x)
+        return torch.ops.internvl_cpu.rms_norm(x, self.weight, self.eps)
 
 
 def choose_cpu_kernels(model: InternVL) -> None:
-    """Adapt a loaded InternVL to this machine, in place (see the module docstring); a no-op unless its
-    decoder has bf16 weights on a CPU without native bf16."""
+    """Adapt a loaded InternVL to this machine, in place (see the module docstring): on a CPU, the decoder's
+    RMS norms run on our kernel where it is built (`KernelRMSNorm`); bf16 weights on a CPU without native
+    bf16 get `EmulatedBf16Linear` and an fp32 vision side."""
     weight = model.language.embed.weight
+    if weight.device.type == "cpu" and block_kernels() is not None:
+        for parent in model.language.modules():
+            for name, child in list(parent.named_children()):
+                if type(child) is RMSNorm:
+                    setattr(parent, name, KernelRMSNorm.from_norm(child))
     if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or CPU_HAS_NATIVE_BF16:
         return
 

@@ -1,0 +1,348 @@
+// Block-quantized matrix products for CPU inference: q8_0 and q4_0 weights times int8 activations.
+//
+// Why our own kernel: decoding one token reads every weight once, so its speed is the rate at which the
+// weights stream from memory. PyTorch's CPU int4 kernel unpacks at 5-8 GB/s on AVX2 and its int8 kernels
+// reach about half the memory bandwidth on the small projections (BENCHMARKS.md, docs/cpu-speed.md).
+//
+// The number formats are llama.cpp's: each run of 32 inputs of an output row is a block with one fp16
+// scale; q8_0 holds 32 int8 values, q4_0 32 nibbles with value = (nibble - 8) * scale, and in a row's
+// 16 bytes of a block byte j holds input j (low nibble) and input j + 16 (high nibble). The activations
+// are quantized per call to int8 in blocks of 32 with an fp32 scale, so a block's dot product is integer
+// arithmetic, scaled once.
+//
+// The layout is ours (docs/cpu-speed.md): 8 output rows are interleaved, 4 bytes at a time. For a group of
+// 8 rows and one block, the weights are runs of 32 bytes; run c holds bytes 4c..4c+3 of each row's block,
+// row after row (q8_0: 8 runs, q4_0: 4 runs). With the 4 matching activations broadcast to every 32-bit
+// lane, maddubs + madd leave each row's partial dot product in its own lane, so a block's 8 dot products
+// come out as one vector: converted to float and scaled once for 8 rows, with no horizontal sums.
+//
+// Built on first use by internvl/model/cpu_kernels.py with -march=native; without AVX2 the same loops run
+// as scalar C++.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define INTERNVL_AVX2 1
+#endif
+
+namespace {
+
+constexpr int64_t kBlock = 32;   // inputs per block
+constexpr int64_t kRows = 8;     // output rows per interleaved group
+constexpr int64_t kRowTile = 6;  // activation rows multiplied per pass over a group's weights
+
+template <bool kFour>
+constexpr int64_t kGroupBlockBytes = kFour ? kRows * kBlock / 2 : kRows * kBlock;  // 128 or 256
+
+// x (rows, in) fp32 -> q (rows, in) int8, d (rows, in / 32) fp32 with x ~ q * d per block (symmetric),
+// and offset (rows, in / 32) = 8 * d * sum(q) per block: what q4_0's "- 8" takes off each block's dot.
+void quantize_activations(const float* x, int64_t rows, int64_t in, int8_t* q, float* d, float* offset) {
+  const int64_t blocks = in / kBlock;
+  at::parallel_for(0, rows * blocks, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float* src = x + i * kBlock;
+      float amax = 0.f;
+      for (int64_t k = 0; k < kBlock; ++k) amax = std::max(amax, std::fabs(src[k]));
+      const float scale = amax / 127.f;
+      const float inverse = scale > 0.f ? 1.f / scale : 0.f;
+      int32_t sum = 0;
+      for (int64_t k = 0; k < kBlock; ++k) {
+        const int8_t value = static_cast<int8_t>(std::nearbyint(src[k] * inverse));
+        q[i * kBlock + k] = value;
+        sum += value;
+      }
+      d[i] = scale;
+      offset[i] = 8.f * scale * static_cast<float>(sum);
+    }
+  });
+}
+
+#ifdef INTERNVL_AVX2
+inline float horizontal_sum(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+  return _mm_cvtss_f32(sum);
+}
+#endif
+
+inline int32_t four_bytes(const int8_t* p) {
+  int32_t value;
+  std::memcpy(&value, p, 4);
+  return value;
+}
+
+// One group of 8 weight rows (`w`: blocks * kGroupBlockBytes bytes, `wd`: blocks * 8 fp16 scales) against
+// kT quantized activation rows; writes 8 outputs per activation row, `out_stride` apart. `next` is the
+// next group's weights, fetched ahead at the pace these are read (the hardware prefetcher alone left a
+// thread at about half its memory bandwidth).
+template <bool kFour, int kT>
+void group_dots(const uint8_t* w, const uint16_t* wd, const int8_t* xq, const float* xd, const float* xo,
+                int64_t blocks, int64_t in, float* out, int64_t out_stride, const uint8_t* next, const float* bias,
+                int64_t valid) {
+  constexpr int64_t kBytes = kGroupBlockBytes<kFour>;
+  float total[kT][kRows] = {};
+#ifdef INTERNVL_AVX2
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[kT];
+  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* wb = w + b * kBytes;
+    for (int64_t line = 0; line < kBytes; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(next + b * kBytes + line), _MM_HINT_T0);
+    __m256i sums[kT];  // q4_0: int16 pairs (8 of at most 2 * 15 * 127 each: 30,480); q8_0: int32 lanes
+    for (int t = 0; t < kT; ++t) sums[t] = _mm256_setzero_si256();
+    if constexpr (kFour) {
+      for (int c = 0; c < 4; ++c) {
+        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + c * 32));
+        const __m256i low = _mm256_and_si256(packed, low_mask);  // nibbles 0..15: maddubs' unsigned operand
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
+        for (int t = 0; t < kT; ++t) {
+          const int8_t* xb = xq + t * in + b * kBlock;
+          sums[t] = _mm256_add_epi16(sums[t], _mm256_maddubs_epi16(low, _mm256_set1_epi32(four_bytes(xb + 4 * c))));
+          sums[t] = _mm256_add_epi16(sums[t], _mm256_maddubs_epi16(high, _mm256_set1_epi32(four_bytes(xb + 16 + 4 * c))));
+        }
+      }
+      for (int t = 0; t < kT; ++t) sums[t] = _mm256_madd_epi16(sums[t], ones);
+    } else {
+      for (int c = 0; c < 8; ++c) {
+        const __m256i values = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + c * 32));
+        for (int t = 0; t < kT; ++t) {
+          const __m256i x = _mm256_set1_epi32(four_bytes(xq + t * in + b * kBlock + 4 * c));
+          // maddubs wants one unsigned operand: |x|, with x's sign moved onto the weights (pairs <= 2 * 127 * 127)
+          const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(values, x));
+          sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(pairs, ones));
+        }
+      }
+    }
+    const __m256 weight_scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wd + b * kRows)));
+    for (int t = 0; t < kT; ++t) {
+      const __m256 dots = _mm256_cvtepi32_ps(sums[t]);
+      const __m256 scaled = kFour  // q4_0: d * dot - offset takes the "- 8" off every nibble
+                                ? _mm256_fmsub_ps(_mm256_set1_ps(xd[t * blocks + b]), dots, _mm256_set1_ps(xo[t * blocks + b]))
+                                : _mm256_mul_ps(_mm256_set1_ps(xd[t * blocks + b]), dots);
+      acc[t] = _mm256_fmadd_ps(weight_scales, scaled, acc[t]);
+    }
+  }
+  for (int t = 0; t < kT; ++t) _mm256_storeu_ps(total[t], acc[t]);
+#else
+  (void)next;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* wb = w + b * kBytes;
+    for (int t = 0; t < kT; ++t) {
+      const int8_t* xb = xq + t * in + b * kBlock;
+      for (int row = 0; row < kRows; ++row) {
+        int32_t dot = 0;
+        for (int c = 0; c < (kFour ? 4 : 8); ++c)
+          for (int k = 0; k < 4; ++k) {
+            const uint8_t byte = wb[c * 32 + row * 4 + k];
+            if constexpr (kFour)
+              dot += (byte & 0x0F) * xb[4 * c + k] + (byte >> 4) * xb[16 + 4 * c + k];
+            else
+              dot += static_cast<int8_t>(byte) * xb[4 * c + k];
+          }
+        const float scale = static_cast<float>(c10::Half(wd[b * kRows + row], c10::Half::from_bits()));
+        total[t][row] += scale * (xd[t * blocks + b] * static_cast<float>(dot) - (kFour ? xo[t * blocks + b] : 0.f));
+      }
+    }
+  }
+#endif
+  for (int t = 0; t < kT; ++t)  // the group's rows that exist (the last group may be padding), plus the bias
+    for (int64_t row = 0; row < valid; ++row) out[t * out_stride + row] = total[t][row] + (bias ? bias[row] : 0.f);
+}
+
+// x (..., in) fp32 times grouped weights (groups, blocks, 128 or 256) with scales (groups, blocks, 8), plus an
+// optional bias -> (..., out_features) fp32, out_features <= 8 * groups (the rest of the last group is padding).
+template <bool kFour>
+at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& qs, const at::Tensor& scales,
+                          const std::optional<at::Tensor>& bias, int64_t out_features) {
+  TORCH_CHECK(x.dim() >= 1 && x.scalar_type() == at::kFloat, "x must be a float32 tensor");
+  TORCH_CHECK(scales.dim() == 3 && scales.size(2) == kRows && scales.scalar_type() == at::kHalf,
+              "scales must be a (groups, blocks, 8) float16 tensor");
+  const int64_t in = x.size(-1), rows = x.numel() / std::max<int64_t>(in, 1);
+  const int64_t groups = scales.size(0), blocks = scales.size(1), group_bytes = blocks * kGroupBlockBytes<kFour>;
+  TORCH_CHECK(in == blocks * kBlock, "x has ", in, " inputs, the weights ", blocks * kBlock);
+  TORCH_CHECK(qs.scalar_type() == at::kByte && qs.dim() == 3 && qs.size(0) == groups && qs.size(1) == blocks &&
+                  qs.size(2) == kGroupBlockBytes<kFour>,
+              "qs (", qs.sizes(), ", ", qs.scalar_type(), ") does not match the scales ", scales.sizes());
+  TORCH_CHECK(out_features > (groups - 1) * kRows && out_features <= groups * kRows, "out_features ", out_features,
+              " does not fit ", groups, " groups of 8 rows");
+  TORCH_CHECK(!bias || (bias->scalar_type() == at::kFloat && bias->numel() == out_features),
+              "bias must be float32 with out_features values");
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor qc = qs.contiguous();
+  const at::Tensor sc = scales.contiguous();
+  const at::Tensor bc = bias ? bias->contiguous() : at::Tensor();
+  // the quantized activations live in this thread's scratch (no allocation per call when decoding)
+  thread_local std::vector<int8_t> xq;
+  thread_local std::vector<float> xd, xo;
+  xq.resize(rows * in);
+  xd.resize(rows * blocks);
+  xo.resize(rows * blocks);
+  quantize_activations(xc.data_ptr<float>(), rows, in, xq.data(), xd.data(), xo.data());
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out_features;
+  at::Tensor result = at::empty(shape, x.options());
+  const uint8_t* w = qc.data_ptr<uint8_t>();
+  const auto* wd = reinterpret_cast<const uint16_t*>(sc.data_ptr<at::Half>());
+  const int8_t* xqp = xq.data();
+  const float* xdp = xd.data();
+  const float* xop = xo.data();
+  const float* bp = bias ? bc.data_ptr<float>() : nullptr;
+  float* res = result.data_ptr<float>();
+  at::parallel_for(0, groups, 1, [&](int64_t group_begin, int64_t group_end) {
+    for (int64_t g = group_begin; g < group_end; ++g) {
+      const uint8_t* wg = w + g * group_bytes;
+      const uint8_t* next = g + 1 < group_end ? wg + group_bytes : wg;
+      const int64_t valid = std::min(kRows, out_features - g * kRows);
+      // a group's weights stay in cache while every activation row passes (prefill), kRowTile at a time
+      for (int64_t r0 = 0; r0 < rows; r0 += kRowTile) {
+        const auto args = std::make_tuple(wg, wd + g * blocks * kRows, xqp + r0 * in, xdp + r0 * blocks,
+                                          xop + r0 * blocks, blocks, in, res + r0 * out_features + g * kRows,
+                                          out_features, next, bp ? bp + g * kRows : nullptr, valid);
+        switch (std::min(kRowTile, rows - r0)) {
+          case 1: std::apply(group_dots<kFour, 1>, args); break;
+          case 2: std::apply(group_dots<kFour, 2>, args); break;
+          case 3: std::apply(group_dots<kFour, 3>, args); break;
+          case 4: std::apply(group_dots<kFour, 4>, args); break;
+          case 5: std::apply(group_dots<kFour, 5>, args); break;
+          default: std::apply(group_dots<kFour, kRowTile>, args);
+        }
+      }
+    }
+  });
+  return result;
+}
+
+at::Tensor q8_0x8_linear(const at::Tensor& x, const at::Tensor& qs, const at::Tensor& scales,
+                         const std::optional<at::Tensor>& bias, int64_t out_features) {
+  return grouped_linear<false>(x, qs, scales, bias, out_features);
+}
+
+at::Tensor q4_0x8_linear(const at::Tensor& x, const at::Tensor& qs, const at::Tensor& scales,
+                         const std::optional<at::Tensor>& bias, int64_t out_features) {
+  return grouped_linear<true>(x, qs, scales, bias, out_features);
+}
+
+// fp32 x (..., in) times fp32 weights (out, in) row-major, plus an optional bias -> (..., out), for the few
+// rows of decoding: 8 weight rows at a time against each activation row (8 independent accumulators, the
+// next 8 rows fetched ahead), so that the weights stream at the memory bandwidth; the 8 rows stay in cache
+// while the activation rows pass. Prefills (many rows) belong to a matrix-matrix library (MKL, oneDNN).
+at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat, "fp32_linear takes float32");
+  TORCH_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), "x has ", x.size(-1),
+              " inputs, the weights ", weight.size(1));
+  const int64_t in = weight.size(1), out = weight.size(0), rows = x.numel() / std::max<int64_t>(in, 1);
+  TORCH_CHECK(!bias || (bias->scalar_type() == at::kFloat && bias->numel() == out), "bias must be float32 with ",
+              out, " values");
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor wc = weight.contiguous();
+  const at::Tensor bc = bias ? bias->contiguous() : at::Tensor();
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out;
+  at::Tensor result = at::empty(shape, x.options());
+  const float* xp = xc.data_ptr<float>();
+  const float* w = wc.data_ptr<float>();
+  const float* bp = bias ? bc.data_ptr<float>() : nullptr;
+  float* res = result.data_ptr<float>();
+  const int64_t groups = (out + kRows - 1) / kRows;
+  at::parallel_for(0, groups, 1, [&](int64_t group_begin, int64_t group_end) {
+    for (int64_t g = group_begin; g < group_end; ++g) {
+      const int64_t first = g * kRows, count = std::min(kRows, out - first);
+      const float* wg = w + first * in;
+      const float* next = g + 1 < group_end ? wg + kRows * in : wg;
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = xp + r * in;
+        float total[kRows] = {};
+        int64_t k = 0;
+#ifdef INTERNVL_AVX2
+        if (count == kRows) {
+          __m256 acc[kRows];
+          for (int i = 0; i < kRows; ++i) acc[i] = _mm256_setzero_ps();
+          for (; k + 8 <= in; k += 8) {
+            if (r == 0 && (k & 15) == 0)  // the next group's rows, a 64-byte line of each per 16 inputs
+              for (int i = 0; i < kRows; ++i) _mm_prefetch(reinterpret_cast<const char*>(next + i * in + k), _MM_HINT_T0);
+            const __m256 xv = _mm256_loadu_ps(xr + k);
+            for (int i = 0; i < kRows; ++i) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(wg + i * in + k), xv, acc[i]);
+          }
+          for (int i = 0; i < kRows; ++i) total[i] = horizontal_sum(acc[i]);
+        }
+#endif
+        for (int64_t i = 0; i < count; ++i) {
+          float rest = total[i];
+          for (int64_t kk = k; kk < in; ++kk) rest += wg[i * in + kk] * xr[kk];
+          res[r * out + first + i] = rest + (bp ? bp[first + i] : 0.f);
+        }
+      }
+    }
+  });
+  return result;
+}
+
+// RMS normalisation of fp32 rows, weight applied: one pass over each row, where PyTorch's CPU rms_norm runs
+// as several small operations (a decode step makes 49 of these calls on the 1B shape).
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat, "rms_norm takes float32");
+  const int64_t size = weight.numel();
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == size, "x's last dimension must be the weight's size ", size);
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor wc = weight.contiguous();
+  at::Tensor out = at::empty_like(xc);
+  const float* src = xc.data_ptr<float>();
+  const float* w = wc.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const int64_t rows = size ? xc.numel() / size : 0;
+  at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(size, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = src + r * size;
+      float squares = 0.f;
+#pragma omp simd reduction(+ : squares)
+      for (int64_t k = 0; k < size; ++k) squares += row[k] * row[k];
+      const float inverse = 1.f / std::sqrt(squares / static_cast<float>(size) + static_cast<float>(eps));
+      float* out_row = dst + r * size;
+#pragma omp simd
+      for (int64_t k = 0; k < size; ++k) out_row[k] = w[k] * (row[k] * inverse);
+    }
+  });
+  return out;
+}
+
+bool has_avx2() {
+#ifdef INTERNVL_AVX2
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+// The products are CPU kernels (so that a meta implementation can be added for torch.compile); `simd` tells
+// whether this build has the AVX2 loops or the scalar ones.
+TORCH_LIBRARY(internvl_cpu, m) {
+  m.def("q8_0x8_linear(Tensor x, Tensor qs, Tensor scales, Tensor? bias, int out_features) -> Tensor");
+  m.def("q4_0x8_linear(Tensor x, Tensor qs, Tensor scales, Tensor? bias, int out_features) -> Tensor");
+  m.def("fp32_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  m.def("simd() -> bool", &has_avx2);
+}
+
+TORCH_LIBRARY_IMPL(internvl_cpu, CPU, m) {
+  m.impl("q8_0x8_linear", &q8_0x8_linear);
+  m.impl("q4_0x8_linear", &q4_0x8_linear);
+  m.impl("fp32_linear", &fp32_linear);
+  m.impl("rms_norm", &rms_norm);
+}

@@ -1,0 +1,253 @@
+"""Our compiled CPU kernels (`internvl.model.cpu_kernels`, csrc/block_quant.cpp): the q8_0 and q4_0 block
+formats bit for bit against the `gguf` package (llama.cpp's reference quantizers, in Python), the kernels'
+products against the same arithmetic in PyTorch, and the layers built on them."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from internvl.model import cpu_kernels, linear
+from internvl.model.cpu_kernels import (
+    block_kernels,
+    dequantize_q4_0,
+    dequantize_q8_0,
+    interleave,
+    quantize_q4_0,
+    quantize_q8_0,
+)
+from internvl.model.internvl import InternVL
+from internvl.model.linear import (
+    KERNEL_MAX_ROWS,
+    BlockQuantLinear,
+    Int4Linear,
+    Int8Linear,
+    KernelLinear,
+    KernelRMSNorm,
+    choose_cpu_kernels,
+    fast_fp32_linears,
+    quantize_int4,
+    quantize_int8,
+)
+from internvl.model.norm import RMSNorm
+from tests.test_train_support import tiny_config
+
+QUANTIZERS = {"q8_0": (quantize_q8_0, dequantize_q8_0), "q4_0": (quantize_q4_0, dequantize_q4_0)}
+
+# Where a C++ compiler is at hand the kernels must build: a failed build fails these tests, not skips them.
+needs_kernels = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler on this machine")
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    built = block_kernels()
+    assert built is not None, "a C++ compiler is here, yet internvl's CPU kernels did not build (see the log)"
+    return built
+
+
+def weights(out: int, inputs: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(out, inputs, generator=generator) * 0.05
+    weight[0, :32] = 0.0  # an all-zero block: scale 0
+    weight[1, 5] = 0.5  # a block with one outlier
+    return weight
+
+
+@pytest.mark.parametrize("kind", ["q8_0", "q4_0"])
+def test_quantizers_match_llama_cpp_bit_for_bit(kind):
+    gguf = pytest.importorskip("gguf")  # a [dev] dependency
+    weight = weights(24, 128)
+    values, scales = QUANTIZERS[kind][0](weight)
+    qtype = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[kind]
+    reference = gguf.quants.quantize(weight.numpy(), qtype).reshape(24, 4, -1)  # blocks: fp16 scale, then values
+    assert np.array_equal(reference[..., :2].copy().view(np.float16)[..., 0], scales.numpy())
+    assert np.array_equal(reference[..., 2:].reshape(24, -1), values.view(torch.uint8).numpy())
+    dequantized = gguf.quants.dequantize(reference.reshape(24, -1), qtype)
+    assert np.array_equal(dequantized, QUANTIZERS[kind][1](values, scales).numpy())
+
+
+def test_interleave_puts_four_bytes_of_each_of_8_rows_side_by_side():
+    values = torch.arange(10 * 64, dtype=torch.int32).reshape(10, 64).to(torch.uint8)  # q8_0, 2 blocks
+    scales = torch.arange(20, dtype=torch.float16).reshape(10, 2)
+    grouped, grouped_scales = interleave(values, scales)
+    assert grouped.shape == (2, 2, 256) and grouped_scales.shape == (2, 2, 8)
+    # group 0, block 1, run 3: bytes 12..15 of block 1 of rows 0..7
+    assert grouped[0, 1, 3 * 32 : 4 * 32].tolist() == values[:8, 32 + 12 : 32 + 16].flatten().tolist()
+    assert grouped_scales[0, 1].tolist() == scales[:8, 1].tolist()
+    assert grouped[1, :, :].reshape(2, 8, 8, 4)[:, :, 2:, :].eq(0).all()  # rows 10..15: zero padding
+    with pytest.raises(ValueError, match="block size 32"):
+        quantize_q8_0(torch.randn(4, 40))
+
+
+def reference_product(x: torch.Tensor, weight: torch.Tensor, kind: str) -> torch.Tensor:
+    """The kernels' arithmetic in PyTorch: activations quantized to int8 per block of 32 (scale max|x|/127,
+    rounded half to even, as nearbyint), times the dequantized weights, in float64."""
+    quantize, dequantize = QUANTIZERS[kind]
+    blocks = x.reshape(len(x), -1, 32)
+    scale = blocks.abs().amax(dim=2, keepdim=True) / 127
+    inverse = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
+    activations = (torch.round(blocks * inverse) * scale).reshape(x.shape)
+    return activations.double() @ dequantize(*quantize(weight)).double().T
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("rows", [1, 2, 5, 6, 7, 13])  # every activation-row tile of the kernel, and two passes
+@pytest.mark.parametrize("shape", [(8, 32), (21, 96), (40, 256)])  # 21: padded to 24 rows
+def test_kernels_compute_the_quantized_product(kernels, kind, rows, shape):
+    weight = weights(*shape)
+    x = torch.randn(rows, shape[1], generator=torch.Generator().manual_seed(1))
+    x[0, :32] = 0.0  # an all-zero activation block
+    linear = kernels.q8_0x8_linear if kind == "q8_0" else kernels.q4_0x8_linear
+    got = linear(x, *interleave(*QUANTIZERS[kind][0](weight)), None, shape[0])
+    assert got.shape == (rows, shape[0])
+    expected = reference_product(x, weight, kind)
+    scale = (x.abs() @ weight.abs().T).double()
+    assert torch.all((got.double() - expected).abs() <= 1e-5 * scale + 1e-6)
+
+
+@needs_kernels
+def test_kernels_add_the_bias_and_keep_leading_dimensions(kernels):
+    weight, bias = weights(21, 64), torch.randn(21)
+    x = torch.randn(2, 3, 64)
+    grouped = interleave(*quantize_q4_0(weight))
+    got = kernels.q4_0x8_linear(x, *grouped, bias, 21)
+    assert got.shape == (2, 3, 21)
+    assert torch.allclose(got, kernels.q4_0x8_linear(x.reshape(6, 64), *grouped, None, 21).reshape(2, 3, 21) + bias)
+
+
+@needs_kernels
+def test_kernels_refuse_mismatched_tensors(kernels):
+    values, scales = interleave(*quantize_q8_0(weights(8, 64)))
+    with pytest.raises(RuntimeError, match="inputs"):
+        kernels.q8_0x8_linear(torch.randn(1, 96), values, scales, None, 8)
+    with pytest.raises(RuntimeError, match="does not match"):
+        kernels.q4_0x8_linear(torch.randn(1, 64), values, scales, None, 8)  # q8_0 bytes given as q4_0
+    with pytest.raises(RuntimeError, match="out_features 9"):
+        kernels.q8_0x8_linear(torch.randn(1, 64), values, scales, None, 9)
+    with pytest.raises(RuntimeError, match="bias"):
+        kernels.q8_0x8_linear(torch.randn(1, 64), values, scales, torch.randn(7), 8)
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["q8_0", "q4_0"])
+def test_block_quant_linear_keeps_shapes_bias_and_dtype(kernels, kind):
+    dense = nn.Linear(64, 20)
+    layer = BlockQuantLinear(dense.weight, dense.bias, kind)
+    x = torch.randn(2, 3, 64)
+    with torch.no_grad():
+        got, exact = layer(x), dense(x)
+    assert got.shape == (2, 3, 20) and got.dtype == torch.float32
+    bound = {"q8_0": 0.02, "q4_0": 0.15}[kind] * exact.abs().max()
+    assert (got - exact).abs().max() < bound
+    assert layer(x.to(torch.bfloat16)).dtype == torch.bfloat16
+
+
+@needs_kernels
+def test_quantize_int8_and_int4_use_the_block_kernels_and_keep_greedy_logits_close(kernels):
+    torch.manual_seed(0)
+    model = InternVL(tiny_config("qwen2")).eval()
+    ids = torch.randint(0, model.config.text.vocab_size - 10, (2, 12))
+    with torch.no_grad():
+        expected = model(ids)
+    for quantize, kind, tolerance in ((quantize_int8, "q8_0", 0.1), (quantize_int4, "q4_0", 0.5)):
+        quantized = InternVL(tiny_config("qwen2")).eval()
+        quantized.load_state_dict(model.state_dict())
+        quantize(quantized.language)
+        assert isinstance(quantized.language.lm_head, BlockQuantLinear) and quantized.language.lm_head.kind == kind
+        with torch.no_grad():
+            got = quantized(ids)
+        assert (got - expected).abs().max() < tolerance * expected.std()
+
+
+@needs_kernels
+@pytest.mark.parametrize("rows", [1, 3, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 1])  # the last: PyTorch's product
+@pytest.mark.parametrize("shape", [(21, 96), (16, 37)])  # an in-features count that is no multiple of 8
+def test_kernel_linear_equals_nn_linear(kernels, rows, shape):
+    dense = nn.Linear(shape[1], shape[0])
+    layer = KernelLinear.from_linear(dense)
+    assert layer.weight is dense.weight and layer.bias is dense.bias  # shared: the model still saves
+    x = torch.randn(rows, shape[1])
+    with torch.no_grad():
+        assert torch.allclose(layer(x), dense(x), rtol=1e-5, atol=1e-5)
+        assert torch.allclose(layer(x[:, None]), dense(x[:, None]), rtol=1e-5, atol=1e-5)  # leading dimensions
+    assert torch.allclose(kernels.fp32_linear(x, dense.weight.detach(), None), x @ dense.weight.detach().T, atol=1e-5)
+    x.requires_grad_(True)
+    layer(x).sum().backward()  # with autograd: PyTorch's product, gradients flow
+    assert x.grad is not None and dense.weight.grad is not None
+
+
+@needs_kernels
+def test_kernel_rms_norm_equals_rms_norm_and_keeps_autograd(kernels):
+    norm = RMSNorm(96, 1e-6)
+    with torch.no_grad():
+        norm.weight.normal_()
+    fast = KernelRMSNorm.from_norm(norm)
+    assert fast.weight is norm.weight
+    x = torch.randn(2, 5, 96) * 3
+    with torch.no_grad():
+        assert torch.allclose(fast(x), norm(x), rtol=1e-5, atol=1e-6)
+        half = x.to(torch.bfloat16)
+        assert torch.equal(fast(half), norm(half))  # other dtypes: RMSNorm's own path
+    x.requires_grad_(True)
+    fast(x).sum().backward()
+    assert x.grad is not None
+
+
+@needs_kernels
+def test_a_cpu_model_gets_the_kernels_and_keeps_its_logits_and_checkpoint(kernels, tmp_path):
+    from internvl.weights import load_model, save_model
+
+    torch.manual_seed(0)
+    model = InternVL(tiny_config("qwen2")).eval()
+    ids = torch.randint(0, model.config.text.vocab_size - 10, (2, 12))
+    with torch.no_grad():
+        expected = model(ids)
+    choose_cpu_kernels(model)
+    fast_fp32_linears(model.language)
+    assert isinstance(model.language.norm, KernelRMSNorm) and isinstance(model.language.lm_head, KernelLinear)
+    with torch.no_grad():
+        assert torch.allclose(model(ids), expected, rtol=1e-4, atol=1e-5)
+        assert torch.allclose(model(ids[:, :1]), expected[:, :1], rtol=1e-4, atol=1e-5)  # one row each: our kernel
+    save_model(model, tmp_path / "saved")  # the same parameters under the same names
+    reloaded = load_model(tmp_path / "saved", dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_without_the_kernels_quantize_falls_back_to_pytorchs(monkeypatch):
+    monkeypatch.setattr(linear, "block_kernels", lambda: None)
+    model = InternVL(tiny_config("qwen2")).eval()
+    quantize_int8(model.language)
+    assert isinstance(model.language.lm_head, Int8Linear)
+    model = InternVL(tiny_config("qwen2")).eval()
+    quantize_int4(model.language)
+    assert isinstance(model.language.lm_head, Int4Linear)
+
+
+def test_the_kernels_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("INTERNVL_CPU_KERNELS", "0")
+    cpu_kernels.block_kernels.cache_clear()
+    try:
+        assert cpu_kernels.block_kernels() is None
+    finally:
+        monkeypatch.delenv("INTERNVL_CPU_KERNELS")
+        cpu_kernels.block_kernels.cache_clear()
+
+
+def test_a_failed_build_is_reported_and_falls_back(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
+    monkeypatch.setattr(cpu_kernels.shutil, "which", lambda name: "/bin/false")
+    cpu_kernels.block_kernels.cache_clear()
+    try:
+        with caplog.at_level("WARNING"):
+            assert cpu_kernels.block_kernels() is None
+        assert "failed to build" in caplog.text
+        assert not list(tmp_path.rglob("*.so"))  # no half-written library left behind
+    finally:
+        cpu_kernels.block_kernels.cache_clear()

@@ -71,7 +71,7 @@ def test_quantizers_match_llama_cpp_bit_for_bit(kind):
 
 
 def test_interleave_puts_four_bytes_of_each_of_8_rows_side_by_side():
-    values = torch.arange(10 * 64, dtype=torch.int32).reshape(10, 64).to(torch.uint8)  # q8_0, 2 blocks
+    values = torch.arange(10 * 64, dtype=torch.int32).reshape(10, 64).to(torch.uint8)  # 2 blocks of 256 bytes
     scales = torch.arange(20, dtype=torch.float16).reshape(10, 2)
     grouped, grouped_scales = interleave(values, scales)
     assert grouped.shape == (2, 2, 256) and grouped_scales.shape == (2, 2, 8)
@@ -84,11 +84,12 @@ def test_interleave_puts_four_bytes_of_each_of_8_rows_side_by_side():
 
 
 def reference_product(x: torch.Tensor, weight: torch.Tensor, kind: str) -> torch.Tensor:
-    """The kernels' arithmetic in PyTorch: activations quantized to int8 per block of 32 (scale max|x|/127,
-    rounded half to even, as nearbyint), times the dequantized weights, in float64."""
+    """The kernels' arithmetic in PyTorch: activations quantized per block of 32 (scale max|x| / levels,
+    rounded half to even, as nearbyint; 8-bit against q4_0, 7-bit against q8_0), times the dequantized
+    weights, in float64."""
     quantize, dequantize = QUANTIZERS[kind]
     blocks = x.reshape(len(x), -1, 32)
-    scale = blocks.abs().amax(dim=2, keepdim=True) / 127
+    scale = blocks.abs().amax(dim=2, keepdim=True) / (127 if kind == "q4_0" else 63)
     inverse = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
     activations = (torch.round(blocks * inverse) * scale).reshape(x.shape)
     return activations.double() @ dequantize(*quantize(weight)).double().T

@@ -125,11 +125,13 @@ def quantize_q4_0(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def interleave(values: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """q8_0 or q4_0 rows -> the kernels' layout (8 rows interleaved 4 bytes at a time, csrc/block_quant.cpp):
-    values (ceil(out / 8), blocks, 256 or 128) uint8 and scales (ceil(out / 8), blocks, 8); the rows
-    past `out` are zero."""
+    values (ceil(out / 8), blocks, 256 or 128) uint8, q8_0's as value + 128, and scales (ceil(out / 8),
+    blocks, 8); the rows past `out` have zero scales."""
     out_features, blocks = scales.shape
     padding = -out_features % 8
-    values = F.pad(values.view(torch.uint8), (0, 0, 0, padding))  # int8 values as their bytes
+    if values.dtype == torch.int8:  # q8_0: stored as value + 128, the unsigned operand of the kernel's products
+        values = (values.to(torch.int16) + 128).to(torch.uint8)
+    values = F.pad(values, (0, 0, 0, padding))
     values = values.reshape(-1, 8, blocks, values.shape[1] // blocks // 4, 4)  # group, row, block, run, byte
     values = values.permute(0, 2, 3, 1, 4).reshape(len(values), blocks, -1)
     scales = F.pad(scales, (0, 0, 0, padding)).reshape(-1, 8, blocks).transpose(1, 2)

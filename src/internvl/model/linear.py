@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -56,16 +56,24 @@ def cpu_has_native_bf16() -> bool:
 CPU_HAS_NATIVE_BF16 = cpu_has_native_bf16()
 
 
-class EmulatedBf16Linear(nn.Linear):
-    """bf16 weights on a CPU that emulates bf16: big products are computed in fp32 (exact products of the
-    stored bf16 numbers, rounded once), small ones (decoding) stay in bf16, which is faster there."""
+SwappedLinear = TypeVar("SwappedLinear", bound="SharedParametersLinear")
+
+
+class SharedParametersLinear(nn.Linear):
+    """An `nn.Linear` with another forward, made from a loaded layer: the parameters are shared, not copied,
+    so a model with these layers keeps its memory and still saves as before."""
 
     @classmethod
-    def from_linear(cls, layer: nn.Linear) -> "EmulatedBf16Linear":
-        """The same parameters (shared, not copied) behind this forward."""
+    def from_linear(cls: type[SwappedLinear], layer: nn.Linear) -> SwappedLinear:
+        """The same parameters behind this class's forward."""
         swapped = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         swapped.weight, swapped.bias = layer.weight, layer.bias
         return swapped
+
+
+class EmulatedBf16Linear(SharedParametersLinear):
+    """bf16 weights on a CPU that emulates bf16: big products are computed in fp32 (exact products of the
+    stored bf16 numbers, rounded once), small ones (decoding) stay in bf16, which is faster there."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() > BF16_MAX_EMULATED_ROWS * x.shape[-1]:
@@ -308,28 +316,31 @@ def can_pack() -> bool:
     return torch.backends.mkldnn.is_available()
 
 
+CAN_USE_ONEDNN = can_pack()
+
+
 # Up to this many rows our fp32 kernel beats oneDNN's packed weights and MKL (decoding, small batches);
-# above it (prefills) MKL's matrix-matrix product wins (`benchmarks/bench_matmul.py`, BENCHMARKS.md).
+# above it (prefills) oneDNN's matrix-matrix product wins (`benchmarks/bench_matmul.py`, BENCHMARKS.md).
 KERNEL_MAX_ROWS = 16
 
 
-class KernelLinear(nn.Linear):
+class KernelLinear(SharedParametersLinear):
     """fp32 `nn.Linear` whose few-row products (decoding) run on our CPU kernel, which streams the weights
-    at the memory bandwidth (docs/cpu-speed.md); many rows, other dtypes and autograd go through PyTorch.
-    It shares the layer's parameters, so a model with these layers still saves as before."""
-
-    @classmethod
-    def from_linear(cls, layer: nn.Linear) -> "KernelLinear":
-        """The same parameters (shared, not copied) behind this forward."""
-        swapped = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
-        swapped.weight, swapped.bias = layer.weight, layer.bias
-        return swapped
+    at the memory bandwidth (docs/cpu-speed.md); many rows go to oneDNN, other dtypes and autograd through
+    `nn.Linear`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        few_rows = x.numel() <= KERNEL_MAX_ROWS * self.in_features
-        if few_rows and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled():
+        if x.dtype != torch.float32 or x.device.type != "cpu" or torch.is_grad_enabled():
+            return super().forward(x)
+        if x.numel() <= KERNEL_MAX_ROWS * self.in_features:
             return torch.ops.internvl_cpu.fp32_linear(x, self.weight, self.bias)
-        return super().forward(x)
+        if not CAN_USE_ONEDNN:
+            return super().forward(x)
+        # many rows: oneDNN, which takes the plain weight as fast as a pre-packed one here and beats MKL's
+        # sgemm on AMD CPUs (`benchmarks/bench_matmul.py`)
+        rows = x.reshape(-1, self.in_features).contiguous()
+        out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")
+        return out.reshape(*x.shape[:-1], self.out_features)
 
 
 def fast_fp32_linears(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:

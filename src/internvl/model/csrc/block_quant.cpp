@@ -46,16 +46,18 @@ constexpr int64_t kRowTile = 6;  // activation rows multiplied per pass over a g
 template <bool kFour>
 constexpr int64_t kGroupBlockBytes = kFour ? kRows * kBlock / 2 : kRows * kBlock;  // 128 or 256
 
-// x (rows, in) fp32 -> q (rows, in) int8, d (rows, in / 32) fp32 with x ~ q * d per block (symmetric),
-// and offset (rows, in / 32) = 8 * d * sum(q) per block: what q4_0's "- 8" takes off each block's dot.
-void quantize_activations(const float* x, int64_t rows, int64_t in, int8_t* q, float* d, float* offset) {
+// x (rows, in) fp32 -> q (rows, in) int8 in -levels..levels, d (rows, in / 32) fp32 with x ~ q * d per block
+// (symmetric), and offset (rows, in / 32) = shift * d * sum(q) per block: what the weights' unsigned storage
+// (q4_0: nibble = value + 8; q8_0: byte = value + 128) adds to each block's dot, taken off afterwards.
+void quantize_activations(const float* x, int64_t rows, int64_t in, float levels, float shift, int8_t* q, float* d,
+                          float* offset) {
   const int64_t blocks = in / kBlock;
   at::parallel_for(0, rows * blocks, 256, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const float* src = x + i * kBlock;
       float amax = 0.f;
       for (int64_t k = 0; k < kBlock; ++k) amax = std::max(amax, std::fabs(src[k]));
-      const float scale = amax / 127.f;
+      const float scale = amax / levels;
       const float inverse = scale > 0.f ? 1.f / scale : 0.f;
       int32_t sum = 0;
       for (int64_t k = 0; k < kBlock; ++k) {
@@ -64,7 +66,7 @@ void quantize_activations(const float* x, int64_t rows, int64_t in, int8_t* q, f
         sum += value;
       }
       d[i] = scale;
-      offset[i] = 8.f * scale * static_cast<float>(sum);
+      offset[i] = shift * scale * static_cast<float>(sum);
     }
   });
 }
@@ -119,21 +121,20 @@ void group_dots(const uint8_t* w, const uint16_t* wd, const int8_t* xq, const fl
       for (int t = 0; t < kT; ++t) sums[t] = _mm256_madd_epi16(sums[t], ones);
     } else {
       for (int c = 0; c < 8; ++c) {
-        const __m256i values = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + c * 32));
+        // bytes = value + 128 (1..255), maddubs' unsigned operand, against 7-bit activations: a pair is at
+        // most 2 * 255 * 63 = 32,130, so int16 does not saturate (8-bit activations would)
+        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + c * 32));
         for (int t = 0; t < kT; ++t) {
           const __m256i x = _mm256_set1_epi32(four_bytes(xq + t * in + b * kBlock + 4 * c));
-          // maddubs wants one unsigned operand: |x|, with x's sign moved onto the weights (pairs <= 2 * 127 * 127)
-          const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(values, x));
-          sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(pairs, ones));
+          sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, x), ones));
         }
       }
     }
     const __m256 weight_scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wd + b * kRows)));
     for (int t = 0; t < kT; ++t) {
       const __m256 dots = _mm256_cvtepi32_ps(sums[t]);
-      const __m256 scaled = kFour  // q4_0: d * dot - offset takes the "- 8" off every nibble
-                                ? _mm256_fmsub_ps(_mm256_set1_ps(xd[t * blocks + b]), dots, _mm256_set1_ps(xo[t * blocks + b]))
-                                : _mm256_mul_ps(_mm256_set1_ps(xd[t * blocks + b]), dots);
+      // d * dot - offset: the offset takes the unsigned storage's shift off every weight
+      const __m256 scaled = _mm256_fmsub_ps(_mm256_set1_ps(xd[t * blocks + b]), dots, _mm256_set1_ps(xo[t * blocks + b]));
       acc[t] = _mm256_fmadd_ps(weight_scales, scaled, acc[t]);
     }
   }
@@ -152,10 +153,10 @@ void group_dots(const uint8_t* w, const uint16_t* wd, const int8_t* xq, const fl
             if constexpr (kFour)
               dot += (byte & 0x0F) * xb[4 * c + k] + (byte >> 4) * xb[16 + 4 * c + k];
             else
-              dot += static_cast<int8_t>(byte) * xb[4 * c + k];
+              dot += byte * xb[4 * c + k];
           }
         const float scale = static_cast<float>(c10::Half(wd[b * kRows + row], c10::Half::from_bits()));
-        total[t][row] += scale * (xd[t * blocks + b] * static_cast<float>(dot) - (kFour ? xo[t * blocks + b] : 0.f));
+        total[t][row] += scale * (xd[t * blocks + b] * static_cast<float>(dot) - xo[t * blocks + b]);
       }
     }
   }
@@ -192,7 +193,9 @@ at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& qs, const at::T
   xq.resize(rows * in);
   xd.resize(rows * blocks);
   xo.resize(rows * blocks);
-  quantize_activations(xc.data_ptr<float>(), rows, in, xq.data(), xd.data(), xo.data());
+  // q4_0: 8-bit activations (nibble pairs are at most 2 * 15 * 127); q8_0: 7-bit (see group_dots)
+  quantize_activations(xc.data_ptr<float>(), rows, in, kFour ? 127.f : 63.f, kFour ? 8.f : 128.f, xq.data(),
+                       xd.data(), xo.data());
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = out_features;
   at::Tensor result = at::empty(shape, x.options());

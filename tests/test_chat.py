@@ -214,11 +214,14 @@ def test_int8_mode_quantizes_the_language_model_and_answers(model_folder, images
 
 
 def test_int4_mode_quantizes_the_language_model_and_answers(model_folder, images):
+    from internvl.errors import ConfigError
     from internvl.model.linear import BlockQuantLinear, Int4Linear
 
     chat_int4 = load(model_folder, quantize="int4", max_tiles=4, device="cpu")
     assert isinstance(chat_int4.model.language.layers[0].mlp.gate_up, (Int4Linear, BlockQuantLinear))
     assert chat_int4.ask("What colour is the circle?", images=[images[0]], max_new_tokens=4)
+    with pytest.raises(ConfigError, match="CPU kernels only"):
+        load(model_folder, quantize="int4", device="cuda")
 
 
 def test_ask_cuts_the_answer_at_a_stop_string_as_stream_does(chat, images):

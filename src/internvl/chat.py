@@ -326,7 +326,7 @@ def load(
     if quantize not in (None, *QUANTIZE_MODES):
         raise ConfigError(f"unknown quantize mode {quantize!r}; choose int8 or int4, or leave it unset")
     if quantize == "int4" and (device or default_device()) != "cpu":
-        raise ConfigError("quantize='int4' uses PyTorch's CPU int4 kernel: run it with device='cpu'")
+        raise ConfigError("quantize='int4' has CPU kernels only (ours, or PyTorch's): run it with device='cpu'")
     folder = model_folder(folder if folder is not None else "nano")
     device = device or default_device()
     check_device(device)

@@ -83,7 +83,8 @@ def block_kernels() -> object | None:
     library = _cache_dir() / f"block_quant-{key}.so"
     try:
         if not library.exists():
-            log.info("building internvl CPU kernels into %s (once per machine)", library)
+            # a warning, so that the one slow first start is explained even where only warnings are shown
+            log.warning("building internvl's CPU kernels for this machine (once, about 20 s) into %s", library)
             _build(compiler, library)
         torch.ops.load_library(str(library))
     except subprocess.CalledProcessError as error:

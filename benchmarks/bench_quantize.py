@@ -1,8 +1,8 @@
-"""int8 (dynamic activations) and weight-only int4 against fp32 on this CPU: decode speed and its share of
+"""int8 and int4 (our q8_0 / q4_0 kernels where they are built) against fp32 on this CPU: decode speed and its share of
 the bandwidth limit on the InternVL3-1B shape (random weights), prefill time, the output error on a fixed
 text, and the greedy agreement and world accuracy of the nano model.
 
-For the 1B shape, one process, side by side: fp32 (pre-packed for oneDNN, as `internvl.load` does),
+For the 1B shape, one process, side by side: fp32 (`fast_fp32_linears`, as `internvl.load` does),
 `quantize_int8`, `quantize_int4`; decode tok/s at batch 1 (32 new tokens after 20, prefill subtracted),
 the batch-1 limit (copy bandwidth / bytes of the language model read per token) and the share of it,
 prefill of 1 tile + 20 tokens (s). Accuracy of the 1B shape: the mean KL(fp32 || quantized) of the next-

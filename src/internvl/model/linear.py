@@ -347,14 +347,14 @@ def fast_fp32_linears(module: nn.Module, keep: tuple[str, ...] = ("router",)) ->
     """Every fp32 CPU `nn.Linear` below `module` (but `keep`) gets the fastest decoding path at hand, in
     place: a `KernelLinear` where our kernels are built, else a `PackedLinear` (oneDNN), else none.
     Returns `module`."""
-    kernels, packs = block_kernels() is not None, can_pack()
+    kernels = block_kernels() is not None
 
     def swap(layer: nn.Linear) -> nn.Module:
         if layer.weight.dtype != torch.float32 or layer.weight.device.type != "cpu":
             return layer
         if kernels:
             return KernelLinear.from_linear(layer)
-        return PackedLinear(layer.weight, layer.bias) if packs else layer
+        return PackedLinear(layer.weight, layer.bias) if CAN_USE_ONEDNN else layer
 
     return replace_linears(module, swap, keep)
 

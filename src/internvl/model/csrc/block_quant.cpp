@@ -1,14 +1,15 @@
-// Block-quantized matrix products for CPU inference: q8_0 and q4_0 weights times int8 activations.
+// Our CPU kernels for inference: q8_0 and q4_0 weights times quantized activations, an fp32 product for
+// the few rows of decoding, and a one-pass RMS norm.
 //
-// Why our own kernel: decoding one token reads every weight once, so its speed is the rate at which the
+// Why our own kernels: decoding one token reads every weight once, so its speed is the rate at which the
 // weights stream from memory. PyTorch's CPU int4 kernel unpacks at 5-8 GB/s on AVX2 and its int8 kernels
 // reach about half the memory bandwidth on the small projections (BENCHMARKS.md, docs/cpu-speed.md).
 //
 // The number formats are llama.cpp's: each run of 32 inputs of an output row is a block with one fp16
 // scale; q8_0 holds 32 int8 values, q4_0 32 nibbles with value = (nibble - 8) * scale, and in a row's
 // 16 bytes of a block byte j holds input j (low nibble) and input j + 16 (high nibble). The activations
-// are quantized per call to int8 in blocks of 32 with an fp32 scale, so a block's dot product is integer
-// arithmetic, scaled once.
+// are quantized per call in blocks of 32 with an fp32 scale (8-bit against q4_0, 7-bit against q8_0: see
+// group_dots), so a block's dot product is integer arithmetic, scaled once.
 //
 // The layout is ours (docs/cpu-speed.md): 8 output rows are interleaved, 4 bytes at a time. For a group of
 // 8 rows and one block, the weights are runs of 32 bytes; run c holds bytes 4c..4c+3 of each row's block,
@@ -323,24 +324,15 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return out;
 }
 
-bool has_avx2() {
-#ifdef INTERNVL_AVX2
-  return true;
-#else
-  return false;
-#endif
-}
-
 }  // namespace
 
-// The products are CPU kernels (so that a meta implementation can be added for torch.compile); `simd` tells
-// whether this build has the AVX2 loops or the scalar ones.
+// Registered as CPU kernels (not catch-all functions), so that a meta implementation can be added for
+// torch.compile.
 TORCH_LIBRARY(internvl_cpu, m) {
   m.def("q8_0x8_linear(Tensor x, Tensor qs, Tensor scales, Tensor? bias, int out_features) -> Tensor");
   m.def("q4_0x8_linear(Tensor x, Tensor qs, Tensor scales, Tensor? bias, int out_features) -> Tensor");
   m.def("fp32_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
-  m.def("simd() -> bool", &has_avx2);
 }
 
 TORCH_LIBRARY_IMPL(internvl_cpu, CPU, m) {

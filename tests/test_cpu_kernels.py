@@ -132,6 +132,12 @@ def test_kernels_refuse_mismatched_tensors(kernels):
         kernels.q8_0x8_linear(torch.randn(1, 64), values, scales, None, 9)
     with pytest.raises(RuntimeError, match="bias"):
         kernels.q8_0x8_linear(torch.randn(1, 64), values, scales, torch.randn(7), 8)
+    with pytest.raises(RuntimeError, match="x has 96 inputs, the weights 64"):
+        kernels.fp32_linear(torch.randn(1, 96), torch.randn(8, 64), None)
+    with pytest.raises(RuntimeError, match="takes float32"):
+        kernels.fp32_linear(torch.randn(1, 64).double(), torch.randn(8, 64), None)
+    with pytest.raises(RuntimeError, match="weight's size 64"):
+        kernels.rms_norm(torch.randn(2, 96), torch.ones(64), 1e-6)
 
 
 @needs_kernels

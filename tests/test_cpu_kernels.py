@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from internvl.model import cpu_kernels, linear
+from internvl.model.cache import KVCache
 from internvl.model.cpu_kernels import (
     block_kernels,
     dequantize_q4_0,
@@ -21,6 +22,7 @@ from internvl.model.cpu_kernels import (
     quantize_q8_0,
 )
 from internvl.model.internvl import InternVL
+from internvl.model.kernel_layer import KernelDecoderLayer
 from internvl.model.linear import (
     KERNEL_MAX_ROWS,
     BlockQuantLinear,
@@ -32,7 +34,9 @@ from internvl.model.linear import (
     fast_fp32_linears,
     quantize_int4,
     quantize_int8,
+    replace_linears,
 )
+from internvl.model.llm import MoEMLP, build_attention_mask, rope_cos_sin
 from internvl.model.norm import RMSNorm
 from tests.test_train_support import tiny_config
 
@@ -258,3 +262,107 @@ def test_a_failed_build_is_reported_and_falls_back(monkeypatch, tmp_path, caplog
         assert not list(tmp_path.rglob("*.so"))  # no half-written library left behind
     finally:
         cpu_kernels.block_kernels.cache_clear()
+
+
+# ----------------------------------------------------------------------------------------------
+# The fused decode step (KernelDecoderLayer, internvl_cpu::decoder_layer_step)
+
+
+def decode_step_inputs(config, past: int = 8):
+    """One new token for 2 rows over `past` cached positions (random keys and values; row 1 left-padded by
+    3): x, cos, sin, the padding mask as LanguageModel builds it, and two equal caches."""
+    generator = torch.Generator().manual_seed(1)
+    text = config.text
+    shape = (text.num_layers, 2, text.num_kv_heads, past + 4, text.head_size)
+    keys, values = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+    caches = [KVCache(keys.clone(), values.clone()) for _ in range(2)]
+    for cache in caches:
+        cache.length = past
+    padding = torch.ones(2, past + 1, dtype=torch.long)
+    padding[1, :3] = 0
+    mask = build_attention_mask(padding, 2, 1, past, torch.device("cpu"))
+    cos, sin = rope_cos_sin(text, torch.tensor([[past], [past - 3]]), torch.float32)
+    x = torch.randn(2, 1, text.hidden_size, generator=generator)
+    return x, cos, sin, mask, caches
+
+
+def random_layer(config, index: int = 0):
+    torch.manual_seed(index)
+    layer = InternVL(config).eval().language.layers[index]
+    with torch.no_grad():
+        for parameter in layer.parameters():  # norms away from 1 and biases away from 0, so that they count
+            parameter.copy_(torch.randn_like(parameter) * 0.1 + (1.0 if parameter.dim() == 1 else 0.0))
+    return layer
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["fp32", "q8_0", "q4_0"])
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "llama"])  # q/k/v bias, per-head q/k norms, neither
+def test_a_fused_decode_step_equals_the_decoder_layer(kernels, family, mode):
+    config = tiny_config(family)
+    if family == "qwen3":
+        config.text.qk_norm = True
+    layer = random_layer(config)
+    make = {"fp32": KernelLinear.from_linear, "q8_0": lambda p: BlockQuantLinear(p.weight, p.bias, "q8_0")}
+    make["q4_0"] = lambda p: BlockQuantLinear(p.weight, p.bias, "q4_0")
+    replace_linears(layer, make[mode])
+    fused = KernelDecoderLayer.from_layer(layer, config.text)
+    x, cos, sin, mask, (expected_cache, cache) = decode_step_inputs(config)
+    with torch.inference_mode():
+        assert fused.step_operands(x, cache) is not None
+        expected = layer(x, cos, sin, mask, expected_cache)
+        got = fused(x, cos, sin, mask, cache)
+        unpadded = fused(x, cos, sin, None, KVCache(cache.keys.clone(), cache.values.clone()))
+    # fp32: the same arithmetic in another order; q8_0/q4_0: an activation may round to the next level
+    tolerance = 1e-5 if mode == "fp32" else 2e-3
+    torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance * expected.abs().max().item())
+    torch.testing.assert_close(cache.keys, expected_cache.keys, rtol=1e-5, atol=1e-5)  # this layer's new k, v
+    torch.testing.assert_close(cache.values, expected_cache.values, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(unpadded[1], got[1], atol=1e-3)  # the mask counts: row 1 sees 3 positions more
+
+
+@needs_kernels
+def test_the_fused_step_leaves_other_calls_to_the_decoder_layer(kernels):
+    config = tiny_config("qwen2")
+    layer = random_layer(config)
+    replace_linears(layer, KernelLinear.from_linear)
+    fused = KernelDecoderLayer.from_layer(layer, config.text)
+    x, cos, sin, mask, (cache, _) = decode_step_inputs(config)
+    with torch.inference_mode():
+        assert fused.step_operands(x, cache) is not None
+        assert fused.step_operands(torch.cat([x, x], dim=1), cache) is None  # a prefill
+        assert fused.step_operands(x.bfloat16(), cache) is None
+        assert fused.step_operands(x, None) is None  # no cache, or another kind (the server's slots)
+    assert fused.step_operands(x, cache) is None  # autograd on
+    with torch.inference_mode():
+        plain_projection = nn.Linear(layer.mlp.down.in_features, layer.mlp.down.out_features)
+        fused.mlp.down = plain_projection  # e.g. a LoRA wrapper: no kernel operands
+        assert fused.step_operands(x, cache) is None
+        got = fused(x, cos, sin, mask, cache)  # runs as DecoderLayer
+    assert got.shape == x.shape
+    moe = tiny_config("qwen3_moe")
+    moe_layer = InternVL(moe).language.layers[0]
+    assert isinstance(moe_layer.mlp, MoEMLP)
+    with torch.inference_mode():
+        assert KernelDecoderLayer.from_layer(moe_layer, moe.text).step_operands(x, cache) is None
+
+
+@needs_kernels
+def test_the_fused_step_refuses_a_full_cache(kernels):
+    config = tiny_config("qwen2")
+    layer = random_layer(config)
+    replace_linears(layer, KernelLinear.from_linear)
+    fused = KernelDecoderLayer.from_layer(layer, config.text)
+    x, cos, sin, _, (cache, _) = decode_step_inputs(config, past=8)
+    cache.length = cache.max_length
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="KV cache full"):
+        fused(x, cos, sin, None, cache)
+
+
+@needs_kernels
+def test_choose_cpu_kernels_fuses_the_decoder_layers_and_keeps_the_checkpoint_keys(kernels):
+    model = InternVL(tiny_config("qwen2")).eval()
+    keys = list(model.state_dict())
+    choose_cpu_kernels(model)
+    assert all(isinstance(layer, KernelDecoderLayer) for layer in model.language.layers)
+    assert list(model.state_dict()) == keys

@@ -1,13 +1,15 @@
 """Generation (internvl.generate) on tiny random models, CPU, fp32.
 
 Proof against transformers: greedy tokens equal `InternVLForConditionalGeneration.generate` for every
-backbone (InternLM2 through its fused original-layout checkpoint vs the equivalent Llama), on one
+backbone, as loaded and as prepared for a CPU with our kernels (fused decode steps), (InternLM2 through its fused original-layout checkpoint vs the equivalent Llama), on one
 left-padded batch whose rows have 2 tiles, no image and 1 tile. Then our own properties: batched ==
 alone, KV-cached == full recompute, sampling rules (logit processors compared with transformers'
 processors on the same tensors), stop rules, streaming, and the text streamer on multi-byte text.
 """
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 import torch
@@ -25,7 +27,12 @@ from internvl.generate import (
     top_k_filter,
     top_p_filter,
 )
+from internvl.model.cache import KVCache
+from internvl.model.cpu_kernels import block_kernels
 from internvl.model.internvl import InternVL
+from internvl.model.kernel_layer import KernelDecoderLayer
+from internvl.model.linear import choose_cpu_kernels, fast_fp32_linears
+from internvl.model.llm import MoEMLP
 from internvl.weights import load_model
 from tests.test_hf_parity import write_internlm2_original
 from tests.tiny import IMAGE_TOKEN_ID, IMG_END, IMG_START, TOKENS_PER_TILE, build_generation_model
@@ -113,9 +120,23 @@ def assert_not_trivial(rows: list[list[int]]) -> None:
 
 
 @pytest.mark.parametrize("family,seed", [("qwen2", 1), ("qwen3", 1), ("qwen3_moe", 1), ("llama", 1)])
-def test_greedy_matches_transformers(tmp_path_factory, batch, family, seed):
+@pytest.mark.parametrize("cpu_kernels", [False, True], ids=["pytorch", "cpu-kernels"])
+def test_greedy_matches_transformers(tmp_path_factory, batch, family, seed, cpu_kernels):
+    """cpu-kernels: the model as `internvl.load` prepares it on a CPU where our kernels build: each decode
+    step of a layer one call of `decoder_layer_step` (MoE layers excepted), the projections on our kernel."""
     ids, mask, pixels, _, _ = batch
     hf_model, model = reference_and_ours(tmp_path_factory, family, seed)
+    if cpu_kernels:
+        if shutil.which("c++") is None:
+            pytest.skip("no C++ compiler on this machine: our CPU kernels cannot build")
+        assert block_kernels() is not None, "a C++ compiler is here, yet our CPU kernels did not build (see the log)"
+        choose_cpu_kernels(model)
+        fast_fp32_linears(model.language)
+        fused = [layer for layer in model.language.layers if not isinstance(layer.mlp, MoEMLP)]
+        assert fused and all(isinstance(layer, KernelDecoderLayer) for layer in fused)
+        step = torch.zeros(1, 1, model.config.text.hidden_size)
+        with torch.inference_mode():
+            assert all(layer.step_operands(step, KVCache.for_model(model, 1, 4)) is not None for layer in fused)
     expected = transformers_greedy(hf_model, ids, mask, pixels)
     assert_not_trivial(expected)
     assert generate(model, ids, mask, pixels, GenerationConfig(max_new_tokens=NEW_TOKENS)) == expected

@@ -12,7 +12,8 @@ faster (as gpt-fast swaps modules at load time), so the layers read the same on 
   `BF16_MAX_EMULATED_ROWS` rows in fp32), and the vision encoder and projector move to fp32.
 * Everywhere else (CUDA, native bf16, fp32 weights) the projections stay as they are.
 * On a CPU where our compiled kernels are built (`internvl.model.cpu_kernels`), the decoder's RMS norms
-  become `KernelRMSNorm` (one pass per row, for fp32 inference).
+  become `KernelRMSNorm` (one pass per row, for fp32 inference) and its layers `KernelDecoderLayer`
+  (`internvl.model.kernel_layer`: a decode step of a layer is one kernel call).
 
 `quantize_int8(module)` and `quantize_int4(module)` swap every `nn.Linear` below `module` for a quantized
 layer. Where our compiled CPU kernels are built (`internvl.model.cpu_kernels`: a C++ compiler is at hand)
@@ -38,6 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from internvl.model.cpu_kernels import BLOCK_SIZE, block_kernels, interleave, quantize_q4_0, quantize_q8_0
+from internvl.model.kernel_layer import KernelDecoderLayer
+from internvl.model.llm import DecoderLayer
 from internvl.model.norm import RMSNorm
 
 if TYPE_CHECKING:
@@ -226,6 +229,10 @@ class BlockQuantLinear(nn.Module):
         # operation costs microseconds, and a decode step makes about a hundred of these calls)
         return self.linear(x, self.weight_values, self.weight_scales, self.bias, self.out_features)
 
+    def kernel_operands(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What `KernelDecoderLayer`'s fused step multiplies with: values, scales, bias."""
+        return self.weight_values, self.weight_scales, self.bias
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind}"
 
@@ -322,6 +329,7 @@ CAN_USE_ONEDNN = can_pack()
 # Up to this many rows our fp32 kernel beats oneDNN's packed weights and MKL (decoding, small batches);
 # above it (prefills) oneDNN's matrix-matrix product wins (`benchmarks/bench_matmul.py`, BENCHMARKS.md).
 KERNEL_MAX_ROWS = 16
+NO_SCALES = torch.empty(0)  # fp32 weights have none: the fused decoder step's placeholder
 
 
 class KernelLinear(SharedParametersLinear):
@@ -341,6 +349,12 @@ class KernelLinear(SharedParametersLinear):
         rows = x.reshape(-1, self.in_features).contiguous()
         out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")
         return out.reshape(*x.shape[:-1], self.out_features)
+
+    def kernel_operands(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """What `KernelDecoderLayer`'s fused step multiplies with (fp32 weights only): weight, none, bias."""
+        if self.weight.dtype != torch.float32 or (self.bias is not None and self.bias.dtype != torch.float32):
+            return None
+        return self.weight, NO_SCALES, self.bias
 
 
 def fast_fp32_linears(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:
@@ -379,15 +393,21 @@ class KernelRMSNorm(RMSNorm):
 
 
 def choose_cpu_kernels(model: InternVL) -> None:
-    """Adapt a loaded InternVL to this machine, in place (see the module docstring): on a CPU, the decoder's
-    RMS norms run on our kernel where it is built (`KernelRMSNorm`); bf16 weights on a CPU without native
-    bf16 get `EmulatedBf16Linear` and an fp32 vision side."""
+    """Adapt a loaded InternVL to this machine, in place (see the module docstring): on a CPU where our
+    kernels are built, the decoder's RMS norms run on our kernel (`KernelRMSNorm`) and its decode steps as
+    one call per layer (`KernelDecoderLayer`, once the projections are ours: `fast_fp32_linears`,
+    `quantize_int8`, `quantize_int4`); bf16 weights on a CPU without native bf16 get `EmulatedBf16Linear`
+    and an fp32 vision side."""
     weight = model.language.embed.weight
     if weight.device.type == "cpu" and block_kernels() is not None:
         for parent in model.language.modules():
             for name, child in list(parent.named_children()):
                 if type(child) is RMSNorm:
                     setattr(parent, name, KernelRMSNorm.from_norm(child))
+        layers = model.language.layers
+        for index, layer in enumerate(layers):
+            if type(layer) is DecoderLayer:
+                layers[index] = KernelDecoderLayer.from_layer(layer, model.config.text)
     if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or CPU_HAS_NATIVE_BF16:
         return
 

@@ -324,6 +324,187 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return out;
 }
 
+#ifdef INTERNVL_AVX2
+// e^x for 8 floats, x clamped to [-87, 88]: 2^n * e^r with n = round(x / ln 2) and |r| <= ln(2) / 2, e^r by
+// its Taylor polynomial to r^6 (relative error below 2e-7).
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);  // ln 2 in two parts, for an exact r
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+  __m256 p = _mm256_set1_ps(1.f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+}
+#endif
+
+// out[k] = e^(x[k] - shift) for k < count; returns their sum.
+float shifted_exps(const float* x, float shift, int64_t count, float* out) {
+  float sum = 0.f;
+  int64_t k = 0;
+#ifdef INTERNVL_AVX2
+  __m256 sums = _mm256_setzero_ps();
+  for (; k + 8 <= count; k += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + k), _mm256_set1_ps(shift)));
+    _mm256_storeu_ps(out + k, e);
+    sums = _mm256_add_ps(sums, e);
+  }
+  sum = horizontal_sum(sums);
+#endif
+  for (; k < count; ++k) sum += out[k] = std::exp(x[k] - shift);
+  return sum;
+}
+
+inline float dot(const float* a, const float* b, int64_t size) {
+  float total = 0.f;
+  int64_t k = 0;
+#ifdef INTERNVL_AVX2
+  __m256 acc = _mm256_setzero_ps();
+  for (; k + 8 <= size; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
+  total = horizontal_sum(acc);
+#endif
+  for (; k < size; ++k) total += a[k] * b[k];
+  return total;
+}
+
+// One projection of a fused decoder layer, as decoder_layer_step receives it: fp32 (weight (out, in), an
+// empty tensor, bias) or q8_0 / q4_0 (values (groups, blocks, 256 or 128), scales (groups, blocks, 8), bias);
+// an empty bias is none.
+at::Tensor project(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias,
+                   int64_t out_features) {
+  const std::optional<at::Tensor> maybe_bias = bias.numel() ? std::optional<at::Tensor>(bias) : std::nullopt;
+  if (a.scalar_type() == at::kFloat) return fp32_linear(x, a, maybe_bias);
+  TORCH_CHECK(a.dim() == 3, "a quantized projection's values must be (groups, blocks, bytes)");
+  if (a.size(2) == kGroupBlockBytes<false>) return grouped_linear<false>(x, a, b, maybe_bias, out_features);
+  return grouped_linear<true>(x, a, b, maybe_bias, out_features);
+}
+
+// A row of head_dim values normalized in place (Qwen3's per-head q/k norm), when `weight` is not empty.
+void head_norm(float* row, const at::Tensor& weight, int64_t dim, float eps) {
+  if (!weight.numel()) return;
+  const float* w = weight.data_ptr<float>();
+  const float inverse = 1.f / std::sqrt(dot(row, row, dim) / static_cast<float>(dim) + eps);
+  for (int64_t k = 0; k < dim; ++k) row[k] = w[k] * (row[k] * inverse);
+}
+
+// One decode step of a decoder layer (RMSNorm -> attention with RoPE over the cache -> RMSNorm -> SwiGLU MLP,
+// each with its residual) for one new token per row, in one call: a step of the 1B shape made about 30
+// PyTorch operations per layer, each microseconds of dispatch on a few hundred numbers (docs/cpu-speed.md).
+// The same arithmetic as internvl/model/llm.py's DecoderLayer; the projections run on the kernels above.
+//
+// x (batch, 1, hidden); weights: attn_norm, mlp_norm, q_norm, k_norm (the last two empty unless Qwen3), then
+// qkv, o, gate_up and down as 3 tensors each (see project); out_features: those 4 projections' widths;
+// cos, sin (batch, 1, 1, head_dim): llm.py's rope_cos_sin (sin signed); keys, values (batch, kv_heads,
+// max_length, head_dim): this layer's cache, written at `past`; mask (batch, 1, 1, past + 1) bool or None.
+at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList weights, at::IntArrayRef out_features,
+                              const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& keys,
+                              const at::Tensor& values, int64_t past, const std::optional<at::Tensor>& mask,
+                              int64_t heads, double eps) {
+  TORCH_CHECK(weights.size() == 16 && out_features.size() == 4, "decoder_layer_step takes 16 weights, 4 widths");
+  TORCH_CHECK(x.dim() == 3 && x.size(1) == 1 && x.scalar_type() == at::kFloat,
+              "decoder_layer_step takes float32 x of shape (batch, 1, hidden), got ", x.sizes());
+  const int64_t batch = x.size(0), hidden = x.size(2);
+  TORCH_CHECK(keys.dim() == 4 && keys.sizes() == values.sizes() && keys.size(0) == batch &&
+                  keys.scalar_type() == at::kFloat && values.scalar_type() == at::kFloat && keys.stride(3) == 1 &&
+                  values.stride(3) == 1,
+              "keys and values must be float32 (batch, kv_heads, max_length, head_dim), got ", keys.sizes());
+  const int64_t kv_heads = keys.size(1), max_length = keys.size(2), dim = keys.size(3), total = past + 1;
+  TORCH_CHECK(past >= 0 && past < max_length, "KV cache full: ", total, " positions needed, ", max_length,
+              " allocated");
+  TORCH_CHECK(heads % kv_heads == 0 && out_features[0] == (heads + 2 * kv_heads) * dim,
+              "qkv width ", out_features[0], " does not fit ", heads, " heads and ", kv_heads, " kv heads of ", dim);
+  TORCH_CHECK(cos.numel() == batch * dim && sin.numel() == batch * dim, "cos and sin must hold batch x head_dim");
+  const float epsilon = static_cast<float>(eps);
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor qkv = project(rms_norm(xc, weights[0], eps), weights[4], weights[5], weights[6], out_features[0]);
+  const at::Tensor cc = cos.reshape({batch, dim}).contiguous(), sc = sin.reshape({batch, dim}).contiguous();
+  at::Tensor visible;
+  if (mask) {
+    TORCH_CHECK(mask->numel() == batch * total, "mask must hold batch x (past + 1) values");
+    visible = mask->reshape({batch, total}).to(at::kBool).contiguous();
+  }
+
+  // per head: Qwen3's norm, then RoPE (x * cos + roll(x, half) * signed sin) on q and k; k and v to the cache
+  at::Tensor queries = at::empty({batch, heads, dim}, x.options());
+  float* q = queries.data_ptr<float>();
+  float* key_cache = keys.data_ptr<float>();
+  float* value_cache = values.data_ptr<float>();
+  const int64_t half = dim / 2;
+  std::vector<float> head(dim);
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* row = qkv.data_ptr<float>() + b * out_features[0];
+    const float* c = cc.data_ptr<float>() + b * dim;
+    const float* s = sc.data_ptr<float>() + b * dim;
+    for (int64_t h = 0; h < heads + kv_heads; ++h) {
+      std::memcpy(head.data(), row + h * dim, dim * sizeof(float));
+      head_norm(head.data(), weights[h < heads ? 2 : 3], dim, epsilon);
+      float* target = h < heads ? q + (b * heads + h) * dim
+                                : key_cache + b * keys.stride(0) + (h - heads) * keys.stride(1) + past * keys.stride(2);
+      for (int64_t k = 0; k < dim; ++k) target[k] = head[k] * c[k] + head[(k + half) % dim] * s[k];
+    }
+    for (int64_t h = 0; h < kv_heads; ++h)
+      std::memcpy(value_cache + b * values.stride(0) + h * values.stride(1) + past * values.stride(2),
+                  row + (heads + kv_heads + h) * dim, dim * sizeof(float));
+  }
+
+  // attention of each (row, head) over the cache's first past + 1 positions
+  at::Tensor attended = at::empty({batch, 1, heads * dim}, x.options());
+  float* att = attended.data_ptr<float>();
+  const float scale = 1.f / std::sqrt(static_cast<float>(dim));
+  const bool* seen = mask ? visible.data_ptr<bool>() : nullptr;
+  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(total);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / heads, h = i % heads, g = h / (heads / kv_heads);
+      const float* query = q + i * dim;
+      const float* key_rows = key_cache + b * keys.stride(0) + g * keys.stride(1);
+      const float* value_rows = value_cache + b * values.stride(0) + g * values.stride(1);
+      float highest = -INFINITY;
+      for (int64_t t = 0; t < total; ++t) {
+        scores[t] = seen && !seen[b * total + t] ? -INFINITY : scale * dot(query, key_rows + t * keys.stride(2), dim);
+        highest = std::max(highest, scores[t]);
+      }
+      const float sum = shifted_exps(scores.data(), highest, total, scores.data());
+      float* out = att + i * dim;
+      std::fill(out, out + dim, 0.f);
+      for (int64_t t = 0; t < total; ++t) {
+        const float weight = scores[t] / sum;
+        const float* v = value_rows + t * values.stride(2);
+#pragma omp simd
+        for (int64_t k = 0; k < dim; ++k) out[k] += weight * v[k];
+      }
+    }
+  });
+
+  // residual, MLP, residual
+  at::Tensor mid = project(attended, weights[7], weights[8], weights[9], out_features[1]);
+  float* m = mid.data_ptr<float>();
+  const float* xp = xc.data_ptr<float>();
+  for (int64_t k = 0; k < batch * hidden; ++k) m[k] += xp[k];
+  const at::Tensor gate_up = project(rms_norm(mid, weights[1], eps), weights[10], weights[11], weights[12], out_features[2]);
+  const int64_t inner = out_features[2] / 2;
+  at::Tensor activated = at::empty({batch, 1, inner}, x.options());
+  float* act = activated.data_ptr<float>();
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* gate = gate_up.data_ptr<float>() + b * out_features[2];
+    const float* up = gate + inner;
+    float* a = act + b * inner;
+    for (int64_t k = 0; k < inner; ++k) a[k] = -gate[k];
+    shifted_exps(a, 0.f, inner, a);  // e^-gate
+    for (int64_t k = 0; k < inner; ++k) a[k] = gate[k] / (1.f + a[k]) * up[k];  // silu(gate) * up
+  }
+  at::Tensor out = project(activated, weights[13], weights[14], weights[15], out_features[3]);
+  float* o = out.data_ptr<float>();
+  for (int64_t k = 0; k < batch * hidden; ++k) o[k] += m[k];
+  return out;
+}
+
 }  // namespace
 
 // Registered as CPU kernels (not catch-all functions), so that a meta implementation can be added for
@@ -333,6 +514,9 @@ TORCH_LIBRARY(internvl_cpu, m) {
   m.def("q4_0x8_linear(Tensor x, Tensor qs, Tensor scales, Tensor? bias, int out_features) -> Tensor");
   m.def("fp32_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  m.def(
+      "decoder_layer_step(Tensor x, Tensor[] weights, int[] out_features, Tensor cos, Tensor sin, Tensor(a!) keys, "
+      "Tensor(b!) values, int past, Tensor? mask, int heads, float eps) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(internvl_cpu, CPU, m) {
@@ -340,4 +524,5 @@ TORCH_LIBRARY_IMPL(internvl_cpu, CPU, m) {
   m.impl("q4_0x8_linear", &q4_0x8_linear);
   m.impl("fp32_linear", &fp32_linear);
   m.impl("rms_norm", &rms_norm);
+  m.impl("decoder_layer_step", &decoder_layer_step);
 }

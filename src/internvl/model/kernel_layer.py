@@ -1,0 +1,89 @@
+"""A decoder layer whose decode steps on a CPU run as one call of our compiled kernels.
+
+A decode step of one layer is about 30 small PyTorch operations (two norms, the rotary, the cache write,
+attention, the activation, the residual adds) around four projections. On a CPU each costs microseconds of
+dispatch on a few hundred numbers; on the 1B shape they added up to about 7 ms a token, more than the whole
+weight reading of an int4 step (docs/cpu-speed.md). `internvl_cpu::decoder_layer_step`
+(`csrc/block_quant.cpp`) does the arithmetic of `DecoderLayer` in one call, the projections on our kernels.
+
+`choose_cpu_kernels` swaps these in for the decoder's layers where our kernels are built. Everything the
+kernel does not cover goes through `DecoderLayer` unchanged: prefills, autograd, other dtypes and devices,
+other caches (the server's slot cache), MoE layers, and projections that do not hand out kernel operands
+(PyTorch's quantized fallbacks, LoRA wrappers, plain `nn.Linear`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from internvl.config import TextConfig
+from internvl.model.cache import Cache, KVCache
+from internvl.model.llm import DecoderLayer, GatedMLP
+
+NONE = torch.empty(0)  # the kernel's "absent" tensor: a bias, the per-head norms of a non-Qwen3 layer
+
+
+class KernelProjection(Protocol):
+    """A projection our fused kernel can run: `KernelLinear` (fp32) and `BlockQuantLinear` (q8_0, q4_0)."""
+
+    out_features: int
+
+    def kernel_operands(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """(fp32 weight, an empty tensor, bias) or (q8_0/q4_0 values, scales, bias); None if not at hand."""
+        ...
+
+
+class KernelDecoderLayer(DecoderLayer):
+    """`DecoderLayer` with the same modules (shared, so the model saves as before), whose decode steps with a
+    `KVCache` run as one call of `internvl_cpu::decoder_layer_step`."""
+
+    @classmethod
+    def from_layer(cls, layer: DecoderLayer, config: TextConfig) -> KernelDecoderLayer:
+        with torch.device("meta"):  # a shell: its own modules are replaced by the layer's at once
+            fused = cls(config, layer.index)
+        fused.attn_norm, fused.attn, fused.mlp_norm, fused.mlp = layer.attn_norm, layer.attn, layer.mlp_norm, layer.mlp
+        return fused
+
+    def forward(self, x, cos, sin, mask, cache):  # type: ignore[no-untyped-def]
+        operands = self.step_operands(x, cache)
+        if operands is None:
+            return super().forward(x, cos, sin, mask, cache)
+        assert isinstance(cache, KVCache)
+        weights, widths = operands
+        return torch.ops.internvl_cpu.decoder_layer_step(
+            x,
+            weights,
+            widths,
+            cos,
+            sin,
+            cache.keys[self.index],
+            cache.values[self.index],
+            cache.length,
+            mask,
+            self.attn.num_heads,
+            self.attn_norm.eps,
+        )
+
+    def step_operands(self, x: torch.Tensor, cache: Cache | None) -> tuple[list[torch.Tensor], list[int]] | None:
+        """The kernel's weights and projection widths for this call, or None where `DecoderLayer` must run it."""
+        decoding = x.shape[1] == 1 and x.dtype == torch.float32 and x.device.type == "cpu"
+        if not decoding or torch.is_grad_enabled() or not isinstance(self.mlp, GatedMLP):
+            return None
+        if not isinstance(cache, KVCache) or cache.keys.dtype != torch.float32:
+            return None
+        weights: list[torch.Tensor] = [self.attn_norm.weight, self.mlp_norm.weight]
+        weights += [self.attn.q_norm.weight, self.attn.k_norm.weight] if self.attn.qk_norm else [NONE, NONE]
+        if any(weight.dtype != torch.float32 for weight in weights):
+            return None
+        widths = []
+        for projection in (self.attn.qkv, self.attn.o, self.mlp.gate_up, self.mlp.down):
+            hand_out = getattr(projection, "kernel_operands", None)
+            operands = hand_out() if hand_out is not None else None
+            if operands is None:
+                return None
+            values, scales, bias = operands
+            weights += [values, scales, NONE if bias is None else bias]
+            widths.append(projection.out_features)
+        return weights, widths

@@ -1,63 +1,107 @@
-"""The non-weight time of a batch-1 decode step of the InternVL3-1B shape: every projection of the language
-model is replaced by a no-op that returns zeros of the right shape, so what is left is the norms, rotary,
-the cache, attention, the activation, the argmax and the framework's dispatch of all of them.
+"""The non-weight time of a batch-1 decode step of the InternVL3-1B shape, with the decoder layers fused (one
+`decoder_layer_step` call each, as `internvl.load` prepares a CPU model) and unfused (`DecoderLayer`: about
+30 PyTorch operations per layer around the projections), at fp32, int8 and int4.
 
-    python benchmarks/decode_overhead.py [--append]
+    python benchmarks/decode_overhead.py [--modes fp32,int8,int4] [--append]
 
-docs/cpu-speed.md follows this number through the changes that cut it (9.0 -> 6.3 ms on the 2-core EPYC).
+Non-weight time = a decode step (the median of 32, after a 20-token prompt) minus the same step's weight
+products called alone, in the same order, on the same modules (every layer's qkv, o, gate_up and down, then
+the output head): what is left is the norms, rotary, the cache write, attention, the activation, the residual
+adds, the argmax and the framework's dispatch of all of them. The two layer kinds alternate three times and
+the best of each is kept (the machine's speed drifts by tens of percent over minutes).
+
+Earlier versions of this script replaced every projection by a no-op instead (docs/cpu-speed.md quotes those
+numbers); a fused layer takes only our kernels' projections, so the difference method replaced it.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
+import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, publish  # noqa: E402
+from common import machine_line, publish, random_one_b  # noqa: E402
 
-from internvl.bench import SHAPES, _decode_tok_s, _ours_generate, _prompt  # noqa: E402
-from internvl.model.internvl import InternVL  # noqa: E402
-from internvl.model.linear import choose_cpu_kernels, replace_linears  # noqa: E402
+from internvl.model.cache import KVCache  # noqa: E402
+from internvl.model.kernel_layer import KernelDecoderLayer  # noqa: E402
+from internvl.model.linear import choose_cpu_kernels, fast_fp32_linears, quantize_int4, quantize_int8  # noqa: E402
+from internvl.model.llm import DecoderLayer  # noqa: E402
+
+PREPARE = {"fp32": fast_fp32_linears, "int8": quantize_int8, "int4": quantize_int4}
 
 
-class Zeros(nn.Module):
-    """A projection that reads no weights: zeros of its output width."""
+def step_ms(model, steps: int = 32) -> float:  # type: ignore[no-untyped-def]
+    """Median ms of a greedy batch-1 decode step after a 20-token prompt."""
+    ids = torch.randint(10, 1000, (1, 20), generator=torch.Generator().manual_seed(0))
+    cache = KVCache.for_model(model, 1, 20 + steps + 1)
+    times = []
+    with torch.inference_mode():
+        token = model(ids, cache=cache, last_only=True)[:, -1].argmax(-1)
+        for _ in range(steps):
+            start = time.perf_counter()
+            token = model(token[:, None], cache=cache, last_only=True)[:, -1].argmax(-1)
+            token.tolist()  # the generation loop's one host sync
+            times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[steps // 2]
 
-    def __init__(self, out_features: int) -> None:
-        super().__init__()
-        self.out_features = out_features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(*x.shape[:-1], self.out_features)
+def products_ms(model, repeats: int = 8) -> float:  # type: ignore[no-untyped-def]
+    """Median ms of one step's weight products alone: every layer's four projections, then the head."""
+    text = model.config.text
+    hidden, inner = torch.randn(1, 1, text.hidden_size), torch.randn(1, 1, text.intermediate_size)
+    calls = [(p, hidden) for layer in model.language.layers for p in (layer.attn.qkv, layer.attn.o, layer.mlp.gate_up)]
+    calls += [(layer.mlp.down, inner) for layer in model.language.layers]
+    calls.append((model.language.lm_head, hidden))
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for projection, x in calls:
+                projection(x)
+            times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[repeats // 2]
+
+
+def swap_layers(model, kind: type[DecoderLayer]) -> None:  # type: ignore[no-untyped-def]
+    layers = model.language.layers
+    for index, layer in enumerate(layers):
+        layers[index] = kind.from_layer(layer, model.config.text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--append", action="store_true", help="append the line to BENCHMARKS.md")
+    parser.add_argument("--modes", default="fp32,int8,int4", help="comma list of fp32, int8, int4")
+    parser.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    config = SHAPES["1b"]()
-    plain = InternVL(config).eval()
-    replace_linears(plain.language, lambda layer: Zeros(layer.out_features))
-    prepared = copy.deepcopy(plain)
-    choose_cpu_kernels(prepared)  # as internvl.load does: our RMS norm kernel where it is built
-    ids = _prompt(config, 1, 0, torch.Generator().manual_seed(0))
-    rates: dict[str, list[float]] = {"plain": [], "prepared": []}
-    for _ in range(3):  # alternating, so that a slow minute weighs on both
-        for name, model in (("plain", plain), ("prepared", prepared)):
-            rates[name].append(_decode_tok_s(lambda i, px, new, m=model: _ours_generate(m, i, px, new), ids))
     lines = [
-        f"### Non-weight time of a 1B decode step ({machine_line()})",
+        f"### Non-weight time of a 1B decode step, fused and unfused layers ({machine_line()})",
         "",
-        "Every language-model projection a no-op (`benchmarks/decode_overhead.py`), best of 3 alternating runs: "
-        f"{1000 / max(rates['plain']):.2f} ms per token as built, {1000 / max(rates['prepared']):.2f} ms after "
-        "`choose_cpu_kernels` (as `internvl.load` prepares a CPU model).",
+        "`benchmarks/decode_overhead.py`: a decode step minus its weight products called alone (ms per token; "
+        "best of 3 alternating runs of each).",
+        "",
+        "| mode | layers | step | weight products alone | non-weight time |",
+        "|---|---|---:|---:|---:|",
     ]
+    for mode in args.modes.split(","):
+        model = random_one_b()
+        choose_cpu_kernels(model)
+        PREPARE[mode](model.language)
+        assert isinstance(model.language.layers[0], KernelDecoderLayer), "our CPU kernels are not built here"
+        best: dict[str, tuple[float, float]] = {}
+        for _ in range(3):
+            for name, kind in (("unfused", DecoderLayer), ("fused", KernelDecoderLayer)):
+                swap_layers(model, kind)
+                step, products = step_ms(model), products_ms(model)
+                if name not in best or step < best[name][0]:
+                    best[name] = (step, products)
+        for name, (step, products) in best.items():
+            lines.append(f"| {mode} | {name} | {step:.2f} | {products:.2f} | {step - products:.2f} |")
+            print(lines[-1], flush=True)
+        del model
     publish(lines, args.append)
 
 

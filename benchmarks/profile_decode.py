@@ -1,9 +1,12 @@
-"""Where one batch-1 decode step of the InternVL3-1B shape spends its time (fp32, as `internvl.load` sets up a
-CPU model: oneDNN-packed projections; or `--quantize int8 / int4`), next to the memory-bandwidth limit.
+"""Where one batch-1 decode step of the InternVL3-1B shape spends its time (fp32 as `internvl.load` sets up a
+CPU model, or `--quantize int8 / int4`), next to the memory-bandwidth limit.
 
-    python benchmarks/profile_decode.py [--steps 32] [--quantize int8] [--append]
+    python benchmarks/profile_decode.py [--steps 32] [--quantize int8] [--unfused] [--append]
 
-Forward hooks time each kind of module inside the decoder: the weight products of the layers (qkv, o,
+With our CPU kernels built, each decoder layer's decode step is one fused kernel call (`KernelDecoderLayer`),
+timed as a whole; the products of each projection alone are in the second table, and
+`benchmarks/decode_overhead.py` gives the fused layers' non-weight time. `--unfused` times `DecoderLayer`'s
+parts instead. Forward hooks time each kind of module inside the decoder: the weight products of the layers (qkv, o,
 gate_up, down), the output head, the attention core (an `Attention` module minus its two projections:
 rotary, the cache write, SDPA, reshapes), the RMS norms, the SiLU-and-multiply of the MLP (a `GatedMLP`
 minus its projections) and the embedding lookup. The greedy pick is timed apart. "rest" is the step minus
@@ -68,11 +71,16 @@ class ModuleTimer:
 
 
 def watch_decoder(model, timer: ModuleTimer) -> None:  # type: ignore[no-untyped-def]
+    from internvl.model.kernel_layer import KernelDecoderLayer
+
     language = model.language
     timer.watch(language.embed, "embedding lookup")
     timer.watch(language.lm_head, "output head (lm_head)")
     timer.watch(language.norm, "RMS norms")
     for layer in language.layers:
+        if isinstance(layer, KernelDecoderLayer):  # one kernel call a step: its parts cannot be timed apart
+            timer.watch(layer, "decoder layers, fused (weight products, attention, norms, MLP activation)")
+            continue
         timer.watch(layer.attn, "attention core")
         timer.watch(layer.attn.qkv, "layer weight products", parent="attention core")
         timer.watch(layer.attn.o, "layer weight products", parent="attention core")
@@ -144,6 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--quantize", choices=["int8", "int4"], default=None, help="default: fp32, packed")
+    parser.add_argument("--unfused", action="store_true", help="DecoderLayer's decode steps (the split by part)")
     parser.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -152,6 +161,12 @@ def main() -> None:
     from internvl.bench import copy_bandwidth_gb_s, decoder_bytes_per_token
 
     model = build(args.quantize)
+    if args.unfused:
+        from internvl.model.llm import DecoderLayer
+
+        layers = model.language.layers
+        for index, layer in enumerate(layers):
+            layers[index] = DecoderLayer.from_layer(layer, model.config.text)
     plain: list[float] = []
     decode_steps(model, 4, lambda s, p: None)  # warm-up
     decode_steps(model, args.steps, lambda s, p: plain.append(s))
@@ -172,7 +187,7 @@ def main() -> None:
     limit_ms = 1000 * weight_bytes / (bandwidth * 1e9)  # the limit `internvl bench` uses (copy bandwidth / bytes)
     plain_ms = 1000 * sorted(plain)[n // 2]
     mode_line = {
-        None: "fp32, oneDNN-packed projections",
+        None: "fp32 (`fast_fp32_linears`)",
         "int8": "int8 (`quantize_int8`)",
         "int4": "int4 (`quantize_int4`)",
     }[args.quantize]
@@ -181,7 +196,7 @@ def main() -> None:
         "",
         machine_line(),
         "",
-        f"{mode_line}; {n} steps after a 64-token prompt. Median step without hooks "
+        f"{mode_line}, {'unfused' if args.unfused else 'fused'} layers; {n} steps after a 64-token prompt. Median step without hooks "
         f"{plain_ms:.1f} ms; with the timing hooks {step_ms:.1f} ms (mean). Weights read per token "
         f"{weight_bytes / 1e9:.2f} GB; copy bandwidth {bandwidth:.1f} GB/s, so the limit `internvl bench` uses is "
         f"{limit_ms:.1f} ms a step: the step runs at {100 * limit_ms / plain_ms:.0f}% of it.",

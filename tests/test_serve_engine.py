@@ -3,6 +3,8 @@ steps get exactly the answers they get alone; failures and cancellations stay wi
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from PIL import Image
@@ -209,6 +211,9 @@ def test_slot_cache_decode_matches_a_plain_cache(chat):
             slots.add(cache.keys[:, 0, :, : len(ids)], cache.values[:, 0, :, : len(ids)])
             alone.append(model(torch.tensor([[7]]), cache=cache, last_only=True)[0, -1])
         mask, positions = slots.decode_inputs()
+        if shutil.which("c++") is not None:  # as `load` prepares a CPU model: each layer's step one kernel call
+            step = torch.zeros(2, 1, model.config.text.hidden_size)
+            assert model.language.layers[0].step_operands(step, slots) is not None
         together = model(
             torch.tensor([[7], [7]]), attention_mask=mask, position_ids=positions, cache=slots, last_only=True
         )[:, -1]

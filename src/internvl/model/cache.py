@@ -31,6 +31,12 @@ class Cache(Protocol):
         """Called once per forward, after every layer has written `count` new positions."""
         ...
 
+    def step_slices(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """For a kernel that writes one new position per row and attends in one call (`KernelDecoderLayer`):
+        this layer's keys and values (rows, kv_heads, max_length, head_dim) and the index each row's new
+        position goes to (one index: the same for every row)."""
+        ...
+
 
 def empty_keys_values(model: InternVL, rows: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Zeroed keys and values (layers, rows, kv_heads, max_length, head_dim) in the decoder's dtype and
@@ -74,6 +80,9 @@ class KVCache:
 
     def advance(self, count: int) -> None:
         self.length += count
+
+    def step_slices(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        return self.keys[layer], self.values[layer], [self.length]
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only the batch rows in `rows` (for dropping finished sequences)."""

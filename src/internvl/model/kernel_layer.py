@@ -8,7 +8,7 @@ weight reading of an int4 step (docs/cpu-speed.md). `internvl_cpu::decoder_layer
 
 `choose_cpu_kernels` swaps these in for the decoder's layers where our kernels are built. Everything the
 kernel does not cover goes through `DecoderLayer` unchanged: prefills, autograd, other dtypes and devices,
-other caches (the server's slot cache), MoE layers, and projections that do not hand out kernel operands
+MoE layers, and projections that do not hand out kernel operands
 (PyTorch's quantized fallbacks, LoRA wrappers, plain `nn.Linear`).
 """
 
@@ -18,8 +18,7 @@ from typing import Protocol
 
 import torch
 
-from internvl.config import TextConfig
-from internvl.model.cache import Cache, KVCache
+from internvl.model.cache import Cache
 from internvl.model.llm import DecoderLayer, GatedMLP
 
 NONE = torch.empty(0)  # the kernel's "absent" tensor: a bias, the per-head norms of a non-Qwen3 layer
@@ -36,42 +35,29 @@ class KernelProjection(Protocol):
 
 
 class KernelDecoderLayer(DecoderLayer):
-    """`DecoderLayer` with the same modules (shared, so the model saves as before), whose decode steps with a
-    `KVCache` run as one call of `internvl_cpu::decoder_layer_step`."""
-
-    @classmethod
-    def from_layer(cls, layer: DecoderLayer, config: TextConfig) -> KernelDecoderLayer:
-        with torch.device("meta"):  # a shell: its own modules are replaced by the layer's at once
-            fused = cls(config, layer.index)
-        fused.attn_norm, fused.attn, fused.mlp_norm, fused.mlp = layer.attn_norm, layer.attn, layer.mlp_norm, layer.mlp
-        return fused
+    """`DecoderLayer` whose decode steps (one new token per row, with a `KVCache` or the server's `SlotCache`)
+    run as one call of `internvl_cpu::decoder_layer_step`;
+    made with `KernelDecoderLayer.from_layer(layer, config)` (the same modules, so the model saves as before)."""
 
     def forward(self, x, cos, sin, mask, cache):  # type: ignore[no-untyped-def]
         operands = self.step_operands(x, cache)
         if operands is None:
             return super().forward(x, cos, sin, mask, cache)
-        assert isinstance(cache, KVCache)
-        weights, widths = operands
+        weights, widths, (keys, values, write_at) = operands
         return torch.ops.internvl_cpu.decoder_layer_step(
-            x,
-            weights,
-            widths,
-            cos,
-            sin,
-            cache.keys[self.index],
-            cache.values[self.index],
-            cache.length,
-            mask,
-            self.attn.num_heads,
-            self.attn_norm.eps,
+            x, weights, widths, cos, sin, keys, values, write_at, mask, self.attn.num_heads, self.attn_norm.eps
         )
 
-    def step_operands(self, x: torch.Tensor, cache: Cache | None) -> tuple[list[torch.Tensor], list[int]] | None:
-        """The kernel's weights and projection widths for this call, or None where `DecoderLayer` must run it."""
+    def step_operands(
+        self, x: torch.Tensor, cache: Cache | None
+    ) -> tuple[list[torch.Tensor], list[int], tuple[torch.Tensor, torch.Tensor, list[int]]] | None:
+        """The kernel's weights, projection widths and cache slices for this call, or None where
+        `DecoderLayer` must run it."""
         decoding = x.shape[1] == 1 and x.dtype == torch.float32 and x.device.type == "cpu"
-        if not decoding or torch.is_grad_enabled() or not isinstance(self.mlp, GatedMLP):
+        if not decoding or cache is None or torch.is_grad_enabled() or not isinstance(self.mlp, GatedMLP):
             return None
-        if not isinstance(cache, KVCache) or cache.keys.dtype != torch.float32:
+        slices = cache.step_slices(self.index)
+        if slices[0].dtype != torch.float32 or slices[0].shape[0] != x.shape[0]:
             return None
         weights: list[torch.Tensor] = [self.attn_norm.weight, self.mlp_norm.weight]
         weights += [self.attn.q_norm.weight, self.attn.k_norm.weight] if self.attn.qk_norm else [NONE, NONE]
@@ -86,4 +72,4 @@ class KernelDecoderLayer(DecoderLayer):
             values, scales, bias = operands
             weights += [values, scales, NONE if bias is None else bias]
             widths.append(projection.out_features)
-        return weights, widths
+        return weights, widths, slices

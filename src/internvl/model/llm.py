@@ -10,6 +10,7 @@ Internally q, k, v are one fused projection and gate/up another: fewer, larger m
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -169,6 +170,9 @@ class MoEMLP(nn.Module):
         return out.reshape(shape)
 
 
+SomeLayer = TypeVar("SomeLayer", bound="DecoderLayer")
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, config: TextConfig, index: int) -> None:
         super().__init__()
@@ -179,6 +183,19 @@ class DecoderLayer(nn.Module):
         self.mlp: nn.Module = (
             MoEMLP(config) if config.is_moe_layer(index) else GatedMLP(config.hidden_size, config.intermediate_size)
         )
+
+    @classmethod
+    def from_layer(cls: type[SomeLayer], layer: DecoderLayer, config: TextConfig) -> SomeLayer:
+        """`layer`'s modules (shared, not copied: the checkpoint keys stay) behind this class's forward."""
+        with torch.device("meta"):  # a shell: its own modules are replaced by the layer's at once
+            swapped = cls(config, layer.index)
+        swapped.attn_norm, swapped.attn, swapped.mlp_norm, swapped.mlp = (
+            layer.attn_norm,
+            layer.attn,
+            layer.mlp_norm,
+            layer.mlp,
+        )
+        return swapped
 
     def forward(self, x, cos, sin, mask, cache):  # type: ignore[no-untyped-def]
         x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, self.index)

@@ -401,10 +401,11 @@ void head_norm(float* row, const at::Tensor& weight, int64_t dim, float eps) {
 // x (batch, 1, hidden); weights: attn_norm, mlp_norm, q_norm, k_norm (the last two empty unless Qwen3), then
 // qkv, o, gate_up and down as 3 tensors each (see project); out_features: those 4 projections' widths;
 // cos, sin (batch, 1, 1, head_dim): llm.py's rope_cos_sin (sin signed); keys, values (batch, kv_heads,
-// max_length, head_dim): this layer's cache, written at `past`; mask (batch, 1, 1, past + 1) bool or None.
+// max_length, head_dim): this layer's cache; write_at: the cache index of each row's new token (one value:
+// the same for every row); mask (batch, 1, 1, max(write_at) + 1) bool, or None where every row sees all.
 at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList weights, at::IntArrayRef out_features,
                               const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& keys,
-                              const at::Tensor& values, int64_t past, const std::optional<at::Tensor>& mask,
+                              const at::Tensor& values, at::IntArrayRef write_at, const std::optional<at::Tensor>& mask,
                               int64_t heads, double eps) {
   TORCH_CHECK(weights.size() == 16 && out_features.size() == 4, "decoder_layer_step takes 16 weights, 4 widths");
   TORCH_CHECK(x.dim() == 3 && x.size(1) == 1 && x.scalar_type() == at::kFloat,
@@ -414,9 +415,15 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList weights, at::I
                   keys.scalar_type() == at::kFloat && values.scalar_type() == at::kFloat && keys.stride(3) == 1 &&
                   values.stride(3) == 1,
               "keys and values must be float32 (batch, kv_heads, max_length, head_dim), got ", keys.sizes());
-  const int64_t kv_heads = keys.size(1), max_length = keys.size(2), dim = keys.size(3), total = past + 1;
-  TORCH_CHECK(past >= 0 && past < max_length, "KV cache full: ", total, " positions needed, ", max_length,
-              " allocated");
+  const int64_t kv_heads = keys.size(1), max_length = keys.size(2), dim = keys.size(3);
+  TORCH_CHECK(write_at.size() == 1 || static_cast<int64_t>(write_at.size()) == batch, "write_at holds ",
+              write_at.size(), " indices for ", batch, " rows");
+  const auto row_end = [&](int64_t b) { return write_at[write_at.size() == 1 ? 0 : b]; };
+  const int64_t total = *std::max_element(write_at.begin(), write_at.end()) + 1;
+  TORCH_CHECK(*std::min_element(write_at.begin(), write_at.end()) >= 0 && total <= max_length,
+              "KV cache full: ", total, " positions needed, ", max_length, " allocated");
+  TORCH_CHECK(mask || *std::min_element(write_at.begin(), write_at.end()) == total - 1,
+              "rows that write at different cache indices need a mask");
   TORCH_CHECK(heads % kv_heads == 0 && out_features[0] == (heads + 2 * kv_heads) * dim,
               "qkv width ", out_features[0], " does not fit ", heads, " heads and ", kv_heads, " kv heads of ", dim);
   TORCH_CHECK(cos.numel() == batch * dim && sin.numel() == batch * dim, "cos and sin must hold batch x head_dim");
@@ -426,7 +433,7 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList weights, at::I
   const at::Tensor cc = cos.reshape({batch, dim}).contiguous(), sc = sin.reshape({batch, dim}).contiguous();
   at::Tensor visible;
   if (mask) {
-    TORCH_CHECK(mask->numel() == batch * total, "mask must hold batch x (past + 1) values");
+    TORCH_CHECK(mask->numel() == batch * total, "mask must hold batch x (max(write_at) + 1) values");
     visible = mask->reshape({batch, total}).to(at::kBool).contiguous();
   }
 
@@ -445,15 +452,15 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList weights, at::I
       std::memcpy(head.data(), row + h * dim, dim * sizeof(float));
       head_norm(head.data(), weights[h < heads ? 2 : 3], dim, epsilon);
       float* target = h < heads ? q + (b * heads + h) * dim
-                                : key_cache + b * keys.stride(0) + (h - heads) * keys.stride(1) + past * keys.stride(2);
+                                : key_cache + b * keys.stride(0) + (h - heads) * keys.stride(1) + row_end(b) * keys.stride(2);
       for (int64_t k = 0; k < dim; ++k) target[k] = head[k] * c[k] + head[(k + half) % dim] * s[k];
     }
     for (int64_t h = 0; h < kv_heads; ++h)
-      std::memcpy(value_cache + b * values.stride(0) + h * values.stride(1) + past * values.stride(2),
+      std::memcpy(value_cache + b * values.stride(0) + h * values.stride(1) + row_end(b) * values.stride(2),
                   row + (heads + kv_heads + h) * dim, dim * sizeof(float));
   }
 
-  // attention of each (row, head) over the cache's first past + 1 positions
+  // attention of each (row, head) over the cache's first max(write_at) + 1 positions
   at::Tensor attended = at::empty({batch, 1, heads * dim}, x.options());
   float* att = attended.data_ptr<float>();
   const float scale = 1.f / std::sqrt(static_cast<float>(dim));
@@ -470,10 +477,12 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList weights, at::I
         scores[t] = seen && !seen[b * total + t] ? -INFINITY : scale * dot(query, key_rows + t * keys.stride(2), dim);
         highest = std::max(highest, scores[t]);
       }
-      const float sum = shifted_exps(scores.data(), highest, total, scores.data());
       float* out = att + i * dim;
       std::fill(out, out + dim, 0.f);
+      if (highest == -INFINITY) continue;  // a row that sees nothing (never the case in decoding): zeros
+      const float sum = shifted_exps(scores.data(), highest, total, scores.data());
       for (int64_t t = 0; t < total; ++t) {
+        if (seen && !seen[b * total + t]) continue;  // exactly nothing from a hidden position
         const float weight = scores[t] / sum;
         const float* v = value_rows + t * values.stride(2);
 #pragma omp simd
@@ -516,7 +525,7 @@ TORCH_LIBRARY(internvl_cpu, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def(
       "decoder_layer_step(Tensor x, Tensor[] weights, int[] out_features, Tensor cos, Tensor sin, Tensor(a!) keys, "
-      "Tensor(b!) values, int past, Tensor? mask, int heads, float eps) -> Tensor");
+      "Tensor(b!) values, int[] write_at, Tensor? mask, int heads, float eps) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(internvl_cpu, CPU, m) {

@@ -373,6 +373,60 @@ inline float dot(const float* a, const float* b, int64_t size) {
   return total;
 }
 
+#ifdef INTERNVL_AVX2
+// The dot products of one query with 8 key rows (`stride` floats apart), as one vector: 8 independent
+// accumulators, then one transposing reduction (no horizontal sum per product). dim: a multiple of 8.
+inline __m256 dots8(const float* query, const float* key, int64_t stride, int64_t dim) {
+  __m256 acc[8];
+  for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < dim; c += 8) {
+    const __m256 q = _mm256_loadu_ps(query + c);
+    for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(q, _mm256_loadu_ps(key + r * stride + c), acc[r]);
+  }
+  // hadd(a, b) = [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7]: two rounds leave each row's
+  // quarter sums, lanes 0-3 (rows 0-3) and 4-7 (the same rows' other half); the halves then add
+  const __m256 low_rows = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+  const __m256 high_rows = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(low_rows, high_rows, 0x20), _mm256_permute2f128_ps(low_rows, high_rows, 0x31));
+}
+#endif
+
+// One query head's attention over `total` cached positions: softmax(scale * q.k) weighted values into `out`
+// (dim floats); `seen` (or null: all) hides positions; `scores` is scratch of `total` floats.
+void attend(const float* query, const float* key_rows, int64_t key_stride, const float* value_rows,
+            int64_t value_stride, const bool* seen, int64_t total, int64_t dim, float scale, float* scores,
+            float* out) {
+  int64_t t = 0;
+#ifdef INTERNVL_AVX2
+  if (dim % 8 == 0)
+    for (; t + 8 <= total; t += 8)
+      _mm256_storeu_ps(scores + t,
+                       _mm256_mul_ps(_mm256_set1_ps(scale), dots8(query, key_rows + t * key_stride, key_stride, dim)));
+#endif
+  for (; t < total; ++t) scores[t] = scale * dot(query, key_rows + t * key_stride, dim);
+  if (seen)
+    for (t = 0; t < total; ++t)
+      if (!seen[t]) scores[t] = -INFINITY;
+  std::fill(out, out + dim, 0.f);
+  const float highest = *std::max_element(scores, scores + total);
+  if (highest == -INFINITY) return;  // a query that sees nothing (never the case in decoding): zeros
+  const float inverse = 1.f / shifted_exps(scores, highest, total, scores);
+  for (t = 0; t < total; ++t) scores[t] = seen && !seen[t] ? 0.f : scores[t] * inverse;  // hidden: exactly 0
+  t = 0;
+  for (; t + 4 <= total; t += 4) {  // four positions per pass over out: four independent products per value
+    const float* v = value_rows + t * value_stride;
+    const float w0 = scores[t], w1 = scores[t + 1], w2 = scores[t + 2], w3 = scores[t + 3];
+#pragma omp simd
+    for (int64_t k = 0; k < dim; ++k)
+      out[k] += w0 * v[k] + w1 * v[value_stride + k] + w2 * v[2 * value_stride + k] + w3 * v[3 * value_stride + k];
+  }
+  for (; t < total; ++t) {
+    const float* v = value_rows + t * value_stride;
+#pragma omp simd
+    for (int64_t k = 0; k < dim; ++k) out[k] += scores[t] * v[k];
+  }
+}
+
 // One projection of a fused decoder layer, as decoder_layer_step receives it: fp32 (weight (out, in), an
 // empty tensor, bias) or q8_0 / q4_0 (values (groups, blocks, 256 or 128), scales (groups, blocks, 8), bias);
 // an empty bias is none.
@@ -468,26 +522,10 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList weights, at::I
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(total);
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / heads, h = i % heads, g = h / (heads / kv_heads);
-      const float* query = q + i * dim;
-      const float* key_rows = key_cache + b * keys.stride(0) + g * keys.stride(1);
-      const float* value_rows = value_cache + b * values.stride(0) + g * values.stride(1);
-      float highest = -INFINITY;
-      for (int64_t t = 0; t < total; ++t) {
-        scores[t] = seen && !seen[b * total + t] ? -INFINITY : scale * dot(query, key_rows + t * keys.stride(2), dim);
-        highest = std::max(highest, scores[t]);
-      }
-      float* out = att + i * dim;
-      std::fill(out, out + dim, 0.f);
-      if (highest == -INFINITY) continue;  // a row that sees nothing (never the case in decoding): zeros
-      const float sum = shifted_exps(scores.data(), highest, total, scores.data());
-      for (int64_t t = 0; t < total; ++t) {
-        if (seen && !seen[b * total + t]) continue;  // exactly nothing from a hidden position
-        const float weight = scores[t] / sum;
-        const float* v = value_rows + t * values.stride(2);
-#pragma omp simd
-        for (int64_t k = 0; k < dim; ++k) out[k] += weight * v[k];
-      }
+      const int64_t b = i / heads, g = i % heads / (heads / kv_heads);
+      attend(q + i * dim, key_cache + b * keys.stride(0) + g * keys.stride(1), keys.stride(2),
+             value_cache + b * values.stride(0) + g * values.stride(1), values.stride(2),
+             seen ? seen + b * total : nullptr, total, dim, scale, scores.data(), att + i * dim);
     }
   });
 

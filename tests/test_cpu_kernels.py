@@ -321,18 +321,23 @@ def test_a_fused_decode_step_equals_the_decoder_layer(kernels, family, mode):
     assert not torch.allclose(unpadded[1], got[1], atol=1e-3)  # the mask counts: row 1 sees 3 positions more
 
 
+def fp32_fused_layer(config):
+    """(a random DecoderLayer of `config` with KernelLinear projections, the KernelDecoderLayer over it)"""
+    layer = random_layer(config)
+    replace_linears(layer, KernelLinear.from_linear)
+    return layer, KernelDecoderLayer.from_layer(layer, config.text)
+
+
 @needs_kernels
 def test_the_fused_step_leaves_other_calls_to_the_decoder_layer(kernels):
     config = tiny_config("qwen2")
-    layer = random_layer(config)
-    replace_linears(layer, KernelLinear.from_linear)
-    fused = KernelDecoderLayer.from_layer(layer, config.text)
+    layer, fused = fp32_fused_layer(config)
     x, cos, sin, mask, (cache, _) = decode_step_inputs(config)
     with torch.inference_mode():
         assert fused.step_operands(x, cache) is not None
         assert fused.step_operands(torch.cat([x, x], dim=1), cache) is None  # a prefill
         assert fused.step_operands(x.bfloat16(), cache) is None
-        assert fused.step_operands(x, None) is None  # no cache, or another kind (the server's slots)
+        assert fused.step_operands(x, None) is None  # no cache
     assert fused.step_operands(x, cache) is None  # autograd on
     with torch.inference_mode():
         plain_projection = nn.Linear(layer.mlp.down.in_features, layer.mlp.down.out_features)
@@ -350,9 +355,7 @@ def test_the_fused_step_leaves_other_calls_to_the_decoder_layer(kernels):
 @needs_kernels
 def test_the_fused_step_refuses_a_full_cache(kernels):
     config = tiny_config("qwen2")
-    layer = random_layer(config)
-    replace_linears(layer, KernelLinear.from_linear)
-    fused = KernelDecoderLayer.from_layer(layer, config.text)
+    _, fused = fp32_fused_layer(config)
     x, cos, sin, _, (cache, _) = decode_step_inputs(config, past=8)
     cache.length = cache.max_length
     with torch.inference_mode(), pytest.raises(RuntimeError, match="KV cache full"):

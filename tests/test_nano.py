@@ -100,22 +100,26 @@ def test_answer_prior_counts_every_question_of_a_conversation_with_its_own_type(
 
 def test_fast_paths_keep_the_nano_models_greedy_answers():
     """The CPU fast paths against the plain fp32 model on real (trained) logits: load's CPU default (our
-    fp32 decoding kernel and RMS norm where built, else oneDNN-packed weights) gives the same greedy tokens
-    on every family's questions."""
+    fp32 decoding kernel, RMS norm and one-call decoder layer steps where built, else oneDNN-packed
+    weights; the vision encoder's projections on oneDNN) gives the same greedy tokens on every family's
+    questions."""
     import dataclasses
 
     import torch
 
     from internvl.chat import Chat
     from internvl.model.cpu_kernels import block_kernels
+    from internvl.model.kernel_layer import KernelDecoderLayer
     from internvl.model.linear import KernelLinear, KernelRMSNorm, PackedLinear, can_pack
 
     fast = load(max_tiles=2)
+    vision_qkv = fast.model.vision.layers[0].attn.qkv
     if block_kernels() is not None:
-        assert isinstance(fast.model.language.lm_head, KernelLinear)
+        assert isinstance(fast.model.language.lm_head, KernelLinear) and isinstance(vision_qkv, KernelLinear)
         assert isinstance(fast.model.language.norm, KernelRMSNorm)
+        assert all(isinstance(layer, KernelDecoderLayer) for layer in fast.model.language.layers)
     elif can_pack():
-        assert isinstance(fast.model.language.lm_head, PackedLinear)
+        assert isinstance(fast.model.language.lm_head, PackedLinear) and isinstance(vision_qkv, PackedLinear)
     plain_model = load_model("nano", dtype=torch.float32).eval()  # the shipped model by name
     plain_model.image_token_id = fast.model.image_token_id
     plain = dataclasses.replace(fast, model=plain_model)

@@ -10,7 +10,7 @@ checkpoint is written in the hf layout and loaded by both stacks; then, side by 
     SFT step tokens/s                    (forward + backward of one 1-tile sample of 512 tokens with
                                           labels, fp32; the optimiser step is the same for both and left out)
     our int8 and int4 language models    (decode and time to first token; `load(quantize="int8")`, "int4")
-    (our fp32 decoder runs on `fast_fp32_linears` on the CPU, as `internvl.load` does)
+    (every fp32 projection of ours, the vision encoder's too, runs on `fast_fp32_linears`, as `internvl.load` does)
     the memory-bandwidth limit           (copy bandwidth measured in the same run / bytes of the language
                                           model's weights read per token) and our batch-1 decode's share.
 
@@ -213,8 +213,8 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
         quantize_int8(int8.language)
         quantize_int4(int4.language)
         weight_bytes = {name: decoder_bytes_per_token(m) for name, m in (("", ours), ("int8 ", int8), ("int4 ", int4))}
-        if dtype == torch.float32:  # as `internvl.load` does
-            fast_fp32_linears(ours.language)
+        for model in (ours, int8, int4):  # as `internvl.load` does on a CPU: every fp32 projection left
+            fast_fp32_linears(model)
         ours_run = lambda ids, px, new: _ours_generate(ours, ids, px, new)  # noqa: E731
         theirs_run = lambda ids, px, new: _theirs_generate(theirs, ids, px, new)  # noqa: E731
         int8_run = lambda ids, px, new: _ours_generate(int8, ids, px, new)  # noqa: E731

@@ -340,8 +340,8 @@ def load(
         quantize_int8(model.language)
     elif quantize == "int4":
         quantize_int4(model.language)
-    elif device == "cpu":
-        fast_fp32_linears(model.language)  # fp32 projections on our decoding kernel (or oneDNN-packed)
+    if device == "cpu":  # the fp32 projections left (all but quantized ones) on our decoding kernel and oneDNN
+        fast_fp32_linears(model)
     tokenizer = load_tokenizer(folder)
     image_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:

@@ -6,10 +6,11 @@ dispatch on a few hundred numbers; on the 1B shape they added up to about 7 ms a
 weight reading of an int4 step (docs/cpu-speed.md). `internvl_cpu::decoder_layer_step`
 (`csrc/block_quant.cpp`) does the arithmetic of `DecoderLayer` in one call, the projections on our kernels.
 
-`choose_cpu_kernels` swaps these in for the decoder's layers where our kernels are built. Everything the
-kernel does not cover goes through `DecoderLayer` unchanged: prefills, autograd, other dtypes and devices,
-MoE layers, and projections that do not hand out kernel operands
-(PyTorch's quantized fallbacks, LoRA wrappers, plain `nn.Linear`).
+`choose_cpu_kernels` swaps these in for the decoder's layers where our kernels are built. They take the
+decode steps of generation (`KVCache`) and of the server's continuous batching (`SlotCache`: each row
+writes at its own length). Everything else goes through `DecoderLayer` unchanged: prefills, autograd,
+other dtypes and devices, MoE layers, and projections that are no `KernelProjection` (PyTorch's quantized
+fallbacks, LoRA wrappers, plain `nn.Linear`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class KernelDecoderLayer(DecoderLayer):
             return None
         widths = []
         for projection in (self.attn.qkv, self.attn.o, self.mlp.gate_up, self.mlp.down):
+            # a KernelProjection? (getattr: a runtime Protocol check costs microseconds, 96 times a token)
             hand_out = getattr(projection, "kernel_operands", None)
             operands = hand_out() if hand_out is not None else None
             if operands is None:

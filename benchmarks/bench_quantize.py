@@ -11,7 +11,7 @@ Nano: the first `--world N` items of a world TSV (`internvl world export-tsv --s
 greedily in each mode, as `internvl eval run` asks and scores them: how many answers equal fp32's, and the
 accuracy (0 = skip).
 
-Run: `.venv/bin/python benchmarks/bench_quantize.py [--world 200 --tsv runs/vico/world-test.tsv] [--append]`.
+Run: `.venv/bin/python benchmarks/bench_quantize.py [--world 200 [--tsv FILE.tsv]] [--append]`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from internvl.bench import (
 from internvl.model.internvl import InternVL
 from internvl.model.linear import choose_cpu_kernels, fast_fp32_linears, quantize_int4, quantize_int8
 
+DEFAULT_TSV = Path("runs/world/world-test.tsv")  # written on first use: the world's test split, seed 0
 MODES = ("fp32", "int8", "int4")
 
 
@@ -65,6 +66,10 @@ def world_agreement(tsv: Path, items: int) -> list[str]:
     from internvl.chat import load
     from internvl.eval.formats import load_items
 
+    if not tsv.exists() and tsv == DEFAULT_TSV:
+        from internvl.data.world.export import export_tsv
+
+        export_tsv(tsv, items, split="test", seed=0, workers=2)
     chosen = load_items(str(tsv))[:items]
     answers, scores = {}, {}
     for mode in MODES:
@@ -82,7 +87,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=int, default=200, help="nano world test items (0: skip)")
     parser.add_argument(
-        "--tsv", type=Path, default=Path("runs/vico/world-test.tsv"), help="`internvl world export-tsv` output"
+        "--tsv",
+        type=Path,
+        default=DEFAULT_TSV,
+        help="`internvl world export-tsv` output; the default is written (the test split, seed 0) if missing",
     )
     parser.add_argument("--append", action="store_true", help="append the tables to BENCHMARKS.md")
     args = parser.parse_args()

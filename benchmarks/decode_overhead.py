@@ -66,12 +66,6 @@ def products_ms(model, repeats: int = 8) -> float:  # type: ignore[no-untyped-de
     return 1000 * sorted(times)[repeats // 2]
 
 
-def swap_layers(model, kind: type[DecoderLayer]) -> None:  # type: ignore[no-untyped-def]
-    layers = model.language.layers
-    for index, layer in enumerate(layers):
-        layers[index] = kind.from_layer(layer, model.config.text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="fp32,int8,int4", help="comma list of fp32, int8, int4")
@@ -94,7 +88,7 @@ def main() -> None:
         best: dict[str, tuple[float, float]] = {}
         for _ in range(3):
             for name, kind in (("unfused", DecoderLayer), ("fused", KernelDecoderLayer)):
-                swap_layers(model, kind)
+                model.language.use_layer_kind(kind)
                 step, products = step_ms(model), products_ms(model)
                 if name not in best or step < best[name][0]:
                     best[name] = (step, products)

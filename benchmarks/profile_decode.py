@@ -164,9 +164,7 @@ def main() -> None:
     if args.unfused:
         from internvl.model.llm import DecoderLayer
 
-        layers = model.language.layers
-        for index, layer in enumerate(layers):
-            layers[index] = DecoderLayer.from_layer(layer, model.config.text)
+        model.language.use_layer_kind(DecoderLayer)
     plain: list[float] = []
     decode_steps(model, 4, lambda s, p: None)  # warm-up
     decode_steps(model, args.steps, lambda s, p: plain.append(s))

@@ -1,7 +1,7 @@
 """Our compiled CPU kernels (`csrc/block_quant.cpp`): built for this machine on first use, or absent.
 
-The q8_0 and q4_0 products (llama.cpp's block formats, docs/cpu-speed.md), the fp32 decoding product and
-the RMS norm are C++ that the first process to ask compiles with `-march=native` against the installed PyTorch (about 20 s), into
+The q8_0 and q4_0 products (llama.cpp's block formats, docs/cpu-speed.md), the fp32 decoding product, the
+RMS norm and a decoder layer's decode step are C++ that the first process to ask compiles with `-march=native` against the installed PyTorch (about 20 s), into
 `$XDG_CACHE_HOME/internvl/kernels/` (default `~/.cache`) under a name that hashes the source, the flags,
 PyTorch's version and the CPU's flags; later processes load it in milliseconds. Where no C++ compiler is
 at hand, or the build fails, `block_kernels()` returns None (logged once) and the layers use PyTorch's
@@ -70,8 +70,8 @@ def _build(compiler: str, library: Path) -> None:
 
 @functools.cache
 def block_kernels() -> object | None:
-    """`torch.ops.internvl_cpu` (`q8_0x8_linear`, `q4_0x8_linear`, `fp32_linear`, `rms_norm`) once built, or
-    None."""
+    """`torch.ops.internvl_cpu` (`q8_0x8_linear`, `q4_0x8_linear`, `fp32_linear`, `rms_norm`,
+    `decoder_layer_step`) once built, or None."""
     if os.environ.get("INTERNVL_CPU_KERNELS", "1") == "0":
         return None
     compiler = shutil.which(os.environ.get("CXX", "c++"))

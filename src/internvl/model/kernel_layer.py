@@ -22,7 +22,7 @@ import torch
 from internvl.model.cache import Cache
 from internvl.model.llm import DecoderLayer, GatedMLP
 
-NONE = torch.empty(0)  # the kernel's "absent" tensor: a bias, the per-head norms of a non-Qwen3 layer
+NONE = torch.empty(0)  # the kernel's "absent" tensor: a bias, fp32's scales, a non-Qwen3 layer's head norms
 
 
 class KernelProjection(Protocol):
@@ -30,8 +30,8 @@ class KernelProjection(Protocol):
 
     out_features: int
 
-    def kernel_operands(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
-        """(fp32 weight, an empty tensor, bias) or (q8_0/q4_0 values, scales, bias); None if not at hand."""
+    def kernel_operands(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None:
+        """(fp32 weight, None, bias) or (q8_0/q4_0 values, scales, bias); None if not at hand."""
         ...
 
 
@@ -72,6 +72,6 @@ class KernelDecoderLayer(DecoderLayer):
             if operands is None:
                 return None
             values, scales, bias = operands
-            weights += [values, scales, NONE if bias is None else bias]
+            weights += [values, NONE if scales is None else scales, NONE if bias is None else bias]
             widths.append(projection.out_features)
         return weights, widths, slices

@@ -40,7 +40,6 @@ from torch import nn
 
 from internvl.model.cpu_kernels import BLOCK_SIZE, block_kernels, interleave, quantize_q4_0, quantize_q8_0
 from internvl.model.kernel_layer import KernelDecoderLayer
-from internvl.model.llm import DecoderLayer
 from internvl.model.norm import RMSNorm
 
 if TYPE_CHECKING:
@@ -329,7 +328,6 @@ CAN_USE_ONEDNN = can_pack()
 # Up to this many rows our fp32 kernel beats oneDNN's packed weights and MKL (decoding, small batches);
 # above it (prefills) oneDNN's matrix-matrix product wins (`benchmarks/bench_matmul.py`, BENCHMARKS.md).
 KERNEL_MAX_ROWS = 16
-NO_SCALES = torch.empty(0)  # fp32 weights have none: the fused decoder step's placeholder
 
 
 class KernelLinear(SharedParametersLinear):
@@ -350,11 +348,11 @@ class KernelLinear(SharedParametersLinear):
         out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")
         return out.reshape(*x.shape[:-1], self.out_features)
 
-    def kernel_operands(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
-        """What `KernelDecoderLayer`'s fused step multiplies with (fp32 weights only): weight, none, bias."""
+    def kernel_operands(self) -> tuple[torch.Tensor, None, torch.Tensor | None] | None:
+        """What `KernelDecoderLayer`'s fused step multiplies with (fp32 weights only): weight, no scales, bias."""
         if self.weight.dtype != torch.float32 or (self.bias is not None and self.bias.dtype != torch.float32):
             return None
-        return self.weight, NO_SCALES, self.bias
+        return self.weight, None, self.bias
 
 
 def fast_fp32_linears(module: nn.Module, keep: tuple[str, ...] = ("router",)) -> nn.Module:
@@ -404,10 +402,7 @@ def choose_cpu_kernels(model: InternVL) -> None:
             for name, child in list(parent.named_children()):
                 if type(child) is RMSNorm:
                     setattr(parent, name, KernelRMSNorm.from_norm(child))
-        layers = model.language.layers
-        for index, layer in enumerate(layers):
-            if type(layer) is DecoderLayer:
-                layers[index] = KernelDecoderLayer.from_layer(layer, model.config.text)
+        model.language.use_layer_kind(KernelDecoderLayer)
     if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or CPU_HAS_NATIVE_BF16:
         return
 

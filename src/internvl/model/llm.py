@@ -219,6 +219,13 @@ class LanguageModel(nn.Module):
             self.lm_head.weight = self.embed.weight
         self.gradient_checkpointing = False
 
+    def use_layer_kind(self, kind: type[DecoderLayer]) -> None:
+        """Every layer becomes a `kind` over its own modules (`DecoderLayer.from_layer`), in place: e.g.
+        `KernelDecoderLayer` (what `choose_cpu_kernels` does on a CPU) or back to `DecoderLayer`."""
+        for index, layer in enumerate(self.layers):
+            assert isinstance(layer, DecoderLayer)
+            self.layers[index] = kind.from_layer(layer, self.config)
+
     def forward(
         self,
         embeds: torch.Tensor,

@@ -1,5 +1,6 @@
 // Our CPU kernels for inference: q8_0 and q4_0 weights times quantized activations, an fp32 product for
-// the few rows of decoding, and a one-pass RMS norm.
+// the few rows of decoding, a one-pass RMS norm, and a decoder layer's whole decode step in one call
+// (decoder_layer_step, at the end).
 //
 // Why our own kernels: decoding one token reads every weight once, so its speed is the rate at which the
 // weights stream from memory. PyTorch's CPU int4 kernel unpacks at 5-8 GB/s on AVX2 and its int8 kernels
@@ -296,6 +297,16 @@ at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& weight, const std:
   return result;
 }
 
+// One row of `size` values RMS-normalized, weight applied: out = w * row / rms(row) (out may be row).
+inline void normalize_row(const float* row, const float* w, int64_t size, float eps, float* out) {
+  float squares = 0.f;
+#pragma omp simd reduction(+ : squares)
+  for (int64_t k = 0; k < size; ++k) squares += row[k] * row[k];
+  const float inverse = 1.f / std::sqrt(squares / static_cast<float>(size) + eps);
+#pragma omp simd
+  for (int64_t k = 0; k < size; ++k) out[k] = w[k] * (row[k] * inverse);
+}
+
 // RMS normalisation of fp32 rows, weight applied: one pass over each row, where PyTorch's CPU rms_norm runs
 // as several small operations (a decode step makes 49 of these calls on the 1B shape).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -310,16 +321,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   float* dst = out.data_ptr<float>();
   const int64_t rows = size ? xc.numel() / size : 0;
   at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(size, 1)), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* row = src + r * size;
-      float squares = 0.f;
-#pragma omp simd reduction(+ : squares)
-      for (int64_t k = 0; k < size; ++k) squares += row[k] * row[k];
-      const float inverse = 1.f / std::sqrt(squares / static_cast<float>(size) + static_cast<float>(eps));
-      float* out_row = dst + r * size;
-#pragma omp simd
-      for (int64_t k = 0; k < size; ++k) out_row[k] = w[k] * (row[k] * inverse);
-    }
+    for (int64_t r = begin; r < end; ++r) normalize_row(src + r * size, w, size, static_cast<float>(eps), dst + r * size);
   });
   return out;
 }
@@ -439,14 +441,6 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b
   return grouped_linear<true>(x, a, b, maybe_bias, out_features);
 }
 
-// A row of head_dim values normalized in place (Qwen3's per-head q/k norm), when `weight` is not empty.
-void head_norm(float* row, const at::Tensor& weight, int64_t dim, float eps) {
-  if (!weight.numel()) return;
-  const float* w = weight.data_ptr<float>();
-  const float inverse = 1.f / std::sqrt(dot(row, row, dim) / static_cast<float>(dim) + eps);
-  for (int64_t k = 0; k < dim; ++k) row[k] = w[k] * (row[k] * inverse);
-}
-
 // One decode step of a decoder layer (RMSNorm -> attention with RoPE over the cache -> RMSNorm -> SwiGLU MLP,
 // each with its residual) for one new token per row, in one call: a step of the 1B shape made about 30
 // PyTorch operations per layer, each microseconds of dispatch on a few hundred numbers (docs/cpu-speed.md).
@@ -504,7 +498,8 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList weights, at::I
     const float* s = sc.data_ptr<float>() + b * dim;
     for (int64_t h = 0; h < heads + kv_heads; ++h) {
       std::memcpy(head.data(), row + h * dim, dim * sizeof(float));
-      head_norm(head.data(), weights[h < heads ? 2 : 3], dim, epsilon);
+      const at::Tensor& head_weight = weights[h < heads ? 2 : 3];  // Qwen3's per-head norm, where given
+      if (head_weight.numel()) normalize_row(head.data(), head_weight.data_ptr<float>(), dim, epsilon, head.data());
       float* target = h < heads ? q + (b * heads + h) * dim
                                 : key_cache + b * keys.stride(0) + (h - heads) * keys.stride(1) + row_end(b) * keys.stride(2);
       for (int64_t k = 0; k < dim; ++k) target[k] = head[k] * c[k] + head[(k + half) % dim] * s[k];

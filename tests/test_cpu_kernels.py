@@ -363,6 +363,26 @@ def test_the_fused_step_refuses_a_full_cache(kernels):
 
 
 @needs_kernels
+def test_the_fused_step_refuses_write_indices_it_cannot_honour(kernels):
+    config = tiny_config("qwen2")
+    _, fused = fp32_fused_layer(config)
+    x, cos, sin, mask, (cache, _) = decode_step_inputs(config, past=8)
+    with torch.inference_mode():
+        weights, widths, (keys, values, _) = fused.step_operands(x, cache)
+
+        def step(write_at, mask):  # type: ignore[no-untyped-def]
+            return kernels.decoder_layer_step(x, weights, widths, cos, sin, keys, values, write_at, mask, 4, 1e-6)
+
+        with pytest.raises(RuntimeError, match="write_at holds 3 indices for 2 rows"):
+            step([8, 8, 8], mask)
+        with pytest.raises(RuntimeError, match="rows that write at different cache indices need a mask"):
+            step([8, 5], None)
+        with pytest.raises(RuntimeError, match="mask must hold batch x"):
+            step([8], mask[..., :-1])
+        assert step([8], mask).shape == x.shape  # the same call with good operands runs
+
+
+@needs_kernels
 def test_choose_cpu_kernels_fuses_the_decoder_layers_and_keeps_the_checkpoint_keys(kernels):
     model = InternVL(tiny_config("qwen2")).eval()
     keys = list(model.state_dict())

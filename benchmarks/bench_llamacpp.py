@@ -196,7 +196,7 @@ def main() -> None:
     from bench_quantize import one_b_models
     from common import machine_line, publish, random_one_b
 
-    from internvl.bench import _decode_tok_s, _ours_generate, copy_bandwidth_gb_s, decoder_bytes_per_token
+    from internvl.bench import _decode_tok_s, _ours_generate, decoder_bytes_per_token, read_bandwidth_gb_s
 
     python = ensure_venv()
     threads = torch.get_num_threads()
@@ -225,7 +225,7 @@ def main() -> None:
     job = {"hparams": hparams, "prompt": prompt[0].tolist(), "threads": threads}
     (args.folder / "job.json").write_text(json.dumps(job))
 
-    bandwidth = copy_bandwidth_gb_s()
+    bandwidth = read_bandwidth_gb_s()
     rates: dict[str, list[float]] = {mode: [] for mode in models}
 
     def time_ours(models: dict) -> None:
@@ -252,7 +252,7 @@ def main() -> None:
     lines = [
         f"### llama.cpp and internvl, batch-1 decode, InternVL3-1B shape's language model ({machine_line()})",
         "",
-        f"{threads} threads each; copy bandwidth {bandwidth:.1f} GB/s; 32 new tokens after 20, greedy, prefill "
+        f"{threads} threads each; read bandwidth {bandwidth:.1f} GB/s; 32 new tokens after 20, greedy, prefill "
         f"subtracted; {args.rounds + 1} turns of ours (2 runs each) alternating with {args.rounds} of llama.cpp's (4 "
         f"runs each), the best of each side kept. int8 / int4 are our q8_0 / "
         f"q4_0 kernels where they are built (`internvl.model.cpu_kernels`). llama.cpp f32 logits against ours on the prompt: max abs difference {agreement:.2e} "

@@ -4,7 +4,7 @@ text, and the greedy agreement and world accuracy of the nano model.
 
 For the 1B shape, one process, side by side: fp32 (`fast_fp32_linears`, as `internvl.load` does),
 `quantize_int8`, `quantize_int4`; decode tok/s at batch 1 (32 new tokens after 20, prefill subtracted),
-the batch-1 limit (copy bandwidth / bytes of the language model read per token) and the share of it,
+the batch-1 limit (read bandwidth / bytes of the language model read per token) and the share of it,
 prefill of 1 tile + 20 tokens (s). Accuracy of the 1B shape: the mean KL(fp32 || quantized) of the next-
 token distributions over a fixed 256-token random text (random weights have no perplexity to speak of).
 Nano: the first `--world N` items of a world TSV (`internvl world export-tsv --split test`) answered
@@ -32,8 +32,8 @@ from internvl.bench import (
     _ours_generate,
     _prompt,
     _ttft_s,
-    copy_bandwidth_gb_s,
     decoder_bytes_per_token,
+    read_bandwidth_gb_s,
 )
 from internvl.model.internvl import InternVL
 from internvl.model.linear import choose_cpu_kernels, fast_fp32_linears, quantize_int4, quantize_int8
@@ -102,11 +102,11 @@ def main() -> None:
     prefill_ids = _prompt(config, 1, 1, g)
     pixels = torch.randn(1, 3, 448, 448, generator=g)
     text = torch.randint(10, config.text.vocab_size - 100, (1, 256), generator=g)
-    bandwidth = copy_bandwidth_gb_s()
+    bandwidth = read_bandwidth_gb_s()
     lines = [
         f"### int8 and int4 (our q8_0 / q4_0 kernels where built), InternVL3-1B shape ({machine_line()})",
         "",
-        f"Copy bandwidth {bandwidth:.1f} GB/s. Decode: batch 1, 32 new tokens after 20 (prefill subtracted).",
+        f"Read bandwidth {bandwidth:.1f} GB/s. Decode: batch 1, 32 new tokens after 20 (prefill subtracted).",
         "",
         "| mode | GB read per token | decode (tok/s) | limit (tok/s) | share of limit | prefill 1 tile + 20 (s) "
         "| KL to fp32 (nats/token) |",

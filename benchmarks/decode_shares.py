@@ -1,12 +1,11 @@
 """Batch-1 decode of the InternVL3-1B shape as a share of its memory-bandwidth limit, fp32 / int8 / int4, over
-several rounds, each with its own copy-bandwidth measurement right before it.
+several rounds, each decode between two read-bandwidth measurements (`internvl.bench.bracketed_decode`).
 
     python benchmarks/decode_shares.py [--rounds 5] [--append]
 
-`internvl bench` measures each share once, against a copy bandwidth measured minutes apart from the
-decodes; on a machine whose speed drifts by tens of percent over minutes one such ratio moves by about as
-much (docs/cpu-speed.md). Here every round measures the bandwidth, then the three decodes, and reports their
-shares against that round's bandwidth; the table gives each round and the median.
+`internvl bench` measures each share once; on a machine whose speed drifts by tens of percent over minutes
+one such ratio moves by about as much (docs/cpu-speed.md). Here every round brackets each of the three
+decodes with its own bandwidth measurements; the table gives each round and the median.
 """
 
 from __future__ import annotations
@@ -21,13 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_line, publish, random_one_b  # noqa: E402
 
-from internvl.bench import (  # noqa: E402
-    _decode_tok_s,
-    _ours_generate,
-    _prompt,
-    copy_bandwidth_gb_s,
-    decoder_bytes_per_token,
-)
+from internvl.bench import _ours_generate, _prompt, bracketed_decode, decoder_bytes_per_token  # noqa: E402
 from internvl.model.linear import choose_cpu_kernels, fast_fp32_linears, quantize_int4, quantize_int8  # noqa: E402
 
 MODES = {"fp32": fast_fp32_linears, "int8": quantize_int8, "int4": quantize_int4}
@@ -51,24 +44,24 @@ def main() -> None:
     lines = [
         f"### Batch-1 decode as a share of its limit, per round (`benchmarks/decode_shares.py`; {machine_line()})",
         "",
-        "1B shape, random weights, as `internvl.load` prepares a CPU model; each round measures the copy "
-        "bandwidth, then decodes 32 tokens after 20 in each mode; share = tok/s / (bandwidth / bytes per token).",
+        "1B shape, random weights, as `internvl.load` prepares a CPU model; each round decodes 32 tokens after 20 "
+        "in each mode, each decode between two read-bandwidth measurements (1 GiB summed); share = tok/s / (the "
+        "higher bandwidth / bytes per token).",
         "",
-        "| round | copy bandwidth (GB/s) | fp32 tok/s (share) | int8 tok/s (share) | int4 tok/s (share) |",
-        "|---|---:|---:|---:|---:|",
+        "| round | fp32 tok/s (GB/s read; share) | int8 tok/s (GB/s read; share) | int4 tok/s (GB/s read; share) |",
+        "|---|---:|---:|---:|",
     ]
     for round_index in range(args.rounds):
-        bandwidth = copy_bandwidth_gb_s()
         cells = []
         for mode, model in models.items():
-            rate = _decode_tok_s(lambda i, px, new, m=model: _ours_generate(m, i, px, new), ids)
-            share = rate / (bandwidth * 1e9 / sizes[mode])
+            decoded = bracketed_decode(lambda i, px, new, m=model: _ours_generate(m, i, px, new), ids)
+            share = decoded.share(sizes[mode])
             shares[mode].append(share)
-            cells.append(f"{rate:.1f} ({100 * share:.0f}%)")
-        lines.append(f"| {round_index + 1} | {bandwidth:.1f} | " + " | ".join(cells) + " |")
+            cells.append(f"{decoded.tok_s:.1f} ({decoded.bandwidth_gb_s:.1f}; {100 * share:.0f}%)")
+        lines.append(f"| {round_index + 1} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     medians = " | ".join(f"{100 * statistics.median(shares[mode]):.0f}%" for mode in models)
-    lines.append(f"| median | | {medians} |")
+    lines.append(f"| median | {medians} |")
     publish(lines, args.append)
 
 

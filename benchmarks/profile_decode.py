@@ -116,7 +116,7 @@ def decode_steps(  # type: ignore[no-untyped-def]
 
 def projection_rates(model, bandwidth: float) -> list[str]:  # type: ignore[no-untyped-def]
     """Each projection of layer 0 and the output head timed alone at batch 1: weight GB/s and its share of
-    the copy bandwidth. A weight that fits the CPU's cache reads faster alone than inside a step."""
+    the read bandwidth. A weight that fits the CPU's cache reads faster alone than inside a step."""
     layer = model.language.layers[0]
     modules = {
         "qkv": layer.attn.qkv,
@@ -127,7 +127,7 @@ def projection_rates(model, bandwidth: float) -> list[str]:  # type: ignore[no-u
     }
     from internvl.bench import weight_bytes
 
-    rows = ["| projection | weight MB | ms alone | GB/s | share of copy bandwidth |", "|---|---:|---:|---:|---:|"]
+    rows = ["| projection | weight MB | ms alone | GB/s | share of read bandwidth |", "|---|---:|---:|---:|---:|"]
     with torch.inference_mode():
         for name, module in modules.items():
             x = torch.randn(
@@ -158,7 +158,7 @@ def main() -> None:
 
     from common import machine_line, publish  # benchmarks/common.py
 
-    from internvl.bench import copy_bandwidth_gb_s, decoder_bytes_per_token
+    from internvl.bench import decoder_bytes_per_token, read_bandwidth_gb_s
 
     model = build(args.quantize)
     if args.unfused:
@@ -180,9 +180,9 @@ def main() -> None:
     parts = {name: 1000 * seconds / n for name, seconds in timer.seconds.items()}
     parts["greedy pick (argmax)"] = 1000 * sum(picks) / n
     parts["rest (Python, rotary tables, cache, framework)"] = step_ms - sum(parts.values())
-    bandwidth = copy_bandwidth_gb_s()
+    bandwidth = read_bandwidth_gb_s()
     weight_bytes = decoder_bytes_per_token(model)
-    limit_ms = 1000 * weight_bytes / (bandwidth * 1e9)  # the limit `internvl bench` uses (copy bandwidth / bytes)
+    limit_ms = 1000 * weight_bytes / (bandwidth * 1e9)  # the limit `internvl bench` uses (read bandwidth / bytes)
     plain_ms = 1000 * sorted(plain)[n // 2]
     mode_line = {
         None: "fp32 (`fast_fp32_linears`)",
@@ -196,7 +196,7 @@ def main() -> None:
         "",
         f"{mode_line}, {'unfused' if args.unfused else 'fused'} layers; {n} steps after a 64-token prompt. Median step without hooks "
         f"{plain_ms:.1f} ms; with the timing hooks {step_ms:.1f} ms (mean). Weights read per token "
-        f"{weight_bytes / 1e9:.2f} GB; copy bandwidth {bandwidth:.1f} GB/s, so the limit `internvl bench` uses is "
+        f"{weight_bytes / 1e9:.2f} GB; read bandwidth {bandwidth:.1f} GB/s, so the limit `internvl bench` uses is "
         f"{limit_ms:.1f} ms a step: the step runs at {100 * limit_ms / plain_ms:.0f}% of it.",
         "",
         "| part | ms per step | share |",

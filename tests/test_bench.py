@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 
-from internvl.bench import Row, decoder_bytes_per_token, report
+import torch
+
+import internvl.bench
+from internvl.bench import Decode, Row, bracketed_decode, decoder_bytes_per_token, report
 from internvl.cli import build_parser
 from internvl.model.internvl import InternVL
 from internvl.model.linear import quantize_int4, quantize_int8
@@ -39,3 +42,15 @@ def test_ratios_read_as_speedups_and_the_report_has_one_line_per_row():
 def test_bench_command_is_registered():
     args = build_parser().parse_args(["bench", "--shapes", "nano", "--dtypes", "fp32", "--no-train"])
     assert args.shapes == "nano" and args.no_train and callable(args.func)
+
+
+def test_a_decode_is_held_against_the_higher_of_the_bandwidths_read_around_it(monkeypatch):
+    readings = iter([30.0, 40.0])
+    calls: list[int] = []
+    monkeypatch.setattr(internvl.bench, "read_bandwidth_gb_s", lambda: next(readings))
+    monkeypatch.setattr(internvl.bench, "_decode_tok_s", lambda run, ids: calls.append(1) or 20.0)
+    decoded = bracketed_decode(lambda ids, pixels, new: None, torch.zeros(1, 4, dtype=torch.long))
+    assert decoded == Decode(20.0, 40.0) and calls == [1]
+    # 2 GB per token against 40 GB/s: a limit of 20 tok/s, all of which the decode reaches
+    assert decoded.share(2_000_000_000) == 1.0
+    assert Decode(10.0, 40.0).share(2_000_000_000) == 0.5

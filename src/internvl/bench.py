@@ -11,8 +11,9 @@ checkpoint is written in the hf layout and loaded by both stacks; then, side by 
                                           labels, fp32; the optimiser step is the same for both and left out)
     our int8 and int4 language models    (decode and time to first token; `load(quantize="int8")`, "int4")
     (every fp32 projection of ours, the vision encoder's too, runs on `fast_fp32_linears`, as `internvl.load` does)
-    the memory-bandwidth limit           (copy bandwidth measured in the same run / bytes of the language
-                                          model's weights read per token) and our batch-1 decode's share.
+    the memory-bandwidth limit           (read bandwidth measured right before and after each batch-1
+                                          decode, the higher of the two / bytes of the language model's
+                                          weights read per token) and each batch-1 decode's share of it.
 
 Both stacks run greedy decoding with no stop token. Our bf16 model keeps its vision side in fp32 on a
 CPU without native bf16, as `internvl.load` does. transformers' bf16 time to first token for 7 tiles is
@@ -80,12 +81,37 @@ class Row:
         return f"{ratio:.2f}x"
 
 
-def copy_bandwidth_gb_s() -> float:
-    """Bytes read + written per second copying a 1 GiB buffer, best of 3."""
-    src = torch.ones(2**28, dtype=torch.float32)
-    dst = torch.empty_like(src)
-    best = min(_seconds(lambda: dst.copy_(src)) for _ in range(3))
-    return 2 * src.numel() * 4 / best / 1e9
+@dataclass(frozen=True)
+class Decode:
+    """A decode rate and the read bandwidth it is held against (`bracketed_decode`)."""
+
+    tok_s: float
+    bandwidth_gb_s: float
+
+    def share(self, bytes_per_token: int) -> float:
+        """tok/s as a fraction of the limit: bandwidth / bytes read per token."""
+        return self.tok_s / (self.bandwidth_gb_s * 1e9 / bytes_per_token)
+
+
+def read_bandwidth_gb_s() -> float:
+    """Bytes read per second summing a 1 GiB buffer, best of 3: the rate at which this machine streams memory
+    into the cores, which is what a decode step does with the weights (it writes next to nothing). A copy
+    (read + write counted) measured the same on quiet minutes and as low as 0.7 of it on fast ones here
+    (docs/cpu-speed.md), so it overstated a decode's share."""
+    buffer = torch.ones(2**28, dtype=torch.float32)
+    buffer.sum()  # first touch
+    best = min(_seconds(buffer.sum) for _ in range(3))
+    return buffer.numel() * 4 / best / 1e9
+
+
+def bracketed_decode(run: Callable[[torch.Tensor, torch.Tensor | None, int], None], ids: torch.Tensor) -> Decode:
+    """`_decode_tok_s(run, ids)` with the read bandwidth measured right before and right after it. The limit is
+    the higher of the two: this machine's speed drifts by tens of percent over minutes (docs/cpu-speed.md),
+    so a bandwidth measured apart from the decode makes its share move as much; the higher bracket is the
+    stricter limit."""
+    before = read_bandwidth_gb_s()
+    rate = _decode_tok_s(run, ids)
+    return Decode(rate, max(before, read_bandwidth_gb_s()))
 
 
 def weight_bytes(module: nn.Module) -> int:
@@ -220,15 +246,20 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
         int8_run = lambda ids, px, new: _ours_generate(int8, ids, px, new)  # noqa: E731
         int4_run = lambda ids, px, new: _ours_generate(int4, ids, px, new)  # noqa: E731
 
-        for batch in (1, 8):
-            ids = _prompt(config, batch, 0, g)
-            row(
-                f"decode batch {batch} (tok/s)",
-                _decode_tok_s(ours_run, ids),
-                _decode_tok_s(theirs_run, ids),
-                _decode_tok_s(int8_run, ids),
-                _decode_tok_s(int4_run, ids),
-            )
+        # batch 1: each decode between two read-bandwidth measurements, its limit (bracketed_decode)
+        ids = _prompt(config, 1, 0, g)
+        ours1, theirs1, int8_1, int4_1 = (
+            bracketed_decode(run, ids) for run in (ours_run, theirs_run, int8_run, int4_run)
+        )
+        row("decode batch 1 (tok/s)", ours1.tok_s, theirs1.tok_s, int8_1.tok_s, int4_1.tok_s)
+        ids = _prompt(config, 8, 0, g)
+        row(
+            "decode batch 8 (tok/s)",
+            _decode_tok_s(ours_run, ids),
+            _decode_tok_s(theirs_run, ids),
+            _decode_tok_s(int8_run, ids),
+            _decode_tok_s(int4_run, ids),
+        )
         for tiles in (1, 7):
             ids = _prompt(config, 1, tiles, g)
             px = pixels7[:tiles]
@@ -252,28 +283,19 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
         else:
             theirs_vision = None
         row("vision encoder (tiles/s)", _vision_tiles_s(ours.encode_images, pixels7), theirs_vision)
-        bandwidth = copy_bandwidth_gb_s()
-        for name, size in weight_bytes.items():
-            rows.append(
-                Row(
-                    shape,
-                    dtype_name,
-                    f"{name}batch-1 limit: {bandwidth:.1f} GB/s / {size / 1e9:.3f} GB per token (tok/s)",
-                    bandwidth * 1e9 / size,
-                    None,
-                )
-            )
-        decode1 = next(r for r in rows if r.measure.startswith("decode batch 1"))
-        limit_bf, limit_int8, limit_int4 = (r.ours or 1.0 for r in rows[-3:])
+        for (name, size), decoded in zip(weight_bytes.items(), (ours1, int8_1, int4_1), strict=True):
+            limit = decoded.bandwidth_gb_s * 1e9 / size
+            gb = f"{decoded.bandwidth_gb_s:.1f} GB/s read around its decode / {size / 1e9:.3f} GB per token"
+            rows.append(Row(shape, dtype_name, f"{name}batch-1 limit: {gb} (tok/s)", limit, None))
         rows.append(
             Row(
                 shape,
                 dtype_name,
                 "batch-1 decode as a share of its limit",
-                100 * (decode1.ours or 0) / limit_bf,
-                100 * (decode1.theirs or 0) / limit_bf,
-                100 * (decode1.int8 or 0) / limit_int8,
-                100 * (decode1.int4 or 0) / limit_int4,
+                100 * ours1.share(weight_bytes[""]),
+                100 * theirs1.share(weight_bytes[""]),
+                100 * int8_1.share(weight_bytes["int8 "]),
+                100 * int4_1.share(weight_bytes["int4 "]),
             )
         )
     return rows

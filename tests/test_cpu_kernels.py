@@ -177,7 +177,9 @@ def test_quantize_int8_and_int4_use_the_block_kernels_and_keep_greedy_logits_clo
 
 @needs_kernels
 @pytest.mark.parametrize("rows", [1, 3, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 1])  # the last: PyTorch's product
-@pytest.mark.parametrize("shape", [(21, 96), (16, 37)])  # an in-features count that is no multiple of 8
+# in-features: 3 full 32-wide steps; one step, no 8-wide step, then 5 one by one; 7 steps, one 8-wide, none;
+# rows longer than 2048 inputs, read 8 side by side in batch-1 (130 outputs: two threads' 65, 8 groups and one)
+@pytest.mark.parametrize("shape", [(21, 96), (16, 37), (9, 232), (130, 2053)])
 def test_kernel_linear_equals_nn_linear(kernels, rows, shape):
     dense = nn.Linear(shape[1], shape[0])
     layer = KernelLinear.from_linear(dense)

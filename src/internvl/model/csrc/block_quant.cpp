@@ -41,9 +41,10 @@
 
 namespace {
 
-constexpr int64_t kBlock = 32;   // inputs per block
-constexpr int64_t kRows = 8;     // output rows per interleaved group
-constexpr int64_t kRowTile = 6;  // activation rows multiplied per pass over a group's weights
+constexpr int64_t kBlock = 32;           // inputs per block
+constexpr int64_t kRows = 8;             // output rows per interleaved group
+constexpr int64_t kRowTile = 6;          // activation rows multiplied per pass over a group's weights
+constexpr int64_t kOneRowInputs = 2048;  // fp32_linear, batch-1: longer weight rows are read 8 side by side
 
 template <bool kFour>
 constexpr int64_t kGroupBlockBytes = kFour ? kRows * kBlock / 2 : kRows * kBlock;  // 128 or 256
@@ -242,10 +243,52 @@ at::Tensor q4_0x8_linear(const at::Tensor& x, const at::Tensor& qs, const at::Te
   return grouped_linear<true>(x, qs, scales, bias, out_features);
 }
 
+// a . b over `size` floats: 4 independent sums, so that one row streams at the memory bandwidth (one sum is a
+// chain of dependent FMAs, about half that rate here)
+inline float dot(const float* a, const float* b, int64_t size) {
+  float total = 0.f;
+  int64_t k = 0;
+#ifdef INTERNVL_AVX2
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (; k + 32 <= size; k += 32)
+    for (int c = 0; c < 4; ++c)
+      acc[c] = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8 * c), _mm256_loadu_ps(b + k + 8 * c), acc[c]);
+  for (; k + 8 <= size; k += 8) acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc[0]);
+  total = horizontal_sum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+#endif
+  for (; k < size; ++k) total += a[k] * b[k];
+  return total;
+}
+
+#ifdef INTERNVL_AVX2
+// The dot products of a vector with 8 rows (`stride` floats apart: attention's keys, fp32_linear's weight
+// rows), as one vector: 8 independent accumulators, then one transposing reduction (no horizontal sum per
+// product). dim: a multiple of 8.
+inline __m256 dots8(const float* vector, const float* rows, int64_t stride, int64_t dim) {
+  __m256 acc[8];
+  for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < dim; c += 8) {
+    const __m256 v = _mm256_loadu_ps(vector + c);
+    for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(v, _mm256_loadu_ps(rows + r * stride + c), acc[r]);
+  }
+  // hadd(a, b) = [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7]: two rounds leave each row's
+  // quarter sums, lanes 0-3 (rows 0-3) and 4-7 (the same rows' other half); the halves then add
+  const __m256 low_rows = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+  const __m256 high_rows = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(low_rows, high_rows, 0x20), _mm256_permute2f128_ps(low_rows, high_rows, 0x31));
+}
+#endif
+
 // fp32 x (..., in) times fp32 weights (out, in) row-major, plus an optional bias -> (..., out), for the few
-// rows of decoding: 8 weight rows at a time against each activation row (8 independent accumulators, the
-// next 8 rows fetched ahead), so that the weights stream at the memory bandwidth; the 8 rows stay in cache
-// while the activation rows pass. Prefills (many rows) belong to a matrix-matrix library (MKL, oneDNN).
+// rows of decoding, so that the weights stream at the memory bandwidth. One activation row (batch-1 decoding):
+// a single read stream per thread, which the hardware prefetcher follows, one weight row after another while
+// rows are short (8 short rows read side by side are 8 streams too short to be followed: about 0.7 of the
+// bandwidth on a fast EPYC); rows longer than kOneRowInputs are read 8 side by side, each activation value
+// loaded once for 8 rows (one row at a time, an activation row that fills the L1 cache with the weights
+// streaming past is re-read from L2 for every row: about 0.6 of the bandwidth for the 1B shape's down
+// projection). See docs/cpu-speed.md. More activation rows: 8 weight rows at a time against each activation
+// row (8 independent accumulators, the next 8 rows fetched ahead); the 8 rows stay in cache while the
+// activation rows pass. Prefills (many rows) belong to a matrix-matrix library (MKL, oneDNN).
 at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat, "fp32_linear takes float32");
   TORCH_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), "x has ", x.size(-1),
@@ -263,6 +306,25 @@ at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& weight, const std:
   const float* w = wc.data_ptr<float>();
   const float* bp = bias ? bc.data_ptr<float>() : nullptr;
   float* res = result.data_ptr<float>();
+  if (rows == 1) {
+    at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
+      int64_t o = begin;
+#ifdef INTERNVL_AVX2
+      const int64_t body = in / 8 * 8;  // dots8 takes a multiple of 8 inputs; the rest is added after
+      if (in > kOneRowInputs)
+        for (; o + 8 <= end; o += 8) {
+          float sums[8];
+          _mm256_storeu_ps(sums, dots8(xp, w + o * in, in, body));
+          for (int64_t i = 0; i < 8; ++i) {
+            for (int64_t k = body; k < in; ++k) sums[i] += w[(o + i) * in + k] * xp[k];
+            res[o + i] = sums[i] + (bp ? bp[o + i] : 0.f);
+          }
+        }
+#endif
+      for (; o < end; ++o) res[o] = dot(w + o * in, xp, in) + (bp ? bp[o] : 0.f);
+    });
+    return result;
+  }
   const int64_t groups = (out + kRows - 1) / kRows;
   at::parallel_for(0, groups, 1, [&](int64_t group_begin, int64_t group_end) {
     for (int64_t g = group_begin; g < group_end; ++g) {
@@ -362,36 +424,6 @@ float shifted_exps(const float* x, float shift, int64_t count, float* out) {
   for (; k < count; ++k) sum += out[k] = std::exp(x[k] - shift);
   return sum;
 }
-
-inline float dot(const float* a, const float* b, int64_t size) {
-  float total = 0.f;
-  int64_t k = 0;
-#ifdef INTERNVL_AVX2
-  __m256 acc = _mm256_setzero_ps();
-  for (; k + 8 <= size; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
-  total = horizontal_sum(acc);
-#endif
-  for (; k < size; ++k) total += a[k] * b[k];
-  return total;
-}
-
-#ifdef INTERNVL_AVX2
-// The dot products of one query with 8 key rows (`stride` floats apart), as one vector: 8 independent
-// accumulators, then one transposing reduction (no horizontal sum per product). dim: a multiple of 8.
-inline __m256 dots8(const float* query, const float* key, int64_t stride, int64_t dim) {
-  __m256 acc[8];
-  for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t c = 0; c < dim; c += 8) {
-    const __m256 q = _mm256_loadu_ps(query + c);
-    for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(q, _mm256_loadu_ps(key + r * stride + c), acc[r]);
-  }
-  // hadd(a, b) = [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7]: two rounds leave each row's
-  // quarter sums, lanes 0-3 (rows 0-3) and 4-7 (the same rows' other half); the halves then add
-  const __m256 low_rows = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
-  const __m256 high_rows = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
-  return _mm256_add_ps(_mm256_permute2f128_ps(low_rows, high_rows, 0x20), _mm256_permute2f128_ps(low_rows, high_rows, 0x31));
-}
-#endif
 
 // One query head's attention over `total` cached positions: softmax(scale * q.k) weighted values into `out`
 // (dim floats); `seen` (or null: all) hides positions; `scores` is scratch of `total` floats.

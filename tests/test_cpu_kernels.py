@@ -355,6 +355,19 @@ def test_the_fused_step_leaves_other_calls_to_the_decoder_layer(kernels):
 
 
 @needs_kernels
+def test_the_fused_step_gathers_its_weights_once_per_cache(kernels):
+    config = tiny_config("qwen2")
+    _, fused = fp32_fused_layer(config)
+    x, _, _, _, (cache, _) = decode_step_inputs(config)
+    _, _, _, _, (next_generation, _) = decode_step_inputs(config)
+    with torch.inference_mode():
+        weights = fused.step_operands(x, cache)[0]
+        assert fused.step_operands(x, cache)[0] is weights  # the next step of the same generation
+        assert fused.step_operands(x, next_generation)[0] is not weights
+        assert fused.step_operands(x, next_generation)[0] == weights  # the same tensors, gathered anew
+
+
+@needs_kernels
 def test_the_fused_step_refuses_a_full_cache(kernels):
     config = tiny_config("qwen2")
     _, fused = fp32_fused_layer(config)

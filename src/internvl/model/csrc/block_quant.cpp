@@ -546,7 +546,10 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList weights, at::I
   float* att = attended.data_ptr<float>();
   const float scale = 1.f / std::sqrt(static_cast<float>(dim));
   const bool* seen = mask ? visible.data_ptr<bool>() : nullptr;
-  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+  // one thread while the whole attention is under 65,536 query-key products (on the 1B shape: under 73
+  // cached positions): waking the other thread cost more than that work (docs/cpu-speed.md)
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(total * dim, 1));
+  at::parallel_for(0, batch * heads, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(total);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / heads, g = i % heads / (heads / kv_heads);

@@ -24,6 +24,7 @@ from torch import nn
 from internvl.model.cache import Cache
 from internvl.model.llm import DecoderLayer, GatedMLP
 
+LayerWeights = tuple[list[torch.Tensor], list[int]]  # the kernel's 16 weight tensors and 4 projection widths
 NONE = torch.empty(0)  # the kernel's "absent" tensor: a bias, fp32's scales, a non-Qwen3 layer's head norms
 
 
@@ -48,8 +49,8 @@ class KernelDecoderLayer(DecoderLayer):
     seen at the next step; gathering them at every step (about 40 module attribute lookups) took 24
     microseconds a layer, 6% of an int4 1B step. Weights changed in place (`load_state_dict`) need nothing."""
 
-    _gathered: tuple[weakref.ref[Cache], tuple[nn.Module, ...], tuple[list[torch.Tensor], list[int]] | None] | None
-    _gathered = None
+    # (the cache, the projection modules, what was gathered for them), or None before the first decode step
+    _gathered: tuple[weakref.ref[Cache], tuple[nn.Module, ...], LayerWeights | None] | None = None
 
     def forward(self, x, cos, sin, mask, cache):  # type: ignore[no-untyped-def]
         operands = self.step_operands(x, cache)
@@ -79,7 +80,7 @@ class KernelDecoderLayer(DecoderLayer):
         gathered = self._gathered[2]
         return None if gathered is None else (*gathered, slices)
 
-    def gather_weights(self, projections: tuple[nn.Module, ...]) -> tuple[list[torch.Tensor], list[int]] | None:
+    def gather_weights(self, projections: tuple[nn.Module, ...]) -> LayerWeights | None:
         """The kernel's 16 weight tensors and 4 projection widths (see `decoder_layer_step`), or None where a
         part is not ours to fuse (a projection that is no `KernelProjection`, a norm not fp32)."""
         weights: list[torch.Tensor] = [self.attn_norm.weight, self.mlp_norm.weight]

@@ -88,9 +88,13 @@ class Decode:
     tok_s: float
     bandwidth_gb_s: float
 
+    def limit_tok_s(self, bytes_per_token: int) -> float:
+        """The batch-1 limit: bandwidth / bytes read per token."""
+        return self.bandwidth_gb_s * 1e9 / bytes_per_token
+
     def share(self, bytes_per_token: int) -> float:
-        """tok/s as a fraction of the limit: bandwidth / bytes read per token."""
-        return self.tok_s / (self.bandwidth_gb_s * 1e9 / bytes_per_token)
+        """tok/s as a fraction of the limit."""
+        return self.tok_s / self.limit_tok_s(bytes_per_token)
 
 
 def read_bandwidth_gb_s() -> float:
@@ -284,9 +288,8 @@ def measure(shape: str, dtype_name: str, slow_hf: bool, train: bool) -> list[Row
             theirs_vision = None
         row("vision encoder (tiles/s)", _vision_tiles_s(ours.encode_images, pixels7), theirs_vision)
         for (name, size), decoded in zip(weight_bytes.items(), (ours1, int8_1, int4_1), strict=True):
-            limit = decoded.bandwidth_gb_s * 1e9 / size
             gb = f"{decoded.bandwidth_gb_s:.1f} GB/s read around its decode / {size / 1e9:.3f} GB per token"
-            rows.append(Row(shape, dtype_name, f"{name}batch-1 limit: {gb} (tok/s)", limit, None))
+            rows.append(Row(shape, dtype_name, f"{name}batch-1 limit: {gb} (tok/s)", decoded.limit_tok_s(size), None))
         rows.append(
             Row(
                 shape,

@@ -315,10 +315,8 @@ at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& weight, const std:
         for (; o + 8 <= end; o += 8) {
           float sums[8];
           _mm256_storeu_ps(sums, dots8(xp, w + o * in, in, body));
-          for (int64_t i = 0; i < 8; ++i) {
-            for (int64_t k = body; k < in; ++k) sums[i] += w[(o + i) * in + k] * xp[k];
-            res[o + i] = sums[i] + (bp ? bp[o + i] : 0.f);
-          }
+          for (int64_t i = 0; i < 8; ++i)
+            res[o + i] = sums[i] + dot(w + (o + i) * in + body, xp + body, in - body) + (bp ? bp[o + i] : 0.f);
         }
 #endif
       for (; o < end; ++o) res[o] = dot(w + o * in, xp, in) + (bp ? bp[o] : 0.f);

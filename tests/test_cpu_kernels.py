@@ -74,15 +74,21 @@ def test_quantizers_match_llama_cpp_bit_for_bit(kind):
     assert np.array_equal(dequantized, QUANTIZERS[kind][1](values, scales).numpy())
 
 
-def test_interleave_puts_four_bytes_of_each_of_8_rows_side_by_side():
-    values = torch.arange(10 * 64, dtype=torch.int32).reshape(10, 64).to(torch.uint8)  # 2 blocks of 256 bytes
-    scales = torch.arange(20, dtype=torch.float16).reshape(10, 2)
+def test_interleave_puts_four_bytes_of_each_of_8_rows_side_by_side_in_halves_of_16_row_groups():
+    values = torch.arange(20 * 64, dtype=torch.int32).reshape(20, 64).to(torch.uint8)  # 2 blocks of 32 bytes
+    scales = torch.arange(40, dtype=torch.float16).reshape(20, 2)
     grouped, grouped_scales = interleave(values, scales)
-    assert grouped.shape == (2, 2, 256) and grouped_scales.shape == (2, 2, 8)
-    # group 0, block 1, run 3: bytes 12..15 of block 1 of rows 0..7
+    assert grouped.shape == (2, 2, 512) and grouped_scales.shape == (2, 2, 16)
+    # group 0, block 1: half 0's 8 runs, then half 1's; run 3 of half 1 holds bytes 12..15 of rows 8..15
+    assert grouped[0, 1, 256 + 3 * 32 : 256 + 4 * 32].tolist() == values[8:16, 32 + 12 : 32 + 16].flatten().tolist()
     assert grouped[0, 1, 3 * 32 : 4 * 32].tolist() == values[:8, 32 + 12 : 32 + 16].flatten().tolist()
-    assert grouped_scales[0, 1].tolist() == scales[:8, 1].tolist()
-    assert grouped[1, :, :].reshape(2, 8, 8, 4)[:, :, 2:, :].eq(0).all()  # rows 10..15: zero padding
+    assert grouped_scales[0, 1].tolist() == scales[:16, 1].tolist()
+    padding = grouped[1].reshape(2, 2, 8, 8, 4)  # block, half, run, row, byte: group 1 holds rows 16..19
+    assert (
+        padding[:, 0, :, :4].flatten().tolist()
+        == values[16:20].reshape(4, 2, 8, 4).permute(1, 2, 0, 3).flatten().tolist()
+    )
+    assert padding[:, 0, :, 4:].eq(0).all() and padding[:, 1].eq(0).all() and grouped_scales[1, :, 4:].eq(0).all()
     with pytest.raises(ValueError, match="block size 32"):
         quantize_q8_0(torch.randn(4, 40))
 
@@ -102,7 +108,8 @@ def reference_product(x: torch.Tensor, weight: torch.Tensor, kind: str) -> torch
 @needs_kernels
 @pytest.mark.parametrize("kind", ["q8_0", "q4_0"])
 @pytest.mark.parametrize("rows", [1, 2, 5, 6, 7, 13])  # every activation-row tile of the kernel, and two passes
-@pytest.mark.parametrize("shape", [(8, 32), (21, 96), (40, 256)])  # 21: padded to 24 rows
+# 21 and 27 rows: padded to 32, the second group's second half all padding (21) or partly (27)
+@pytest.mark.parametrize("shape", [(8, 32), (21, 96), (27, 64), (40, 256)])
 def test_kernels_compute_the_quantized_product(kernels, kind, rows, shape):
     weight = weights(*shape)
     x = torch.randn(rows, shape[1], generator=torch.Generator().manual_seed(1))
@@ -132,8 +139,8 @@ def test_kernels_refuse_mismatched_tensors(kernels):
         kernels.q8_0x8_linear(torch.randn(1, 96), values, scales, None, 8)
     with pytest.raises(RuntimeError, match="does not match"):
         kernels.q4_0x8_linear(torch.randn(1, 64), values, scales, None, 8)  # q8_0 bytes given as q4_0
-    with pytest.raises(RuntimeError, match="out_features 9"):
-        kernels.q8_0x8_linear(torch.randn(1, 64), values, scales, None, 9)
+    with pytest.raises(RuntimeError, match="out_features 17"):  # one group holds 16 rows
+        kernels.q8_0x8_linear(torch.randn(1, 64), values, scales, None, 17)
     with pytest.raises(RuntimeError, match="bias"):
         kernels.q8_0x8_linear(torch.randn(1, 64), values, scales, torch.randn(7), 8)
     with pytest.raises(RuntimeError, match="x has 96 inputs, the weights 64"):

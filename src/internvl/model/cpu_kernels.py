@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).parent / "csrc" / "block_quant.cpp"
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w"]
 BLOCK_SIZE = 32  # inputs per block: one fp16 scale per 32 weights of an output row
+GROUP_ROWS = 16  # output rows per group of the kernels' layout
 
 
 def _cache_dir() -> Path:
@@ -126,17 +127,17 @@ def quantize_q4_0(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def interleave(values: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """q8_0 or q4_0 rows -> the kernels' layout (8 rows interleaved 4 bytes at a time, csrc/block_quant.cpp):
-    values (ceil(out / 8), blocks, 256 or 128) uint8, q8_0's as value + 128, and scales (ceil(out / 8),
-    blocks, 8); the rows past `out` have zero scales."""
+    """q8_0 or q4_0 rows -> the kernels' layout (groups of 16 rows, two halves of 8 rows interleaved 4 bytes at a
+    time, csrc/block_quant.cpp): values (ceil(out / 16), blocks, 512 or 256) uint8, q8_0's as value + 128, and
+    scales (ceil(out / 16), blocks, 16); the rows past `out` have zero scales."""
     out_features, blocks = scales.shape
-    padding = -out_features % 8
+    padding = -out_features % GROUP_ROWS
     if values.dtype == torch.int8:  # q8_0: stored as value + 128, the unsigned operand of the kernel's products
         values = (values.to(torch.int16) + 128).to(torch.uint8)
     values = F.pad(values, (0, 0, 0, padding))
-    values = values.reshape(-1, 8, blocks, values.shape[1] // blocks // 4, 4)  # group, row, block, run, byte
-    values = values.permute(0, 2, 3, 1, 4).reshape(len(values), blocks, -1)
-    scales = F.pad(scales, (0, 0, 0, padding)).reshape(-1, 8, blocks).transpose(1, 2)
+    values = values.reshape(-1, 2, 8, blocks, values.shape[1] // blocks // 4, 4)  # group, half, row, block, run, byte
+    values = values.permute(0, 3, 1, 4, 2, 5).reshape(len(values), blocks, -1)
+    scales = F.pad(scales, (0, 0, 0, padding)).reshape(-1, GROUP_ROWS, blocks).transpose(1, 2)
     return values.contiguous(), scales.contiguous()
 
 

@@ -198,7 +198,8 @@ class BlockQuantLinear(nn.Module):
     """q8_0 or q4_0 linear layer (llama.cpp's block formats: one fp16 scale per 32 inputs of a row) on our
     compiled CPU kernels (`internvl.model.cpu_kernels`), the activations quantized to int8 per block of 32
     on the fly. Decoding runs at the memory bandwidth (docs/cpu-speed.md): 8 output rows are interleaved
-    so that a block's products for the 8 rows come out of the integer units as one vector.
+    so that a block's products for the 8 rows come out of the integer units as one vector, and decoding
+    reads 16 rows (two such halves) as one stream.
 
     `quantize_int8` / `quantize_int4` build these when the kernels are built on this machine, and fall back
     to `Int8Linear` / `Int4Linear` (PyTorch's kernels) where they are not.

@@ -12,11 +12,13 @@
 // are quantized per call in blocks of 32 with an fp32 scale (8-bit against q4_0, 7-bit against q8_0: see
 // group_dots), so a block's dot product is integer arithmetic, scaled once.
 //
-// The layout is ours (docs/cpu-speed.md): 8 output rows are interleaved, 4 bytes at a time. For a group of
-// 8 rows and one block, the weights are runs of 32 bytes; run c holds bytes 4c..4c+3 of each row's block,
-// row after row (q8_0: 8 runs, q4_0: 4 runs). With the 4 matching activations broadcast to every 32-bit
-// lane, maddubs + madd leave each row's partial dot product in its own lane, so a block's 8 dot products
-// come out as one vector: converted to float and scaled once for 8 rows, with no horizontal sums.
+// The layout is ours (docs/cpu-speed.md): output rows come in groups of 16, two halves of 8 rows, interleaved 4
+// bytes at a time. For one half and one block, the weights are runs of 32 bytes; run c holds bytes 4c..4c+3 of
+// each of the half's 8 rows, row after row (q8_0: 8 runs, q4_0: 4 runs); a group's block b holds half 0's runs,
+// then half 1's, so that decoding reads a group as one stream. With the 4 matching activations broadcast to
+// every 32-bit lane, maddubs + madd (or VNNI's vpdpbusd) leave each row's partial dot product in its own lane,
+// so a block's 8 dot products come out as one vector: converted to float and scaled once for 8 rows, with no
+// horizontal sums.
 //
 // Built on first use by internvl/model/cpu_kernels.py with -march=native; without AVX2 the same loops run
 // as scalar C++.
@@ -37,17 +39,23 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define INTERNVL_AVX2 1
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define INTERNVL_VNNI 1  // vpdpbusd on 256-bit vectors
+#endif
 #endif
 
 namespace {
 
 constexpr int64_t kBlock = 32;           // inputs per block
-constexpr int64_t kRows = 8;             // output rows per interleaved group
+constexpr int64_t kRows = 8;             // output rows per vector of dot products: a half of a group
+constexpr int64_t kGroupRows = 16;       // output rows per group of the weights' layout
 constexpr int64_t kRowTile = 6;          // activation rows multiplied per pass over a group's weights
 constexpr int64_t kOneRowInputs = 2048;  // fp32_linear, batch-1: longer weight rows are read 8 side by side
 
 template <bool kFour>
-constexpr int64_t kGroupBlockBytes = kFour ? kRows * kBlock / 2 : kRows * kBlock;  // 128 or 256
+constexpr int64_t kHalfBlockBytes = kFour ? kRows * kBlock / 2 : kRows * kBlock;  // 128 or 256: 8 rows' block
+template <bool kFour>
+constexpr int64_t kGroupBlockBytes = 2 * kHalfBlockBytes<kFour>;  // 256 or 512: a group's block, two halves
 
 // x (rows, in) fp32 -> q (rows, in) int8 in -levels..levels, d (rows, in / 32) fp32 with x ~ q * d per block
 // (symmetric), and offset (rows, in / 32) = shift * d * sum(q) per block: what the weights' unsigned storage
@@ -59,15 +67,40 @@ void quantize_activations(const float* x, int64_t rows, int64_t in, float levels
     for (int64_t i = begin; i < end; ++i) {
       const float* src = x + i * kBlock;
       float amax = 0.f;
+      int32_t sum = 0;
+#ifdef INTERNVL_AVX2
+      // the same arithmetic as the loops below, 8 lanes at a time (a decode step quantizes the down
+      // projection's 4,864 inputs 24 times; the scalar loops took about 8 microseconds each)
+      const __m256 sign = _mm256_set1_ps(-0.f);
+      __m256 highest = _mm256_setzero_ps();
+      for (int64_t k = 0; k < kBlock; k += 8) highest = _mm256_max_ps(highest, _mm256_andnot_ps(sign, _mm256_loadu_ps(src + k)));
+      __m128 top = _mm_max_ps(_mm256_castps256_ps128(highest), _mm256_extractf128_ps(highest, 1));
+      top = _mm_max_ps(top, _mm_movehl_ps(top, top));
+      amax = _mm_cvtss_f32(_mm_max_ss(top, _mm_movehdup_ps(top)));
+      const float scale = amax / levels;
+      const float inverse = scale > 0.f ? 1.f / scale : 0.f;
+      __m256i values[4];
+      for (int k = 0; k < 4; ++k)  // rounded half to even, as nearbyint in the default rounding mode
+        values[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(src + 8 * k), _mm256_set1_ps(inverse)),
+                                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      const __m256i total = _mm256_add_epi32(_mm256_add_epi32(values[0], values[1]), _mm256_add_epi32(values[2], values[3]));
+      __m128i folded = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+      folded = _mm_add_epi32(folded, _mm_shuffle_epi32(folded, 0x4E));
+      sum = _mm_cvtsi128_si32(_mm_add_epi32(folded, _mm_shuffle_epi32(folded, 0xB1)));
+      // int32 -> int16 -> int8 (values are within +-127): packs work per 128-bit lane, the permute restores order
+      const __m256i words = _mm256_packs_epi32(values[0], values[1]), words2 = _mm256_packs_epi32(values[2], values[3]);
+      const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words, words2), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i * kBlock), bytes);
+#else
       for (int64_t k = 0; k < kBlock; ++k) amax = std::max(amax, std::fabs(src[k]));
       const float scale = amax / levels;
       const float inverse = scale > 0.f ? 1.f / scale : 0.f;
-      int32_t sum = 0;
       for (int64_t k = 0; k < kBlock; ++k) {
         const int8_t value = static_cast<int8_t>(std::nearbyint(src[k] * inverse));
         q[i * kBlock + k] = value;
         sum += value;
       }
+#endif
       d[i] = scale;
       offset[i] = shift * scale * static_cast<float>(sum);
     }
@@ -89,101 +122,129 @@ inline int32_t four_bytes(const int8_t* p) {
   return value;
 }
 
-// One group of 8 weight rows (`w`: blocks * kGroupBlockBytes bytes, `wd`: blocks * 8 fp16 scales) against
-// kT quantized activation rows; writes 8 outputs per activation row, `out_stride` apart. `next` is the
-// next group's weights, fetched ahead at the pace these are read (the hardware prefetcher alone left a
-// thread at about half its memory bandwidth).
-template <bool kFour, int kT>
+// kG halves (8 weight rows each) of a group against kT quantized activation rows: `w` and `wd` point at the
+// group's first half to read (a group's block b, half h: weights at (2b + h) * kHalfBlockBytes, fp16 scales at
+// (2b + h) * 8); writes 8 outputs per half and activation row, `out_stride` apart between activation rows.
+// Both halves in one pass (batch-1 decoding) load each broadcast activation once for 16 rows, keep two
+// independent sums in flight and read the group as one stream, which the hardware prefetcher follows: from
+// cache about 1.15x the products per second of the 8-row groups before (q4_0), from memory the same or a few
+// percent faster (docs/cpu-speed.md). One half (prefill) reads every other run of bytes, so `next`, the same
+// place in the next group, is fetched ahead at the pace these are read. With VNNI (vpdpbusd) each 4-byte
+// product sum adds to its 32-bit lane in one instruction, where AVX2 takes maddubs + madd + add; both give the
+// same integers.
+template <bool kFour, int kT, int kG>
 void group_dots(const uint8_t* w, const uint16_t* wd, const int8_t* xq, const float* xd, const float* xo,
                 int64_t blocks, int64_t in, float* out, int64_t out_stride, const uint8_t* next, const float* bias,
                 int64_t valid) {
-  constexpr int64_t kBytes = kGroupBlockBytes<kFour>;
-  float total[kT][kRows] = {};
+  constexpr int64_t kBytes = kHalfBlockBytes<kFour>;
+  float total[kT][kG * kRows] = {};
 #ifdef INTERNVL_AVX2
   const __m256i low_mask = _mm256_set1_epi8(0x0F);
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[kT];
-  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
+  __m256 acc[kT][kG];
+  for (int t = 0; t < kT; ++t)
+    for (int g = 0; g < kG; ++g) acc[t][g] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* wb = w + b * kBytes;
-    for (int64_t line = 0; line < kBytes; line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(next + b * kBytes + line), _MM_HINT_T0);
-    __m256i sums[kT];  // q4_0: int16 pairs (8 of at most 2 * 15 * 127 each: 30,480); q8_0: int32 lanes
-    for (int t = 0; t < kT; ++t) sums[t] = _mm256_setzero_si256();
-    if constexpr (kFour) {
-      for (int c = 0; c < 4; ++c) {
-        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + c * 32));
-        const __m256i low = _mm256_and_si256(packed, low_mask);  // nibbles 0..15: maddubs' unsigned operand
-        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
-        for (int t = 0; t < kT; ++t) {
-          const int8_t* xb = xq + t * in + b * kBlock;
-          sums[t] = _mm256_add_epi16(sums[t], _mm256_maddubs_epi16(low, _mm256_set1_epi32(four_bytes(xb + 4 * c))));
-          sums[t] = _mm256_add_epi16(sums[t], _mm256_maddubs_epi16(high, _mm256_set1_epi32(four_bytes(xb + 16 + 4 * c))));
-        }
+    if constexpr (kG == 1)  // one half: every other run of bytes, which the hardware prefetcher does not follow
+      for (int64_t line = 0; line < kBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(next + 2 * b * kBytes + line), _MM_HINT_T0);
+    // q4_0 without VNNI: int16 pairs (8 of at most 2 * 15 * 127 each: 30,480), made int32 after the block;
+    // otherwise int32 lanes
+    __m256i sums[kT][kG];
+    for (int t = 0; t < kT; ++t)
+      for (int g = 0; g < kG; ++g) sums[t][g] = _mm256_setzero_si256();
+    for (int c = 0; c < (kFour ? 4 : 8); ++c) {
+      __m256i low[kG], high[kG];  // q4_0: nibbles 0..15, maddubs' unsigned operand; q8_0: low holds the bytes
+      for (int g = 0; g < kG; ++g) {
+        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (2 * b + g) * kBytes + c * 32));
+        low[g] = kFour ? _mm256_and_si256(packed, low_mask) : packed;
+        if constexpr (kFour) high[g] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
       }
-      for (int t = 0; t < kT; ++t) sums[t] = _mm256_madd_epi16(sums[t], ones);
-    } else {
-      for (int c = 0; c < 8; ++c) {
-        // bytes = value + 128 (1..255), maddubs' unsigned operand, against 7-bit activations: a pair is at
-        // most 2 * 255 * 63 = 32,130, so int16 does not saturate (8-bit activations would)
-        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + c * 32));
-        for (int t = 0; t < kT; ++t) {
-          const __m256i x = _mm256_set1_epi32(four_bytes(xq + t * in + b * kBlock + 4 * c));
-          sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, x), ones));
+      for (int t = 0; t < kT; ++t) {
+        const int8_t* xb = xq + t * in + b * kBlock;
+        const __m256i x = _mm256_set1_epi32(four_bytes(xb + 4 * c));
+        for (int g = 0; g < kG; ++g) {
+          if constexpr (kFour) {
+            const __m256i x_high = _mm256_set1_epi32(four_bytes(xb + 16 + 4 * c));
+#ifdef INTERNVL_VNNI
+            sums[t][g] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sums[t][g], low[g], x), high[g], x_high);
+#else
+            sums[t][g] = _mm256_add_epi16(sums[t][g], _mm256_maddubs_epi16(low[g], x));
+            sums[t][g] = _mm256_add_epi16(sums[t][g], _mm256_maddubs_epi16(high[g], x_high));
+#endif
+          } else {
+            // bytes = value + 128 (1..255), the unsigned operand, against 7-bit activations: a maddubs pair is
+            // at most 2 * 255 * 63 = 32,130, so int16 does not saturate (8-bit activations would)
+#ifdef INTERNVL_VNNI
+            sums[t][g] = _mm256_dpbusd_epi32(sums[t][g], low[g], x);
+#else
+            sums[t][g] = _mm256_add_epi32(sums[t][g], _mm256_madd_epi16(_mm256_maddubs_epi16(low[g], x), ones));
+#endif
+          }
         }
       }
     }
-    const __m256 weight_scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wd + b * kRows)));
-    for (int t = 0; t < kT; ++t) {
-      const __m256 dots = _mm256_cvtepi32_ps(sums[t]);
-      // d * dot - offset: the offset takes the unsigned storage's shift off every weight
-      const __m256 scaled = _mm256_fmsub_ps(_mm256_set1_ps(xd[t * blocks + b]), dots, _mm256_set1_ps(xo[t * blocks + b]));
-      acc[t] = _mm256_fmadd_ps(weight_scales, scaled, acc[t]);
+#ifndef INTERNVL_VNNI
+    if constexpr (kFour)
+      for (int t = 0; t < kT; ++t)
+        for (int g = 0; g < kG; ++g) sums[t][g] = _mm256_madd_epi16(sums[t][g], ones);
+#endif
+    for (int g = 0; g < kG; ++g) {
+      const __m256 weight_scales =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wd + (2 * b + g) * kRows)));
+      for (int t = 0; t < kT; ++t) {
+        const __m256 dots = _mm256_cvtepi32_ps(sums[t][g]);
+        // d * dot - offset: the offset takes the unsigned storage's shift off every weight
+        const __m256 scaled = _mm256_fmsub_ps(_mm256_set1_ps(xd[t * blocks + b]), dots, _mm256_set1_ps(xo[t * blocks + b]));
+        acc[t][g] = _mm256_fmadd_ps(weight_scales, scaled, acc[t][g]);
+      }
     }
   }
-  for (int t = 0; t < kT; ++t) _mm256_storeu_ps(total[t], acc[t]);
+  for (int t = 0; t < kT; ++t)
+    for (int g = 0; g < kG; ++g) _mm256_storeu_ps(total[t] + g * kRows, acc[t][g]);
 #else
   (void)next;
-  for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* wb = w + b * kBytes;
-    for (int t = 0; t < kT; ++t) {
-      const int8_t* xb = xq + t * in + b * kBlock;
-      for (int row = 0; row < kRows; ++row) {
-        int32_t dot = 0;
-        for (int c = 0; c < (kFour ? 4 : 8); ++c)
-          for (int k = 0; k < 4; ++k) {
-            const uint8_t byte = wb[c * 32 + row * 4 + k];
-            if constexpr (kFour)
-              dot += (byte & 0x0F) * xb[4 * c + k] + (byte >> 4) * xb[16 + 4 * c + k];
-            else
-              dot += byte * xb[4 * c + k];
-          }
-        const float scale = static_cast<float>(c10::Half(wd[b * kRows + row], c10::Half::from_bits()));
-        total[t][row] += scale * (xd[t * blocks + b] * static_cast<float>(dot) - xo[t * blocks + b]);
+  for (int g = 0; g < kG; ++g)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* wb = w + (2 * b + g) * kBytes;
+      for (int t = 0; t < kT; ++t) {
+        const int8_t* xb = xq + t * in + b * kBlock;
+        for (int row = 0; row < kRows; ++row) {
+          int32_t dot = 0;
+          for (int c = 0; c < (kFour ? 4 : 8); ++c)
+            for (int k = 0; k < 4; ++k) {
+              const uint8_t byte = wb[c * 32 + row * 4 + k];
+              if constexpr (kFour)
+                dot += (byte & 0x0F) * xb[4 * c + k] + (byte >> 4) * xb[16 + 4 * c + k];
+              else
+                dot += byte * xb[4 * c + k];
+            }
+          const float scale = static_cast<float>(c10::Half(wd[(2 * b + g) * kRows + row], c10::Half::from_bits()));
+          total[t][g * kRows + row] += scale * (xd[t * blocks + b] * static_cast<float>(dot) - xo[t * blocks + b]);
+        }
       }
     }
-  }
 #endif
-  for (int t = 0; t < kT; ++t)  // the group's rows that exist (the last group may be padding), plus the bias
+  for (int t = 0; t < kT; ++t)  // the rows that exist (the last group may end in padding), plus the bias
     for (int64_t row = 0; row < valid; ++row) out[t * out_stride + row] = total[t][row] + (bias ? bias[row] : 0.f);
 }
 
-// x (..., in) fp32 times grouped weights (groups, blocks, 128 or 256) with scales (groups, blocks, 8), plus an
-// optional bias -> (..., out_features) fp32, out_features <= 8 * groups (the rest of the last group is padding).
+// x (..., in) fp32 times grouped weights (groups, blocks, 256 or 512) with scales (groups, blocks, 16), plus an
+// optional bias -> (..., out_features) fp32, out_features <= 16 * groups (the rest of the last group is padding).
 template <bool kFour>
 at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& qs, const at::Tensor& scales,
                           const std::optional<at::Tensor>& bias, int64_t out_features) {
   TORCH_CHECK(x.dim() >= 1 && x.scalar_type() == at::kFloat, "x must be a float32 tensor");
-  TORCH_CHECK(scales.dim() == 3 && scales.size(2) == kRows && scales.scalar_type() == at::kHalf,
-              "scales must be a (groups, blocks, 8) float16 tensor");
+  TORCH_CHECK(scales.dim() == 3 && scales.size(2) == kGroupRows && scales.scalar_type() == at::kHalf,
+              "scales must be a (groups, blocks, 16) float16 tensor");
   const int64_t in = x.size(-1), rows = x.numel() / std::max<int64_t>(in, 1);
   const int64_t groups = scales.size(0), blocks = scales.size(1), group_bytes = blocks * kGroupBlockBytes<kFour>;
   TORCH_CHECK(in == blocks * kBlock, "x has ", in, " inputs, the weights ", blocks * kBlock);
   TORCH_CHECK(qs.scalar_type() == at::kByte && qs.dim() == 3 && qs.size(0) == groups && qs.size(1) == blocks &&
                   qs.size(2) == kGroupBlockBytes<kFour>,
               "qs (", qs.sizes(), ", ", qs.scalar_type(), ") does not match the scales ", scales.sizes());
-  TORCH_CHECK(out_features > (groups - 1) * kRows && out_features <= groups * kRows, "out_features ", out_features,
-              " does not fit ", groups, " groups of 8 rows");
+  TORCH_CHECK(out_features > (groups - 1) * kGroupRows && out_features <= groups * kGroupRows, "out_features ",
+              out_features, " does not fit ", groups, " groups of 16 rows");
   TORCH_CHECK(!bias || (bias->scalar_type() == at::kFloat && bias->numel() == out_features),
               "bias must be float32 with out_features values");
   const at::Tensor xc = x.contiguous();
@@ -213,19 +274,29 @@ at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& qs, const at::T
     for (int64_t g = group_begin; g < group_end; ++g) {
       const uint8_t* wg = w + g * group_bytes;
       const uint8_t* next = g + 1 < group_end ? wg + group_bytes : wg;
-      const int64_t valid = std::min(kRows, out_features - g * kRows);
-      // a group's weights stay in cache while every activation row passes (prefill), kRowTile at a time
-      for (int64_t r0 = 0; r0 < rows; r0 += kRowTile) {
-        const auto args = std::make_tuple(wg, wd + g * blocks * kRows, xqp + r0 * in, xdp + r0 * blocks,
-                                          xop + r0 * blocks, blocks, in, res + r0 * out_features + g * kRows,
-                                          out_features, next, bp ? bp + g * kRows : nullptr, valid);
-        switch (std::min(kRowTile, rows - r0)) {
-          case 1: std::apply(group_dots<kFour, 1>, args); break;
-          case 2: std::apply(group_dots<kFour, 2>, args); break;
-          case 3: std::apply(group_dots<kFour, 3>, args); break;
-          case 4: std::apply(group_dots<kFour, 4>, args); break;
-          case 5: std::apply(group_dots<kFour, 5>, args); break;
-          default: std::apply(group_dots<kFour, kRowTile>, args);
+      const uint16_t* wdg = wd + g * blocks * kGroupRows;
+      const int64_t first = g * kGroupRows;
+      if (rows == 1) {  // decoding: both halves in one pass
+        group_dots<kFour, 1, 2>(wg, wdg, xqp, xdp, xop, blocks, in, res + first, out_features, next,
+                                bp ? bp + first : nullptr, std::min(kGroupRows, out_features - first));
+        continue;
+      }
+      // prefill: half by half, a half's weights staying in cache while every activation row passes, kRowTile
+      // at a time
+      for (int64_t half = 0; half < 2 && first + half * kRows < out_features; ++half) {
+        const int64_t offset = half * kHalfBlockBytes<kFour>, row = first + half * kRows;
+        for (int64_t r0 = 0; r0 < rows; r0 += kRowTile) {
+          const auto args = std::make_tuple(wg + offset, wdg + half * kRows, xqp + r0 * in, xdp + r0 * blocks,
+                                            xop + r0 * blocks, blocks, in, res + r0 * out_features + row, out_features,
+                                            next + offset, bp ? bp + row : nullptr, std::min(kRows, out_features - row));
+          switch (std::min(kRowTile, rows - r0)) {
+            case 1: std::apply(group_dots<kFour, 1, 1>, args); break;
+            case 2: std::apply(group_dots<kFour, 2, 1>, args); break;
+            case 3: std::apply(group_dots<kFour, 3, 1>, args); break;
+            case 4: std::apply(group_dots<kFour, 4, 1>, args); break;
+            case 5: std::apply(group_dots<kFour, 5, 1>, args); break;
+            default: std::apply(group_dots<kFour, kRowTile, 1>, args);
+          }
         }
       }
     }
@@ -460,7 +531,7 @@ void attend(const float* query, const float* key_rows, int64_t key_stride, const
 }
 
 // One projection of a fused decoder layer, as decoder_layer_step receives it: fp32 (weight (out, in), an
-// empty tensor, bias) or q8_0 / q4_0 (values (groups, blocks, 256 or 128), scales (groups, blocks, 8), bias);
+// empty tensor, bias) or q8_0 / q4_0 (values (groups, blocks, 512 or 256), scales (groups, blocks, 16), bias);
 // an empty bias is none.
 at::Tensor project(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias,
                    int64_t out_features) {

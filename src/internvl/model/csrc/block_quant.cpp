@@ -169,9 +169,9 @@ void group_dots(const uint8_t* w, const uint16_t* wd, const int8_t* xq, const fl
       for (int t = 0; t < kT; ++t) {
         const int8_t* xb = xq + t * in + b * kBlock;
         const __m256i x = _mm256_set1_epi32(four_bytes(xb + 4 * c));
+        const __m256i x_high = kFour ? _mm256_set1_epi32(four_bytes(xb + 16 + 4 * c)) : x;  // q4_0's high nibbles
         for (int g = 0; g < kG; ++g) {
           if constexpr (kFour) {
-            const __m256i x_high = _mm256_set1_epi32(four_bytes(xb + 16 + 4 * c));
 #ifdef INTERNVL_VNNI
             sums[t][g] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sums[t][g], low[g], x), high[g], x_high);
 #else

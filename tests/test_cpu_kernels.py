@@ -14,6 +14,7 @@ from torch import nn
 from internvl.model import cpu_kernels, linear
 from internvl.model.cache import KVCache
 from internvl.model.cpu_kernels import (
+    argmax_rows,
     block_kernels,
     dequantize_q4_0,
     dequantize_q8_0,
@@ -411,3 +412,28 @@ def test_choose_cpu_kernels_fuses_the_decoder_layers_and_keeps_the_checkpoint_ke
     choose_cpu_kernels(model)
     assert all(isinstance(layer, KernelDecoderLayer) for layer in model.language.layers)
     assert list(model.state_dict()) == keys
+
+
+@needs_kernels
+def test_argmax_rows_picks_what_torch_argmax_picks(kernels):
+    generator = torch.Generator().manual_seed(0)
+    ties = torch.randint(0, 3, (6, 1000), generator=generator).float()  # many equal largest values: the first
+    nans = torch.randn(4, 100, generator=generator)
+    nans[0, 50] = nans[1, 3] = nans[1, 90] = nans[2, 0] = nans[3, 99] = float("nan")  # a NaN is the largest
+    signed_zeros = torch.randn(2, 64, generator=generator).clamp(max=0)
+    signed_zeros[:, 5] = -0.0  # equal to the 0.0 values that follow it
+    cases = [
+        torch.randn(3, 151_936, generator=generator),  # the 1B shape's vocabulary
+        torch.randn(5, 7, generator=generator),  # shorter than a vector
+        torch.randn(2, 9, generator=generator),  # a vector and a tail
+        torch.full((1, 13), float("-inf")),
+        ties,
+        nans,
+        signed_zeros,
+    ]
+    for logits in cases:
+        assert torch.equal(kernels.argmax_rows(logits), logits.argmax(dim=-1))
+        assert torch.equal(argmax_rows(logits), logits.argmax(dim=-1))
+    assert torch.equal(argmax_rows(ties.double()), ties.double().argmax(dim=-1))  # other dtypes: PyTorch's
+    with pytest.raises(RuntimeError, match="argmax_rows takes a float32"):
+        kernels.argmax_rows(torch.randn(3))

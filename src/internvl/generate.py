@@ -30,6 +30,7 @@ import torch
 
 from internvl.errors import ConfigError, InputError
 from internvl.model.cache import KVCache
+from internvl.model.cpu_kernels import argmax_rows
 
 if TYPE_CHECKING:
     from internvl.model.internvl import InternVL
@@ -143,7 +144,7 @@ def pick_tokens(
             raise InputError("repetition_penalty needs the presence mask of the tokens seen so far")
         logits = apply_repetition_penalty(logits, present, config.repetition_penalty)
     if config.greedy:
-        return logits.argmax(dim=-1)
+        return argmax_rows(logits)  # PyTorch's CPU argmax took 1-2% of a quantized decode step
     # Scale after shifting each row's largest logit to 0: a tiny temperature (or an extreme penalty) then
     # sends the others towards -inf, where logits / temperature would overflow to inf and softmax to nan.
     big = torch.finfo(logits.dtype).max

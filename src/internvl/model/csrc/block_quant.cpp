@@ -58,6 +58,21 @@ constexpr int64_t kHalfBlockBytes = kFour ? kRows * kBlock / 2 : kRows * kBlock;
 template <bool kFour>
 constexpr int64_t kGroupBlockBytes = 2 * kHalfBlockBytes<kFour>;  // 256 or 512: a group's block, two halves
 
+#ifdef INTERNVL_AVX2
+inline float horizontal_sum(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+  return _mm_cvtss_f32(sum);
+}
+
+inline float horizontal_max(__m256 v) {  // of ordered values (a NaN lane gives no defined answer)
+  __m128 top = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  top = _mm_max_ps(top, _mm_movehl_ps(top, top));
+  return _mm_cvtss_f32(_mm_max_ss(top, _mm_movehdup_ps(top)));
+}
+#endif
+
 // x (rows, in) fp32 -> q (rows, in) int8 in -levels..levels, d (rows, in / 32) fp32 with x ~ q * d per block
 // (symmetric), and offset (rows, in / 32) = shift * d * sum(q) per block: what the weights' unsigned storage
 // (q4_0: nibble = value + 8; q8_0: byte = value + 128) adds to each block's dot, taken off afterwards.
@@ -68,18 +83,20 @@ void quantize_activations(const float* x, int64_t rows, int64_t in, float levels
     for (int64_t i = begin; i < end; ++i) {
       const float* src = x + i * kBlock;
       float amax = 0.f;
-      int32_t sum = 0;
 #ifdef INTERNVL_AVX2
-      // the same arithmetic as the loops below, 8 lanes at a time (a decode step quantizes the down
+      // 8 lanes at a time, the same arithmetic as the scalar loops (a decode step quantizes the down
       // projection's 4,864 inputs 24 times; the scalar loops took about 8 microseconds each)
       const __m256 sign = _mm256_set1_ps(-0.f);
       __m256 highest = _mm256_setzero_ps();
       for (int64_t k = 0; k < kBlock; k += 8) highest = _mm256_max_ps(highest, _mm256_andnot_ps(sign, _mm256_loadu_ps(src + k)));
-      __m128 top = _mm_max_ps(_mm256_castps256_ps128(highest), _mm256_extractf128_ps(highest, 1));
-      top = _mm_max_ps(top, _mm_movehl_ps(top, top));
-      amax = _mm_cvtss_f32(_mm_max_ss(top, _mm_movehdup_ps(top)));
+      amax = horizontal_max(highest);
+#else
+      for (int64_t k = 0; k < kBlock; ++k) amax = std::max(amax, std::fabs(src[k]));
+#endif
       const float scale = amax / levels;
       const float inverse = scale > 0.f ? 1.f / scale : 0.f;
+      int32_t sum = 0;
+#ifdef INTERNVL_AVX2
       __m256i values[4];
       for (int k = 0; k < 4; ++k)  // rounded half to even, as nearbyint in the default rounding mode
         values[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(src + 8 * k), _mm256_set1_ps(inverse)),
@@ -93,9 +110,6 @@ void quantize_activations(const float* x, int64_t rows, int64_t in, float levels
       const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words, words2), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i * kBlock), bytes);
 #else
-      for (int64_t k = 0; k < kBlock; ++k) amax = std::max(amax, std::fabs(src[k]));
-      const float scale = amax / levels;
-      const float inverse = scale > 0.f ? 1.f / scale : 0.f;
       for (int64_t k = 0; k < kBlock; ++k) {
         const int8_t value = static_cast<int8_t>(std::nearbyint(src[k] * inverse));
         q[i * kBlock + k] = value;
@@ -107,15 +121,6 @@ void quantize_activations(const float* x, int64_t rows, int64_t in, float levels
     }
   });
 }
-
-#ifdef INTERNVL_AVX2
-inline float horizontal_sum(__m256 v) {
-  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
-  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
-  return _mm_cvtss_f32(sum);
-}
-#endif
 
 inline int32_t four_bytes(const int8_t* p) {
   int32_t value;
@@ -460,17 +465,15 @@ at::Tensor argmax_rows(const at::Tensor& x) {
         highest = _mm256_max_ps(highest, v);
         unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
       }
-      float lanes[8];
-      _mm256_storeu_ps(lanes, highest);
-      for (float lane : lanes) best = std::max(best, lane);
       nan = _mm256_movemask_ps(unordered) != 0;
+      if (!nan) best = horizontal_max(highest);  // highest started from row[0]
 #endif
       for (; k < n; ++k) {
         nan = nan || std::isnan(row[k]);
         best = std::max(best, row[k]);
       }
       int64_t pick = 0;
-      if (nan || std::isnan(row[0])) {
+      if (nan) {
         while (!std::isnan(row[pick])) ++pick;
       } else {
 #ifdef INTERNVL_AVX2

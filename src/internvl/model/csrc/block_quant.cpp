@@ -138,7 +138,9 @@ inline int32_t four_bytes(const int8_t* p) {
 // hardware prefetcher alone (q8_0: 1.02x). One half (prefill) reads every other run of bytes, so `next`, the
 // same place in the next group, is fetched ahead at the pace these are read. With VNNI (vpdpbusd) each 4-byte
 // product sum adds to its 32-bit lane in one instruction, where AVX2 takes maddubs + madd + add; both give
-// the same integers.
+// the same integers. A block's sums run as two independent chains per half (q4_0: low and high nibbles; q8_0:
+// even and odd runs), added after the block: one chain of 8 dependent vpdpbusd set the pace of a block held in
+// cache (one thread, the fused 1B q4_0 layer from cache 1.12x faster; q8_0 unchanged; docs/cpu-speed.md).
 template <bool kFour, int kT, int kG>
 void group_dots(const uint8_t* w, const uint16_t* wd, const int8_t* xq, const float* xd, const float* xo,
                 int64_t blocks, int64_t in, float* out, int64_t out_stride, const uint8_t* next, const float* bias,
@@ -161,15 +163,21 @@ void group_dots(const uint8_t* w, const uint16_t* wd, const int8_t* xq, const fl
     }
     // q4_0 without VNNI: int16 pairs (8 of at most 2 * 15 * 127 each: 30,480), made int32 after the block;
     // otherwise int32 lanes
-    __m256i sums[kT][kG];
+    __m256i sums[kT][kG], sums2[kT][kG];  // two chains per half
     for (int t = 0; t < kT; ++t)
-      for (int g = 0; g < kG; ++g) sums[t][g] = _mm256_setzero_si256();
+      for (int g = 0; g < kG; ++g) sums[t][g] = sums2[t][g] = _mm256_setzero_si256();
     for (int c = 0; c < (kFour ? 4 : 8); ++c) {
       __m256i low[kG], high[kG];  // q4_0: nibbles 0..15, maddubs' unsigned operand; q8_0: low holds the bytes
       for (int g = 0; g < kG; ++g) {
         const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (2 * b + g) * kBytes + c * 32));
         low[g] = kFour ? _mm256_and_si256(packed, low_mask) : packed;
+#ifdef INTERNVL_VNNI
+        // the high nibbles left in place (16 x nibble, at most 240): their int32 sums are 16x, shifted back after
+        // the block, one instruction instead of a shift per run
+        if constexpr (kFour) high[g] = _mm256_andnot_si256(low_mask, packed);
+#else
         if constexpr (kFour) high[g] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
+#endif
       }
       for (int t = 0; t < kT; ++t) {
         const int8_t* xb = xq + t * in + b * kBlock;
@@ -178,28 +186,35 @@ void group_dots(const uint8_t* w, const uint16_t* wd, const int8_t* xq, const fl
         for (int g = 0; g < kG; ++g) {
           if constexpr (kFour) {
 #ifdef INTERNVL_VNNI
-            sums[t][g] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sums[t][g], low[g], x), high[g], x_high);
+            sums[t][g] = _mm256_dpbusd_epi32(sums[t][g], low[g], x);
+            sums2[t][g] = _mm256_dpbusd_epi32(sums2[t][g], high[g], x_high);
 #else
             sums[t][g] = _mm256_add_epi16(sums[t][g], _mm256_maddubs_epi16(low[g], x));
-            sums[t][g] = _mm256_add_epi16(sums[t][g], _mm256_maddubs_epi16(high[g], x_high));
+            sums2[t][g] = _mm256_add_epi16(sums2[t][g], _mm256_maddubs_epi16(high[g], x_high));
 #endif
           } else {
             // bytes = value + 128 (1..255), the unsigned operand, against 7-bit activations: a maddubs pair is
             // at most 2 * 255 * 63 = 32,130, so int16 does not saturate (8-bit activations would)
+            __m256i& chain = c % 2 ? sums2[t][g] : sums[t][g];
 #ifdef INTERNVL_VNNI
-            sums[t][g] = _mm256_dpbusd_epi32(sums[t][g], low[g], x);
+            chain = _mm256_dpbusd_epi32(chain, low[g], x);
 #else
-            sums[t][g] = _mm256_add_epi32(sums[t][g], _mm256_madd_epi16(_mm256_maddubs_epi16(low[g], x), ones));
+            chain = _mm256_add_epi32(chain, _mm256_madd_epi16(_mm256_maddubs_epi16(low[g], x), ones));
 #endif
           }
         }
       }
     }
+    for (int t = 0; t < kT; ++t)
+      for (int g = 0; g < kG; ++g) {
 #ifndef INTERNVL_VNNI
-    if constexpr (kFour)
-      for (int t = 0; t < kT; ++t)
-        for (int g = 0; g < kG; ++g) sums[t][g] = _mm256_madd_epi16(sums[t][g], ones);
+        if constexpr (kFour) {  // int16 pairs: the two chains' sum fits (at most 30,480, as one chain's did)
+          sums[t][g] = _mm256_madd_epi16(_mm256_add_epi16(sums[t][g], sums2[t][g]), ones);
+          continue;
+        }
 #endif
+        sums[t][g] = _mm256_add_epi32(sums[t][g], kFour ? _mm256_srai_epi32(sums2[t][g], 4) : sums2[t][g]);
+      }
     for (int g = 0; g < kG; ++g) {
       const __m256 weight_scales =
           _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wd + (2 * b + g) * kRows)));

@@ -681,7 +681,11 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList weights, at::I
       if (head_weight.numel()) normalize_row(head.data(), head_weight.data_ptr<float>(), dim, epsilon, head.data());
       float* target = h < heads ? q + (b * heads + h) * dim
                                 : key_cache + b * keys.stride(0) + (h - heads) * keys.stride(1) + row_end(b) * keys.stride(2);
-      for (int64_t k = 0; k < dim; ++k) target[k] = head[k] * c[k] + head[(k + half) % dim] * s[k];
+      // in two halves, so that the loops vectorize (one loop with the index taken modulo dim did not)
+#pragma omp simd
+      for (int64_t k = 0; k < half; ++k) target[k] = head[k] * c[k] + head[k + half] * s[k];
+#pragma omp simd
+      for (int64_t k = half; k < dim; ++k) target[k] = head[k] * c[k] + head[k - half] * s[k];
     }
     for (int64_t h = 0; h < kv_heads; ++h)
       std::memcpy(value_cache + b * values.stride(0) + h * values.stride(1) + row_end(b) * values.stride(2),
@@ -719,9 +723,15 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList weights, at::I
     const float* gate = gate_up.data_ptr<float>() + b * out_features[2];
     const float* up = gate + inner;
     float* a = act + b * inner;
-    for (int64_t k = 0; k < inner; ++k) a[k] = -gate[k];
-    shifted_exps(a, 0.f, inner, a);  // e^-gate
-    for (int64_t k = 0; k < inner; ++k) a[k] = gate[k] / (1.f + a[k]) * up[k];  // silu(gate) * up
+    int64_t k = 0;  // silu(gate) * up = gate / (1 + e^-gate) * up
+#ifdef INTERNVL_AVX2
+    for (; k + 8 <= inner; k += 8) {  // one pass, 8 at a time
+      const __m256 g = _mm256_loadu_ps(gate + k);
+      const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+      _mm256_storeu_ps(a + k, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.f), e)), _mm256_loadu_ps(up + k)));
+    }
+#endif
+    for (; k < inner; ++k) a[k] = gate[k] / (1.f + std::exp(-gate[k])) * up[k];
   }
   at::Tensor out = project(activated, weights[13], weights[14], weights[15], out_features[3]);
   float* o = out.data_ptr<float>();

@@ -51,12 +51,14 @@ constexpr int64_t kRows = 8;             // output rows per vector of dot produc
 constexpr int64_t kGroupRows = 16;       // output rows per group of the weights' layout
 constexpr int64_t kRowTile = 6;          // activation rows multiplied per pass over a group's weights
 constexpr int64_t kOneRowInputs = 2048;  // fp32_linear, batch-1: longer weight rows are read 8 side by side
-constexpr int64_t kStreamAhead = 2048;   // q8_0 / q4_0 batch-1: bytes of the weight stream fetched ahead into L2
 
 template <bool kFour>
 constexpr int64_t kHalfBlockBytes = kFour ? kRows * kBlock / 2 : kRows * kBlock;  // 128 or 256: 8 rows' block
 template <bool kFour>
 constexpr int64_t kGroupBlockBytes = 2 * kHalfBlockBytes<kFour>;  // 256 or 512: a group's block, two halves
+// batch-1 q4_0 / q8_0: bytes of the weight stream fetched ahead into L2 (measured per format, docs/cpu-speed.md)
+template <bool kFour>
+constexpr int64_t kStreamAhead = kFour ? 8192 : 2048;
 
 #ifdef INTERNVL_AVX2
 inline float horizontal_sum(__m256 v) {
@@ -134,8 +136,10 @@ inline int32_t four_bytes(const int8_t* p) {
 // Both halves in one pass (batch-1 decoding) load each broadcast activation once for 16 rows, keep two
 // independent sums in flight and read the group as one stream: from cache 1.37x (q4_0) and 1.57x (q8_0) the
 // products per second of the 8-row groups before, from memory 1.04x (docs/cpu-speed.md). That stream is
-// fetched into L2 kStreamAhead bytes ahead: a decode step's 24 fused q4_0 layers 1.06x faster than with the
-// hardware prefetcher alone (q8_0: 1.02x). One half (prefill) reads every other run of bytes, so `next`, the
+// fetched into L2 kStreamAhead bytes ahead (q4_0 8 KB, q8_0 2 KB). Against 2 KB, 8 KB made a decode step's 24
+// fused q4_0 layers 1.07x faster at fast minutes (52 GB/s read) and 0.97-1.00x at slow ones (33-35 GB/s); for
+// q8_0 4 or 8 KB were 0.91-0.94x and 1 KB 0.98x. 2 KB against the hardware prefetcher alone: q4_0 1.06x, q8_0
+// 1.02x (docs/cpu-speed.md). One half (prefill) reads every other run of bytes, so `next`, the
 // same place in the next group, is fetched ahead at the pace these are read. With VNNI (vpdpbusd) each 4-byte
 // product sum adds to its 32-bit lane in one instruction, where AVX2 takes maddubs + madd + add; both give
 // the same integers. A block's sums run as two independent chains per half (q4_0: low and high nibbles; q8_0:
@@ -159,7 +163,7 @@ void group_dots(const uint8_t* w, const uint16_t* wd, const int8_t* xq, const fl
         _mm_prefetch(reinterpret_cast<const char*>(next + 2 * b * kBytes + line), _MM_HINT_T0);
     } else {  // the whole group, one stream: fetched into L2 kStreamAhead bytes ahead (past the group's end too)
       for (int64_t line = 0; line < 2 * kBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(w + 2 * b * kBytes + kStreamAhead + line), _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(w + 2 * b * kBytes + kStreamAhead<kFour> + line), _MM_HINT_T1);
     }
     // q4_0 without VNNI: int16 pairs (8 of at most 2 * 15 * 127 each: 30,480), made int32 after the block;
     // otherwise int32 lanes

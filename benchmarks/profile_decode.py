@@ -3,9 +3,9 @@ CPU model, or `--quantize int8 / int4`), next to the memory-bandwidth limit.
 
     python benchmarks/profile_decode.py [--steps 32] [--quantize int8] [--unfused] [--append]
 
-With our CPU kernels built, each decoder layer's decode step is one fused kernel call (`KernelDecoderLayer`),
-timed as a whole; the products of each projection alone are in the second table, and
-`benchmarks/decode_overhead.py` gives the fused layers' non-weight time. `--unfused` times `DecoderLayer`'s
+With our CPU kernels built, the decoder layers' decode step is one fused kernel call (`KernelDecoderLayer`),
+timed as a whole with the decoder's rotary tables and mask; the products of each projection alone are in the
+second table, and `benchmarks/decode_overhead.py` gives the fused layers' non-weight time. `--unfused` times `DecoderLayer`'s
 parts instead. Forward hooks time each kind of module inside the decoder: the weight products of the layers (qkv, o,
 gate_up, down), the output head, the attention core (an `Attention` module minus its two projections:
 rotary, the cache write, SDPA, reshapes), the RMS norms, the SiLU-and-multiply of the MLP (a `GatedMLP`
@@ -76,11 +76,13 @@ def watch_decoder(model, timer: ModuleTimer) -> None:  # type: ignore[no-untyped
     language = model.language
     timer.watch(language.embed, "embedding lookup")
     timer.watch(language.lm_head, "output head (lm_head)")
+    if language.layer_kind is KernelDecoderLayer:  # one kernel call a step for all layers: no parts to time apart
+        fused = "decoder layers, fused (weight products, attention, norms, MLP activation; the rotary tables)"
+        timer.watch(language, fused)
+        timer.watch(language.norm, "RMS norms", parent=fused)
+        return
     timer.watch(language.norm, "RMS norms")
     for layer in language.layers:
-        if isinstance(layer, KernelDecoderLayer):  # one kernel call a step: its parts cannot be timed apart
-            timer.watch(layer, "decoder layers, fused (weight products, attention, norms, MLP activation)")
-            continue
         timer.watch(layer.attn, "attention core")
         timer.watch(layer.attn.qkv, "layer weight products", parent="attention core")
         timer.watch(layer.attn.o, "layer weight products", parent="attention core")

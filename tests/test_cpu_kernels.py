@@ -37,7 +37,7 @@ from internvl.model.linear import (
     quantize_int8,
     replace_linears,
 )
-from internvl.model.llm import MoEMLP, build_attention_mask, rope_cos_sin
+from internvl.model.llm import DecoderLayer, MoEMLP, build_attention_mask, rope_cos_sin
 from internvl.model.norm import RMSNorm
 from tests.test_train_support import tiny_config
 
@@ -369,10 +369,11 @@ def test_the_fused_step_gathers_its_weights_once_per_cache(kernels):
     x, _, _, _, (cache, _) = decode_step_inputs(config)
     _, _, _, _, (next_generation, _) = decode_step_inputs(config)
     with torch.inference_mode():
-        weights = fused.step_operands(x, cache)[0]
-        assert fused.step_operands(x, cache)[0] is weights  # the next step of the same generation
-        assert fused.step_operands(x, next_generation)[0] is not weights
-        assert fused.step_operands(x, next_generation)[0] == weights  # the same tensors, gathered anew
+        weights = fused.kernel_weights(cache)
+        assert fused.kernel_weights(cache) is weights  # the next step of the same generation
+        assert fused.kernel_weights(next_generation) is not weights
+        assert fused.kernel_weights(next_generation) == weights  # the same tensors, gathered anew
+        assert fused.step_operands(x, cache)[0] == weights[0]
 
 
 @needs_kernels
@@ -394,7 +395,7 @@ def test_the_fused_step_refuses_write_indices_it_cannot_honour(kernels):
         weights, widths, (keys, values, _) = fused.step_operands(x, cache)
 
         def step(write_at, mask):  # type: ignore[no-untyped-def]
-            return kernels.decoder_layer_step(x, weights, widths, cos, sin, keys, values, write_at, mask, 4, 1e-6)
+            return kernels.decoder_layers_step(x, weights, widths, cos, sin, keys, values, write_at, mask, 4, 1e-6)
 
         with pytest.raises(RuntimeError, match="write_at holds 3 indices for 2 rows"):
             step([8, 8, 8], mask)
@@ -402,7 +403,40 @@ def test_the_fused_step_refuses_write_indices_it_cannot_honour(kernels):
             step([8, 5], None)
         with pytest.raises(RuntimeError, match="mask must hold batch x"):
             step([8], mask[..., :-1])
+        with pytest.raises(RuntimeError, match="16 weights and 4 widths per layer: 16 and 4 for 2 layers"):
+            kernels.decoder_layers_step(
+                x, weights, widths, cos, sin, cache.keys[:2], cache.values[:2], [8], mask, 4, 1e-6
+            )
         assert step([8], mask).shape == x.shape  # the same call with good operands runs
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["fp32", "q4_0"])
+def test_the_decoder_runs_a_decode_step_of_all_its_layers_in_one_call(kernels, mode, monkeypatch):
+    config = tiny_config("qwen2")
+    config.text.num_layers = 3
+    model = InternVL(config).eval()
+    make = {"fp32": KernelLinear.from_linear, "q4_0": lambda p: BlockQuantLinear(p.weight, p.bias, "q4_0")}[mode]
+    replace_linears(model.language, make)
+    language = model.language
+    x, cos, sin, mask, (expected_cache, cache) = decode_step_inputs(config)
+    calls = []
+    step = kernels.decoder_layers_step
+    monkeypatch.setattr(torch.ops.internvl_cpu, "decoder_layers_step", lambda *args: calls.append(args) or step(*args))
+    with torch.inference_mode():
+        expected = DecoderLayer.run_stack(language.layers, x, cos, sin, mask, expected_cache)
+        language.use_layer_kind(KernelDecoderLayer)
+        got = language.layer_kind.run_stack(language.layers, x, cos, sin, mask, cache)
+        assert len(calls) == 1 and calls[0][5].shape[0] == 3  # one call for the three layers
+        tolerance = 1e-5 if mode == "fp32" else 2e-3
+        torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance * expected.abs().max().item())
+        torch.testing.assert_close(cache.keys, expected_cache.keys, rtol=1e-5, atol=1e-5)  # every layer's new k, v
+        torch.testing.assert_close(cache.values, expected_cache.values, rtol=1e-5, atol=1e-5)
+        # a layer the kernel cannot take (here a plain projection): the others still fuse, one call each
+        language.layers[1].mlp.down = nn.Linear(config.text.intermediate_size, config.text.hidden_size)
+        calls.clear()
+        language.layer_kind.run_stack(language.layers, x, cos, sin, mask, cache)
+        assert len(calls) == 2 and all(args[5].shape[0] == 1 for args in calls)
 
 
 @needs_kernels

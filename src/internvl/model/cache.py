@@ -31,10 +31,10 @@ class Cache(Protocol):
         """Called once per forward, after every layer has written `count` new positions."""
         ...
 
-    def step_slices(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    def step_stack(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """For a kernel that writes one new position per row and attends in one call (`KernelDecoderLayer`):
-        this layer's keys and values (rows, kv_heads, max_length, head_dim) and the index each row's new
-        position goes to (one index: the same for every row)."""
+        every layer's keys and values (layers, rows, kv_heads, max_length, head_dim) and the index each row's
+        new position goes to (one index: the same for every row)."""
         ...
 
 
@@ -81,8 +81,8 @@ class KVCache:
     def advance(self, count: int) -> None:
         self.length += count
 
-    def step_slices(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        return self.keys[layer], self.values[layer], [self.length]
+    def step_stack(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        return self.keys, self.values, [self.length]
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only the batch rows in `rows` (for dropping finished sequences)."""

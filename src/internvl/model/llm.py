@@ -201,6 +201,13 @@ class DecoderLayer(nn.Module):
         x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, self.index)
         return x + self.mlp(self.mlp_norm(x))
 
+    @staticmethod
+    def run_stack(layers, x, cos, sin, mask, cache):  # type: ignore[no-untyped-def]
+        """A decoder's layers, one after another (`KernelDecoderLayer` runs a decode step's in one call)."""
+        for layer in layers:
+            x = layer(x, cos, sin, mask, cache)
+        return x
+
 
 class LanguageModel(nn.Module):
     """Token embeddings, decoder layers, final norm and the output head."""
@@ -213,6 +220,7 @@ class LanguageModel(nn.Module):
             nn.init.normal_(weight)
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size, _weight=weight)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
+        self.layer_kind: type[DecoderLayer] = DecoderLayer  # whose `run_stack` runs the layers
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
@@ -225,6 +233,7 @@ class LanguageModel(nn.Module):
         for index, layer in enumerate(self.layers):
             assert isinstance(layer, DecoderLayer)
             self.layers[index] = kind.from_layer(layer, self.config)
+        self.layer_kind = kind
 
     def forward(
         self,
@@ -244,11 +253,11 @@ class LanguageModel(nn.Module):
         mask = build_attention_mask(attention_mask, batch, seq, past, embeds.device, document_ids)
         cos, sin = rope_cos_sin(self.config, positions, embeds.dtype)
         x = embeds
-        for layer in self.layers:
-            if self.gradient_checkpointing and torch.is_grad_enabled():  # frozen parts too, when grads pass through
+        if self.gradient_checkpointing and torch.is_grad_enabled():  # frozen parts too, when grads pass through
+            for layer in self.layers:
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, cache, use_reentrant=False)
-            else:
-                x = layer(x, cos, sin, mask, cache)
+        else:
+            x = self.layer_kind.run_stack(self.layers, x, cos, sin, mask, cache)
         if cache is not None:
             cache.advance(seq)
         return self.norm(x)

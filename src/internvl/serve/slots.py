@@ -122,10 +122,10 @@ class SlotCache:
         end = self.length + 1
         return self.keys[layer, : self.rows, :, :end], self.values[layer, : self.rows, :, :end]
 
-    def step_slices(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """The active rows of this layer's keys and values, and where each row's new position goes (its
+    def step_stack(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """The active rows of every layer's keys and values, and where each row's new position goes (its
         length); `decode_inputs` gave the mask that hides each row's unused tail."""
-        return self.keys[layer, : self.rows], self.values[layer, : self.rows], self.lengths
+        return self.keys[:, : self.rows], self.values[:, : self.rows], self.lengths
 
     def advance(self, count: int) -> None:
         self.lengths = [length + count for length in self.lengths]

@@ -97,8 +97,8 @@ class KernelDecoderLayer(DecoderLayer):
         return self._gathered[2]
 
     def gather_weights(self, projections: tuple[nn.Module, ...]) -> LayerWeights | None:
-        """The kernel's 16 weight tensors and 4 projection widths (see `layer_step` in `csrc/block_quant.cpp`), or None where a
-        part is not ours to fuse (a projection that is no `KernelProjection`, a norm not fp32)."""
+        """The kernel's 16 weight tensors and 4 projection widths (see `layer_step` in `csrc/block_quant.cpp`), or
+        None where a part is not ours to fuse (a projection that is no `KernelProjection`, a norm not fp32)."""
         weights: list[torch.Tensor] = [self.attn_norm.weight, self.mlp_norm.weight]
         weights += [self.attn.q_norm.weight, self.attn.k_norm.weight] if self.attn.qk_norm else [NONE, NONE]
         if any(weight.dtype != torch.float32 for weight in weights):
@@ -119,7 +119,7 @@ def stack_operands(layers: Sequence[DecoderLayer], x: torch.Tensor, cache: Cache
     prefill, autograd, another dtype or device, a layer that is no `KernelDecoderLayer` or has a projection
     or MLP that is not ours to fuse)."""
     decoding = x.shape[1] == 1 and x.dtype == torch.float32 and x.device.type == "cpu"
-    if not decoding or cache is None or torch.is_grad_enabled():
+    if not decoding or cache is None or not layers or torch.is_grad_enabled():
         return None
     keys, values, write_at = cache.step_stack()
     if keys.dtype != torch.float32 or keys.shape[1] != x.shape[0]:

@@ -1,5 +1,6 @@
 """Batch-1 decode of the InternVL3-1B shape as a share of its memory-bandwidth limit, fp32 / int8 / int4, over
-several rounds, each decode between two read-bandwidth measurements (`internvl.bench.bracketed_decode`).
+several rounds, each decode between two read-bandwidth measurements (`internvl.bench.bracketed_decode`), each
+round after a measure of the CPU's own pace.
 
     python benchmarks/decode_shares.py [--rounds 5] [--append]
 
@@ -20,7 +21,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_line, publish, random_one_b  # noqa: E402
 
-from internvl.bench import _ours_generate, _prompt, bracketed_decode, decoder_bytes_per_token  # noqa: E402
+from internvl.bench import (  # noqa: E402
+    _ours_generate,
+    _prompt,
+    bracketed_decode,
+    compute_pace_gflops,
+    decoder_bytes_per_token,
+)
 from internvl.model.linear import choose_cpu_kernels, fast_fp32_linears, quantize_int4, quantize_int8  # noqa: E402
 
 MODES = {"fp32": fast_fp32_linears, "int8": quantize_int8, "int4": quantize_int4}
@@ -46,13 +53,15 @@ def main() -> None:
         "",
         "1B shape, random weights, as `internvl.load` prepares a CPU model; each round decodes 32 tokens after 20 "
         "in each mode, each decode between two read-bandwidth measurements (1 GiB summed); share = tok/s / (the "
-        "higher bandwidth / bytes per token).",
+        "higher bandwidth / bytes per token). CPU pace: fp32 GFLOP/s of small matrix products held in cache, "
+        "measured before the round (`internvl.bench.compute_pace_gflops`): the cores' own speed moves too.",
         "",
-        "| round | fp32 tok/s (GB/s read; share) | int8 tok/s (GB/s read; share) | int4 tok/s (GB/s read; share) |",
-        "|---|---:|---:|---:|",
+        "| round | CPU pace (GFLOP/s) | fp32 tok/s (GB/s read; share) | int8 tok/s (GB/s read; share) "
+        "| int4 tok/s (GB/s read; share) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for round_index in range(args.rounds):
-        cells = []
+        cells = [f"{compute_pace_gflops():.0f}"]
         for mode, model in models.items():
             decoded = bracketed_decode(lambda i, px, new, m=model: _ours_generate(m, i, px, new), ids)
             share = decoded.share(sizes[mode])
@@ -61,7 +70,7 @@ def main() -> None:
         lines.append(f"| {round_index + 1} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     medians = " | ".join(f"{100 * statistics.median(shares[mode]):.0f}%" for mode in models)
-    lines.append(f"| median | {medians} |")
+    lines.append(f"| median | | {medians} |")
     publish(lines, args.append)
 
 

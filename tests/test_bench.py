@@ -54,3 +54,12 @@ def test_a_decode_is_held_against_the_higher_of_the_bandwidths_read_around_it(mo
     # 2 GB per token against 40 GB/s: a limit of 20 tok/s, all of which the decode reaches
     assert decoded.share(2_000_000_000) == 1.0
     assert Decode(10.0, 40.0).share(2_000_000_000) == 0.5
+
+
+def test_the_cpu_pace_counts_the_flops_of_twenty_256_square_products(monkeypatch):
+    timed = []
+    monkeypatch.setattr(internvl.bench, "_seconds", lambda work: timed.append(work()) or 0.01)
+    pace = internvl.bench.compute_pace_gflops()
+    assert len(timed) == 3 and all(len(products) == 20 for products in timed)  # best of 3, 20 products each
+    assert timed[0][0].shape == (256, 256)
+    assert abs(pace - 20 * 2 * 256**3 / 0.01 / 1e9) < 1e-9

@@ -108,6 +108,16 @@ def read_bandwidth_gb_s() -> float:
     return buffer.numel() * 4 / best / 1e9
 
 
+def compute_pace_gflops() -> float:
+    """fp32 GFLOP/s of 256 x 256 matrix products held in cache, best of 3: how fast the cores compute this
+    minute. On the development machines it moved by up to 2x within a minute, apart from the read bandwidth,
+    and int4 decoding, the most arithmetic per weight byte, moved with it (docs/cpu-speed.md)."""
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    a @ b  # warm-up
+    best = min(_seconds(lambda: [a @ b for _ in range(20)]) for _ in range(3))
+    return 20 * 2 * 256**3 / best / 1e9
+
+
 def bracketed_decode(run: Callable[[torch.Tensor, torch.Tensor | None, int], None], ids: torch.Tensor) -> Decode:
     """`_decode_tok_s(run, ids)` with the read bandwidth measured right before and right after it. The limit is
     the higher of the two: this machine's speed drifts by tens of percent over minutes (docs/cpu-speed.md),

@@ -4,6 +4,7 @@ products against the same arithmetic in PyTorch, and the layers built on them.""
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import numpy as np
@@ -437,6 +438,24 @@ def test_the_decoder_runs_a_decode_step_of_all_its_layers_in_one_call(kernels, m
         calls.clear()
         language.layer_kind.run_stack(language.layers, x, cos, sin, mask, cache)
         assert len(calls) == 2 and all(args[5].shape[0] == 1 for args in calls)
+
+
+@needs_kernels
+@pytest.mark.parametrize("quantize", [quantize_int8, quantize_int4])
+def test_quantizing_packs_the_block_weights_into_one_buffer_and_changes_no_output(kernels, quantize):
+    model = InternVL(tiny_config("qwen2")).eval()
+    linears = {name: copy.deepcopy(m) for name, m in model.language.named_modules() if isinstance(m, nn.Linear)}
+    quantize(model.language)
+    packed = {name: m for name, m in model.language.named_modules() if isinstance(m, BlockQuantLinear)}
+    assert packed.keys() == linears.keys()
+    storages = {t.untyped_storage().data_ptr() for m in packed.values() for t in (m.weight_values, m.weight_scales)}
+    assert len(storages) == 1
+    assert all(t.data_ptr() % 64 == 0 for m in packed.values() for t in (m.weight_values, m.weight_scales))
+    x = torch.randn(3, model.config.text.hidden_size)
+    for name, layer in packed.items():
+        alone = BlockQuantLinear(linears[name].weight, linears[name].bias, layer.kind)  # not packed
+        inputs = x if layer.in_features == x.shape[1] else torch.randn(3, layer.in_features)
+        assert torch.equal(layer(inputs), alone(inputs)), name
 
 
 @needs_kernels

@@ -50,7 +50,9 @@ def test_a_decode_is_held_against_the_higher_of_the_bandwidths_read_around_it(mo
     monkeypatch.setattr(internvl.bench, "read_bandwidth_gb_s", lambda: next(readings))
     monkeypatch.setattr(internvl.bench, "_decode_tok_s", lambda run, ids: calls.append(1) or 20.0)
     decoded = bracketed_decode(lambda ids, pixels, new: None, torch.zeros(1, 4, dtype=torch.long))
-    assert decoded == Decode(20.0, 40.0) and calls == [1]
+    assert decoded == Decode(20.0, 40.0, 30.0) and calls == [1]
+    assert not decoded.steady  # 40 against 30: the machine changed phase around the decode
+    assert Decode(20.0, 40.0, 35.0).steady and Decode(20.0, 40.0).steady
     # 2 GB per token against 40 GB/s: a limit of 20 tok/s, all of which the decode reaches
     assert decoded.share(2_000_000_000) == 1.0
     assert Decode(10.0, 40.0).share(2_000_000_000) == 0.5

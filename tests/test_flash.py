@@ -14,7 +14,7 @@ from torch import nn
 
 from internvl.chat import Chat, load
 from internvl.errors import InputError
-from internvl.model.flash import choose_compressed, compress_prompt
+from internvl.model.flash import RouterPooling, choose_compressed, compress_prompt
 from internvl.model.internvl import InternVL
 from internvl.serve.engine import Engine, EngineSettings
 from internvl.weights import load_model, save_model
@@ -258,3 +258,27 @@ def test_flash_config_keys_in_both_layouts(tmp_path):
     raw = json.loads(Path(tmp_path / "h" / "config.json").read_text())
     assert raw["architectures"] == ["InternVLFlashForConditionalGeneration"]
     assert load_model(tmp_path / "h").config.flash_relative_threshold == 0.25
+
+
+def test_the_router_pooling_projects_attn2s_keys_and_values_once_with_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    pooling = RouterPooling(64)
+    patches = torch.randn(3, 20, 64)
+
+    def with_module_calls(pool: RouterPooling) -> torch.Tensor:  # the official forward: attn2 called 3 times
+        out = pool.norm1(pool.attn1(pool.query.expand(3, 1, -1), patches, patches, need_weights=False)[0])
+        for _ in range(3):
+            out = pool.norm2(pool.attn2(out, patches, patches, need_weights=False)[0])
+        return out[:, 0]
+
+    expected = with_module_calls(pooling)
+    expected.square().sum().backward()
+    expected_grads = {name: p.grad.clone() for name, p in pooling.named_parameters() if p.grad is not None}
+    pooling.zero_grad()
+    got = pooling(patches)
+    got.square().sum().backward()
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    grads = {name: p.grad for name, p in pooling.named_parameters() if p.grad is not None}
+    assert grads.keys() == expected_grads.keys() and any(name.startswith("attn2") for name in grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -73,10 +73,36 @@ class RouterPooling(nn.Module):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """patches (tiles, n, d_vit) -> (tiles, d_vit)."""
         query = self.query.to(patches.dtype).expand(patches.shape[0], 1, -1)
-        out = self.norm1(self.attn1(query, patches, patches, need_weights=False)[0])
-        for _ in range(3):  # the official forward reuses attn2 / norm2 (module docstring)
-            out = self.norm2(self.attn2(out, patches, patches, need_weights=False)[0])
+        out = self.norm1(attend_one_query(self.attn1, query, *keys_values(self.attn1, patches)))
+        # the official forward reuses attn2 / norm2 three times over the same patches (module docstring):
+        # their keys and values are projected once, which is most of the pooling's arithmetic
+        keys, values = keys_values(self.attn2, patches)
+        for _ in range(3):
+            out = self.norm2(attend_one_query(self.attn2, out, keys, values))
         return out[:, 0]
+
+
+def keys_values(attention: nn.MultiheadAttention, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`attention`'s keys and values of patches (tiles, n, d), as (tiles, heads, n, d / heads) each."""
+    d, heads = attention.embed_dim, attention.num_heads
+    weight, bias = attention.in_proj_weight, attention.in_proj_bias
+    keys = F.linear(patches, weight[d : 2 * d], None if bias is None else bias[d : 2 * d])
+    values = F.linear(patches, weight[2 * d :], None if bias is None else bias[2 * d :])
+    split = (patches.shape[0], patches.shape[1], heads, d // heads)
+    return keys.reshape(split).transpose(1, 2), values.reshape(split).transpose(1, 2)
+
+
+def attend_one_query(
+    attention: nn.MultiheadAttention, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """What `attention(query, patches, patches)` returns, query (tiles, 1, d), with the patches' keys and values
+    given (`keys_values`)."""
+    d, heads = attention.embed_dim, attention.num_heads
+    bias = attention.in_proj_bias
+    q = F.linear(query, attention.in_proj_weight[:d], None if bias is None else bias[:d])
+    q = q.reshape(query.shape[0], 1, heads, d // heads).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, keys, values)  # (tiles, heads, 1, d / heads)
+    return attention.out_proj(out.transpose(1, 2).reshape(query.shape[0], 1, d))
 
 
 class GateBlock(nn.Module):

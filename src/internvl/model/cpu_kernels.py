@@ -72,7 +72,7 @@ def _build(compiler: str, library: Path) -> None:
 @functools.cache
 def block_kernels() -> object | None:
     """`torch.ops.internvl_cpu` (`q8_0x8_linear`, `q4_0x8_linear`, `fp32_linear`, `rms_norm`,
-    `decoder_layer_step`, `argmax_rows`) once built, or None."""
+    `decoder_layers_step`, `argmax_rows`) once built, or None."""
     if os.environ.get("INTERNVL_CPU_KERNELS", "1") == "0":
         return None
     compiler = shutil.which(os.environ.get("CXX", "c++"))

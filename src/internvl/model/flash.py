@@ -84,12 +84,9 @@ class RouterPooling(nn.Module):
 
 def keys_values(attention: nn.MultiheadAttention, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`attention`'s keys and values of patches (tiles, n, d), as (tiles, heads, n, d / heads) each."""
-    d, heads = attention.embed_dim, attention.num_heads
-    weight, bias = attention.in_proj_weight, attention.in_proj_bias
-    keys = F.linear(patches, weight[d : 2 * d], None if bias is None else bias[d : 2 * d])
-    values = F.linear(patches, weight[2 * d :], None if bias is None else bias[2 * d :])
-    split = (patches.shape[0], patches.shape[1], heads, d // heads)
-    return keys.reshape(split).transpose(1, 2), values.reshape(split).transpose(1, 2)
+    return _heads(attention, _in_projection(attention, 1, patches)), _heads(
+        attention, _in_projection(attention, 2, patches)
+    )
 
 
 def attend_one_query(
@@ -97,12 +94,22 @@ def attend_one_query(
 ) -> torch.Tensor:
     """What `attention(query, patches, patches)` returns, query (tiles, 1, d), with the patches' keys and values
     given (`keys_values`)."""
-    d, heads = attention.embed_dim, attention.num_heads
-    bias = attention.in_proj_bias
-    q = F.linear(query, attention.in_proj_weight[:d], None if bias is None else bias[:d])
-    q = q.reshape(query.shape[0], 1, heads, d // heads).transpose(1, 2)
+    q = _heads(attention, _in_projection(attention, 0, query))
     out = F.scaled_dot_product_attention(q, keys, values)  # (tiles, heads, 1, d / heads)
-    return attention.out_proj(out.transpose(1, 2).reshape(query.shape[0], 1, d))
+    return attention.out_proj(out.transpose(1, 2).reshape(query.shape[0], 1, attention.embed_dim))
+
+
+def _in_projection(attention: nn.MultiheadAttention, part: int, x: torch.Tensor) -> torch.Tensor:
+    """x through `attention`'s query (part 0), key (1) or value (2) projection."""
+    rows = slice(part * attention.embed_dim, (part + 1) * attention.embed_dim)
+    bias = attention.in_proj_bias
+    return F.linear(x, attention.in_proj_weight[rows], None if bias is None else bias[rows])
+
+
+def _heads(attention: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """(tiles, n, d) -> (tiles, heads, n, d / heads)."""
+    heads = attention.num_heads
+    return x.reshape(x.shape[0], x.shape[1], heads, attention.embed_dim // heads).transpose(1, 2)
 
 
 class GateBlock(nn.Module):

@@ -305,17 +305,17 @@ def pack_block_weights(module: nn.Module) -> nn.Module:
     if not layers:
         return module
     names = ("weight_values", "weight_scales")
-    sizes = [getattr(layer, name).numel() * getattr(layer, name).element_size() for layer in layers for name in names]
-    buffer = torch.empty(sum(_aligned(size) for size in sizes) + 64, dtype=torch.uint8)
+    buffer = torch.empty(
+        sum(_aligned(getattr(layer, name).nbytes) for layer in layers for name in names) + 64, dtype=torch.uint8
+    )
     offset = -buffer.data_ptr() % 64
     for layer in layers:
         for name in names:
             tensor = getattr(layer, name)
-            size = tensor.numel() * tensor.element_size()
-            view = buffer[offset : offset + size].view(tensor.dtype).view(tensor.shape)
+            view = buffer[offset : offset + tensor.nbytes].view(tensor.dtype).view(tensor.shape)
             view.copy_(tensor)
             setattr(layer, name, view)  # the old tensor is freed here: the peak is one layer's weights more
-            offset += _aligned(size)
+            offset += _aligned(tensor.nbytes)
     return module
 
 

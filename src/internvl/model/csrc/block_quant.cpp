@@ -743,9 +743,10 @@ at::Tensor layer_step(const at::Tensor& x, at::TensorList weights, at::IntArrayR
 
 // The decode step of consecutive decoder layers, one after another, in one call: from Python, each layer's call
 // (the module, its checks, the operator's dispatch) cost about 20 microseconds; one call for the 1B shape's 24
-// layers made an int4 step 1.05x faster (0.50 ms) and an int8 step 1.03x (docs/cpu-speed.md). weights: each layer's 16 (see layer_step), out_features
-// its 4 widths, layer after layer; keys, values (layers, batch, kv_heads, max_length, head_dim): these layers'
-// caches; the other arguments are the same for every layer.
+// layers made an int4 step 1.05x faster (0.50 ms) and an int8 step 1.03x (docs/cpu-speed.md).
+// weights: each layer's 16 (see layer_step), out_features its 4 widths, layer after layer; keys, values
+// (layers, batch, kv_heads, max_length, head_dim): these layers' caches; the other arguments are the same for
+// every layer.
 at::Tensor decoder_layers_step(const at::Tensor& x, at::TensorList weights, at::IntArrayRef out_features,
                                const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& keys,
                                const at::Tensor& values, at::IntArrayRef write_at, const std::optional<at::Tensor>& mask,

@@ -404,6 +404,8 @@ def test_the_fused_step_refuses_write_indices_it_cannot_honour(kernels):
             step([8, 5], None)
         with pytest.raises(RuntimeError, match="mask must hold batch x"):
             step([8], mask[..., :-1])
+        with pytest.raises(RuntimeError, match=r"keys and values must be \(layers, batch, kv_heads, max_length"):
+            kernels.decoder_layers_step(x, weights, widths, cos, sin, keys[0], values[0], [8], mask, 4, 1e-6)
         with pytest.raises(RuntimeError, match="16 weights and 4 widths per layer: 16 and 4 for 2 layers"):
             kernels.decoder_layers_step(
                 x, weights, widths, cos, sin, cache.keys[:2], cache.values[:2], [8], mask, 4, 1e-6

@@ -53,7 +53,7 @@ def data_file(tmp_path_factory) -> Path:
     return path
 
 
-def run(model_folder: Path, data_file: Path, out: Path) -> int:
+def run(model_folder: Path, data_file: Path, out: Path, *options: str) -> int:
     return cli_main(
         [
             "eval",
@@ -71,6 +71,7 @@ def run(model_folder: Path, data_file: Path, out: Path) -> int:
             "--max-new-tokens",
             "6",
             "--no-progress",
+            *options,
         ]
     )
 
@@ -116,6 +117,26 @@ def test_answers_equal_the_chat_api(model_folder, data_file, tmp_path):
     chat = load(model_folder, max_tiles=2)
     item = load_items(data_file)[1]
     assert predictions[item.id] == chat.ask(item.prompt, images=item.load_images(), max_new_tokens=6)
+
+
+def test_the_v2pe_step_is_set_per_run(model_folder, data_file, tmp_path, capsys):
+    """`--v2pe-delta` answers as `load(..., v2pe_delta=...)` does, and settings.json records it."""
+    from internvl.chat import load
+    from internvl.eval.formats import load_items
+
+    out = tmp_path / "run"
+    assert run(model_folder, data_file, out, "--v2pe-delta", "0.0625") == 0
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings.get("settings", settings)["extra"]["v2pe_delta"] == 0.0625
+    item = load_items(data_file)[1]
+    answer = next(p["prediction"] for p in predictions if p["id"] == item.id)
+    v2pe = load(model_folder, max_tiles=2, v2pe_delta=0.0625)
+    plain = load(model_folder, max_tiles=2)
+    assert answer == v2pe.ask(item.prompt, images=item.load_images(), max_new_tokens=6)
+    assert answer != plain.ask(item.prompt, images=item.load_images(), max_new_tokens=6)
+    assert run(model_folder, data_file, tmp_path / "bad", "--v2pe-delta", "0") == 2
+    assert "--v2pe-delta must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_eval_over_a_world_split(model_folder, tmp_path):

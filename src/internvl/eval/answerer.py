@@ -53,7 +53,7 @@ def chat_answerer(chat: Chat, settings: RunSettings) -> Answerer:
 
 def model_answerer(settings: RunSettings) -> Answerer:
     """`internvl eval run`'s factory: load `settings.model` (None: the embedded nano model), with the
-    `dtype` and `quantize` of `settings.extra` when given."""
+    `dtype`, `quantize`, `visual_resolution` and `v2pe_delta` of `settings.extra` when given."""
     dtype = settings.extra.get("dtype")
     chat = load(
         settings.model,
@@ -63,6 +63,7 @@ def model_answerer(settings: RunSettings) -> Answerer:
         dtype=None if dtype is None else getattr(torch, dtype),
         quantize=settings.extra.get("quantize"),
         visual_resolution=settings.extra.get("visual_resolution"),
+        v2pe_delta=settings.extra.get("v2pe_delta"),
     )
     best_of_n = int(settings.extra.get("best_of_n", 1))
     if best_of_n > 1:

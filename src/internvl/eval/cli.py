@@ -87,6 +87,12 @@ def _add_subcommands(parser: argparse.ArgumentParser, answerer_factory: Answerer
         default=None,
         help="Flash models: tiles full, compressed or as the router decides (default: router on Flash models)",
     )
+    run.add_argument(
+        "--v2pe-delta",
+        type=float,
+        default=None,
+        help="V2PE step of image tokens, in (0, 1] (default: the model config's; docs/v2pe.md)",
+    )
     generation = default_generation()
     run.add_argument("--max-new-tokens", type=int, default=generation["max_new_tokens"])
     run.add_argument("--temperature", type=float, default=generation["temperature"], help="0 = greedy (default)")
@@ -175,6 +181,8 @@ def recorded_model(model: str | None) -> str | None:
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The RunSettings a `run` command line asks for."""
+    if args.v2pe_delta is not None and not 0 < args.v2pe_delta <= 1:
+        raise InputError(f"--v2pe-delta must be in (0, 1] (1 = ordinary positions), got {args.v2pe_delta}")
     generation = {
         "max_new_tokens": args.max_new_tokens,
         "do_sample": args.temperature > 0,
@@ -193,6 +201,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
             k: v
             for k, v in best_of_n_settings(args)
             + (("dtype", args.dtype), ("quantize", args.quantize), ("visual_resolution", args.visual_resolution))
+            + (("v2pe_delta", args.v2pe_delta),)
             if v is not None
         },
     )

@@ -23,7 +23,9 @@ FAMILIES: dict[str, Family] = {
 }
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)  # the default mix of `world generate` and `export-tsv`
 # Long multimodal contexts (V2PE): generated only when named with --families.
-LONG_CONTEXT_FAMILIES: dict[str, Family] = {f.name: f for f in (needle.FAMILY, *needle.LONGER)}
+LONG_CONTEXT_FAMILIES: dict[str, Family] = {
+    f.name: f for f in (needle.FAMILY, *needle.LONGER, needle.COLOUR, *needle.COLOUR_LONGER)
+}
 FAMILIES.update(LONG_CONTEXT_FAMILIES)
 ALL_FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)
 

@@ -121,7 +121,7 @@ def needle_colour_family(name: str, min_images: int, max_images: int) -> Family:
         if not unique:
             raise ValueError("no shape is drawn exactly once in these images")
         shape = pick(rng, unique)
-        (target, colour), = drawn[shape]
+        ((target, colour),) = drawn[shape]
         return {"colour": colour, "shape": shape, "target": target}
 
     def build(scene: Scene, rng: np.random.Generator) -> Sample:
@@ -148,6 +148,4 @@ def needle_colour_family(name: str, min_images: int, max_images: int) -> Family:
 FAMILY = needle_family("needle", 4, MOST_IMAGES)
 LONGER = tuple(needle_family(f"needle_x{k}", k * MOST_IMAGES, k * MOST_IMAGES) for k in (2, 4, 8))
 COLOUR = needle_colour_family("needle_colour", 4, MOST_IMAGES)
-COLOUR_LONGER = tuple(
-    needle_colour_family(f"needle_colour_x{k}", k * MOST_IMAGES, k * MOST_IMAGES) for k in (2, 4, 8)
-)
+COLOUR_LONGER = tuple(needle_colour_family(f"needle_colour_x{k}", k * MOST_IMAGES, k * MOST_IMAGES) for k in (2, 4, 8))

@@ -29,16 +29,13 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-bash scripts/setup.sh
-PY=.venv/bin/python
-START=src/internvl/assets/nano
+source scripts/lib.sh
 if [ "$QUICK" = 1 ]; then
   RUN=runs/mpo-world-quick; QUESTIONS=100; TEST=200
 else
   RUN=runs/mpo-world; QUESTIONS=800; TEST=1000
 fi
 start=$(date +%s)
-minutes() { echo $(( ($(date +%s) - $1) / 60 )); }
 
 if [ ! -f $RUN/questions/meta.json ]; then
   $PY -m internvl.cli world generate --out $RUN/questions --split train --seed 3 --n 3000 \

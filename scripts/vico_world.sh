@@ -21,14 +21,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-bash scripts/setup.sh
-PY=.venv/bin/python
+source scripts/lib.sh
 RUN=runs/vico
 mkdir -p $RUN
-# bf16 autocast only where the CPU computes in bf16 natively (else fp32 is several times faster)
-PRECISION=fp32
-if [ "$DEVICE" != cpu ] || grep -qE "avx512_bf16|amx_bf16" /proc/cpuinfo; then PRECISION=bf16; fi
-minutes() { echo $(( ($(date +%s) - $1 + 30) / 60 )); }
 
 if [ ! -f $RUN/world-train/meta.json ]; then
   $PY -m internvl.cli world generate --out $RUN/world-train --split train --n "$TRAIN" --seed 7 --workers 2 \

@@ -26,6 +26,7 @@ DATA_OF_NANO_RECIPES = {
     "nano_warmup.yaml": "runs/nano/warmup/meta.json",
     "nano_sft_more.yaml": "runs/nano/more-mix.json",
     "nano_text.yaml": "runs/nano/text-mix.json",
+    "v2pe_world.yaml": "runs/v2pe-world/mix.json",
 }
 
 

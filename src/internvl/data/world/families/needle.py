@@ -18,7 +18,7 @@ task, with no image number to copy from the prompt: the retrieval that long cont
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -38,24 +38,52 @@ COLOUR_PHRASES = (
 )
 
 
+def shares_one_attribute(pair: tuple[str, str], target: tuple[str, str]) -> bool:
+    """`needle`'s other objects: a red circle or a blue star beside a red star, so only its image has both."""
+    return (pair[0] == target[0]) != (pair[1] == target[1])
+
+
+def has_another_shape(pair: tuple[str, str], target: tuple[str, str]) -> bool:
+    """`needle_colour`'s other objects: any colour, never the target's shape."""
+    return pair[1] != target[1]
+
+
+def draw_scene(
+    rng: np.random.Generator,
+    ood: bool,
+    min_images: int,
+    max_images: int,
+    other: Callable[[tuple[str, str], tuple[str, str]], bool],
+) -> Scene:
+    """`min_images`-`max_images` images of one to three objects, one of them the target pair (held out in
+    test-ood), the rest pairs for which `other(pair, target)` holds."""
+    n = int(rng.integers(min_images, max_images + 1))
+    colour, shape = sorted(OOD_PAIRS)[int(rng.integers(len(OOD_PAIRS)))] if ood else pick(rng, IN_PAIRS)
+    others = [p for p in IN_PAIRS if other(p, (colour, shape))]
+    target = int(rng.integers(n))
+    images = []
+    for i in range(n):
+        styles = [pick(rng, others) for _ in range(int(rng.integers(0 if i == target else 1, 3)))]
+        if i == target:
+            styles.insert(int(rng.integers(len(styles) + 1)), (colour, shape))
+        centres = grid_positions(rng, len(styles), SIZE, SIZE, cols=3, rows=3, radius=18)
+        radii = [float(rng.uniform(12, 18)) for _ in styles]
+        images.append(obj_rows([Obj(s, c, x, y, r) for (c, s), (x, y), r in zip(styles, centres, radii)]))
+    task = {"colour": colour, "shape": shape, "target": target}
+    return Scene(content={"images": images}, task=task, style={"images": [object_style(rng) for _ in range(n)]})
+
+
+def render_images(scene: Scene) -> list[Any]:
+    return [
+        render_objects(rows, style, SIZE, SIZE) for rows, style in zip(scene.content["images"], scene.style["images"])
+    ]
+
+
 def needle_family(name: str, min_images: int, max_images: int) -> Family:
     """A needle family whose pictures number between `min_images` and `max_images`."""
 
     def draw(rng: np.random.Generator, ood: bool) -> Scene:
-        n = int(rng.integers(min_images, max_images + 1))
-        colour, shape = sorted(OOD_PAIRS)[int(rng.integers(len(OOD_PAIRS)))] if ood else pick(rng, IN_PAIRS)
-        misses = [p for p in IN_PAIRS if (p[0] == colour) != (p[1] == shape)]  # shares exactly one attribute
-        target = int(rng.integers(n))
-        images = []
-        for i in range(n):
-            styles = [pick(rng, misses) for _ in range(int(rng.integers(0 if i == target else 1, 3)))]
-            if i == target:
-                styles.insert(int(rng.integers(len(styles) + 1)), (colour, shape))
-            centres = grid_positions(rng, len(styles), SIZE, SIZE, cols=3, rows=3, radius=18)
-            radii = [float(rng.uniform(12, 18)) for _ in styles]
-            images.append(obj_rows([Obj(s, c, x, y, r) for (c, s), (x, y), r in zip(styles, centres, radii)]))
-        task = {"colour": colour, "shape": shape, "target": target}
-        return Scene(content={"images": images}, task=task, style={"images": [object_style(rng) for _ in range(n)]})
+        return draw_scene(rng, ood, min_images, max_images, shares_one_attribute)
 
     def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
         """A pair found in exactly one image (held out in test-ood, in-distribution otherwise)."""
@@ -72,10 +100,7 @@ def needle_family(name: str, min_images: int, max_images: int) -> Family:
 
     def build(scene: Scene, rng: np.random.Generator) -> Sample:
         colour, shape, target = (scene.task[k] for k in ("colour", "shape", "target"))
-        images = [
-            render_objects(rows, style, SIZE, SIZE)
-            for rows, style in zip(scene.content["images"], scene.style["images"])
-        ]
+        images = render_images(scene)
         space = [f"Image-{i + 1}" for i in range(len(images))]
         others = [space[i] for i in rng.permutation(len(space)) if i != target]
         return draft(
@@ -96,20 +121,7 @@ def needle_colour_family(name: str, min_images: int, max_images: int) -> Family:
     """A colour needle family: one object of the shape asked for among `min_images`-`max_images` images."""
 
     def draw(rng: np.random.Generator, ood: bool) -> Scene:
-        n = int(rng.integers(min_images, max_images + 1))
-        colour, shape = sorted(OOD_PAIRS)[int(rng.integers(len(OOD_PAIRS)))] if ood else pick(rng, IN_PAIRS)
-        others = [(c, s) for c, s in IN_PAIRS if s != shape]
-        target = int(rng.integers(n))
-        images = []
-        for i in range(n):
-            styles = [pick(rng, others) for _ in range(int(rng.integers(0 if i == target else 1, 3)))]
-            if i == target:
-                styles.insert(int(rng.integers(len(styles) + 1)), (colour, shape))
-            centres = grid_positions(rng, len(styles), SIZE, SIZE, cols=3, rows=3, radius=18)
-            radii = [float(rng.uniform(12, 18)) for _ in styles]
-            images.append(obj_rows([Obj(s, c, x, y, r) for (c, s), (x, y), r in zip(styles, centres, radii)]))
-        task = {"colour": colour, "shape": shape, "target": target}
-        return Scene(content={"images": images}, task=task, style={"images": [object_style(rng) for _ in range(n)]})
+        return draw_scene(rng, ood, min_images, max_images, has_another_shape)
 
     def ask(content: dict[str, Any], rng: np.random.Generator, ood: bool) -> dict[str, Any]:
         """A shape drawn exactly once in all the images, whose pair is held out in test-ood only."""
@@ -126,10 +138,7 @@ def needle_colour_family(name: str, min_images: int, max_images: int) -> Family:
 
     def build(scene: Scene, rng: np.random.Generator) -> Sample:
         colour, shape, target = (scene.task[k] for k in ("colour", "shape", "target"))
-        images = [
-            render_objects(rows, style, SIZE, SIZE)
-            for rows, style in zip(scene.content["images"], scene.style["images"])
-        ]
+        images = render_images(scene)
         present = [c for rows in scene.content["images"] for _, c, *_ in rows]
         return draft(
             name,

@@ -136,7 +136,7 @@ def test_the_v2pe_step_is_set_per_run(model_folder, data_file, tmp_path, capsys)
     assert answer == v2pe.ask(item.prompt, images=item.load_images(), max_new_tokens=6)
     assert answer != plain.ask(item.prompt, images=item.load_images(), max_new_tokens=6)
     assert run(model_folder, data_file, tmp_path / "bad", "--v2pe-delta", "0") == 2
-    assert "--v2pe-delta must be in (0, 1]" in capsys.readouterr().err
+    assert "--v2pe-delta must be a number in (0, 1]" in capsys.readouterr().err
 
 
 def test_eval_over_a_world_split(model_folder, tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from internvl import threads
+from internvl.config import check_v2pe_delta
 from internvl.errors import InputError, InternVLError
 from internvl.eval.formats import KINDS, load_items
 from internvl.eval.judge import Judge, JudgeSettings
@@ -181,8 +182,7 @@ def recorded_model(model: str | None) -> str | None:
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The RunSettings a `run` command line asks for."""
-    if args.v2pe_delta is not None and not 0 < args.v2pe_delta <= 1:
-        raise InputError(f"--v2pe-delta must be in (0, 1] (1 = ordinary positions), got {args.v2pe_delta}")
+    check_v2pe_delta(args.v2pe_delta, "--v2pe-delta")  # before any model work
     generation = {
         "max_new_tokens": args.max_new_tokens,
         "do_sample": args.temperature > 0,

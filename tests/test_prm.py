@@ -23,6 +23,9 @@ def test_split_steps_merges_as_the_official_split_response():
     assert split_steps(text, max_steps=2) == ["a\n\nb\n\nc", "d\n\ne"]  # ceil(5 / 2) = 3 pieces per step
     assert split_steps(text, max_steps=5) == ["a", "b", "c", "d", "e"]
     assert split_steps("one step", max_steps=12) == ["one step"]
+    # blank pieces are no steps: a PRM turn cannot be empty (a sampled answer made one fail a whole item)
+    assert split_steps("a\n\n\n\nb\n\n") == ["a", "b"]
+    assert split_steps("") == [""]
 
 
 def test_prm_record_is_the_official_conversation():

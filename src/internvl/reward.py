@@ -48,8 +48,10 @@ Combine = Literal["mean", "min", "last"]
 
 def split_steps(response: str, max_steps: int | None = None) -> list[str]:
     """A solution's steps: its pieces between blank lines; with `max_steps`, consecutive pieces merged in
-    groups of ceil(n / max_steps) so that at most `max_steps` remain (the official `split_response`)."""
-    pieces = response.split(STEP_SEPARATOR)
+    groups of ceil(n / max_steps) so that at most `max_steps` remain (the official `split_response`).
+    Blank pieces (from three or more newlines in a row, or a trailing blank line) are left out: a step turn
+    must have text, and a sampled answer often ends with a blank line."""
+    pieces = [piece for piece in response.split(STEP_SEPARATOR) if piece.strip()] or [response]
     if max_steps is None:
         return pieces
     size = math.ceil(len(pieces) / max_steps)

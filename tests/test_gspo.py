@@ -165,6 +165,8 @@ def test_the_reward_rises_on_a_learnable_task(model_dir, questions, tmp_path):
     assert first < 0.75 and last > first + 0.2, rewards
     for name in ("clipped_share", "entropy", "response_length", "reward_std", "rollout_s", "sampled_tokens_per_s"):
         assert name in rows[-1], name
+    # each reward function's own mean is logged (here the only one, weight 1: the mean reward itself)
+    assert [r["reward_parity_reward"] for r in rows] == pytest.approx(rewards)
     from PIL import Image as PILImage
 
     from internvl.train.metrics import plot_metrics
@@ -185,6 +187,7 @@ def test_resume_in_the_middle_of_a_rollout_is_exact(model_dir, questions, tmp_pa
     a, b = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "cut")
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
     assert [r["reward_mean"] for r in a] == [r["reward_mean"] for r in b]
+    assert [r["reward_parity_reward"] for r in a] == [r["reward_parity_reward"] for r in b]  # restored with the rollout
 
 
 @pytest.mark.parametrize(

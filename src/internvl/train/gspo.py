@@ -191,6 +191,7 @@ class Rollout:
     zero_variance_share: float  # share of groups whose answers all got the same reward
     rollout_s: float
     sampled_tokens: int
+    reward_terms: dict[str, float] = field(default_factory=dict)  # each reward function's mean, unweighted
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -218,6 +219,11 @@ class GSPOSteps:
         self.answers = AnswerPolicy(tokenizer, processor.template.stop_token, self.stop_id, processor.template.stop_str)
         self.rewards: list[tuple[Reward, float]] = [
             (load_reward(str(name)), float(weight)) for name, weight in self.settings.rewards.items()
+        ]
+        # metric names: reward_<function> (the whole name where two functions share one)
+        short = [str(name).rsplit(":", 1)[-1] for name in self.settings.rewards]
+        self.reward_names = [
+            "reward_" + (s if short.count(s) == 1 else str(name)) for s, name in zip(short, self.settings.rewards)
         ]
         self.rollout: Rollout | None = None
 
@@ -252,10 +258,9 @@ class GSPOSteps:
         completions = [self.usable(c) for c in completions]
         texts = [self.answers.answer(c, config) for c in completions]
         questions = [q for q in batch["questions"] for _ in range(g.group_size)]
-        rewards = torch.tensor(
-            [sum(w * float(f(text, q)) for f, w in self.rewards) for text, q in zip(texts, questions)],
-            dtype=torch.float64,
-        )
+        terms = [[float(f(text, q)) for text, q in zip(texts, questions)] for f, _ in self.rewards]
+        weights = torch.tensor([w for _, w in self.rewards], dtype=torch.float64)
+        rewards = weights @ torch.tensor(terms, dtype=torch.float64)  # each answer's weighted sum
         advantages = group_advantages(rewards, g.group_size, g.advantage_eps)
         flat = rewards.view(-1, g.group_size)
         constant = (flat == flat[:, :1]).all(dim=1)
@@ -280,6 +285,7 @@ class GSPOSteps:
             zero_variance_share=float(constant.double().mean()),
             rollout_s=time.perf_counter() - started,
             sampled_tokens=sum(len(c) for c in completions),
+            reward_terms={name: float(np.mean(values)) for name, values in zip(self.reward_names, terms)},
         )
 
     def group_image_features(self, prompts: list[Any]) -> torch.Tensor | None:
@@ -391,6 +397,7 @@ class GSPOSteps:
                 "zero_variance_share": rollout.zero_variance_share,
                 "response_length": float(np.mean([len(c) for c in rollout.completions])),
                 "entropy": rollout.entropy,
+                **rollout.reward_terms,
             }
             for name, value in step_values.items():
                 totals[name] = totals.get(name, 0.0) + value / accum

@@ -1,8 +1,11 @@
-"""Shared bits of the benchmark scripts: the machine line and appending to BENCHMARKS.md."""
+"""Shared bits of the benchmark scripts: the machine line, evaluation folders and their statistics, and
+appending to BENCHMARKS.md."""
 
 from __future__ import annotations
 
 import datetime
+import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -31,12 +34,37 @@ def machine_line() -> str:
 
 def eval_scores(folder: Path) -> dict[str, float]:
     """{family: accuracy in %, "overall": ...} of an `internvl eval run` folder (its summary.json)."""
-    import json
-
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     scores = {name: float(value["score"]) for name, value in summary["categories"].items()}
     scores["overall"] = float(summary["overall"])
     return scores
+
+
+def noise(accuracy: float, n: int) -> float:
+    """One standard error of an accuracy in % over n items."""
+    p = accuracy / 100
+    return 100 * math.sqrt(max(p * (1 - p), 1e-9) / max(n, 1))
+
+
+def item_scores(folder: Path) -> dict[str, float]:
+    """{item id: score} of an `internvl eval run` folder (its scores.jsonl)."""
+    lines = (folder / "scores.jsonl").read_text().splitlines()
+    return {record["id"]: float(record["score"] or 0.0) for record in map(json.loads, lines)}
+
+
+def paired_difference(new: dict[str, float], old: dict[str, float], ids: list[str]) -> tuple[float, float]:
+    """(mean of new - old over the items `ids`, in points; one standard error of that paired difference)."""
+    differences = [new[i] - old[i] for i in ids]
+    n = max(len(ids), 1)
+    mean = sum(differences) / n
+    variance = sum((d - mean) ** 2 for d in differences) / max(n - 1, 1)
+    return 100 * mean, 100 * math.sqrt(variance / n)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact p-value of `wins` against `losses` when either model is as likely to win an item."""
+    n, k = wins + losses, min(wins, losses)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
 
 
 def random_one_b():  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import eval_scores, machine_line, publish
+from common import eval_scores, item_scores, machine_line, noise, publish, sign_test
 
 LENGTHS = (("needle_colour", 1), ("needle_colour_x2", 2), ("needle_colour_x4", 4), ("needle_colour_x8", 8))
 TRAINING_LENGTH = 2048  # tokens: the recipe's max_length
@@ -59,27 +59,10 @@ def prompt_spans(run: Path, delta: float, limit: int = 20) -> dict[str, tuple[fl
     return spans
 
 
-def noise(accuracy: float, n: int) -> float:
-    """One standard error of an accuracy in % over n items."""
-    p = accuracy / 100
-    return 100 * math.sqrt(max(p * (1 - p), 1e-9) / max(n, 1))
-
-
-def item_scores(folder: Path) -> dict[str, float]:
-    lines = (folder / "scores.jsonl").read_text().splitlines()
-    return {record["id"]: float(record["score"] or 0.0) for record in map(json.loads, lines)}
-
-
 def discordant(run: Path, family: str) -> tuple[int, int]:
     """(items only the V2PE model answers right, items only the step-1 model answers right) of one family."""
     v2pe, plain = item_scores(run / f"eval-v2pe-{family}"), item_scores(run / f"eval-plain-{family}")
     return sum(v2pe[i] > plain[i] for i in v2pe), sum(plain[i] > v2pe[i] for i in v2pe)
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact p-value of `wins` against `losses` when either model is as likely to win an item."""
-    n, k = wins + losses, min(wins, losses)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
 
 
 def items(folder: Path) -> int:

@@ -19,17 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-QUICK=0; DEVICE=cpu
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --quick) QUICK=1 ;;
-    --device) DEVICE="$2"; shift ;;
-    *) echo "mpo_world.sh: unknown argument $1 (use --quick, --device DEVICE)" >&2; exit 2 ;;
-  esac
-  shift
-done
-
 source scripts/lib.sh
+quick_and_device mpo_world.sh "$@"
 if [ "$QUICK" = 1 ]; then
   RUN=runs/mpo-world-quick; QUESTIONS=100; TEST=200
 else

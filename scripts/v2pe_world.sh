@@ -62,7 +62,7 @@ for name in v2pe plain; do
   mode=random; [ $name = plain ] && mode=none
   t=$(date +%s)
   $PY -m internvl.cli train sft configs/v2pe_world.yaml output_dir=$RUN/$name v2pe.mode=$mode \
-    data.options.meta_path=$RUN/mix.json train.device=$DEVICE train.precision=$PRECISION
+    data.options.meta_path=$RUN/mix.json train.device=$DEVICE train.precision=$(precision $DEVICE)
   [ -f $RUN/$name-model/config.json ] || $PY -m internvl.cli train export $RUN/$name $RUN/$name-model --dtype float32
   echo "$name fine-tune took $(minutes $t) minutes" >&2
 done

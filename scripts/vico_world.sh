@@ -35,13 +35,13 @@ fi
 
 t=$(date +%s)
 $PY -m internvl.cli train vico configs/vico_consistency.yaml output_dir=$RUN/consistency \
-  data.options.meta_path=$RUN/world-train/meta.json train.device=$DEVICE train.precision=$PRECISION
+  data.options.meta_path=$RUN/world-train/meta.json train.device=$DEVICE train.precision=$(precision $DEVICE)
 [ -f $RUN/consistency-model/config.json ] || $PY -m internvl.cli train export $RUN/consistency $RUN/consistency-model
 echo "stage 1 (consistency) took $(minutes $t) minutes" >&2
 
 t=$(date +%s)
 $PY -m internvl.cli train vico configs/vico_router.yaml output_dir=$RUN/router model.path=$RUN/consistency-model \
-  data.options.meta_path=$RUN/world-train/meta.json train.device=$DEVICE train.precision=$PRECISION
+  data.options.meta_path=$RUN/world-train/meta.json train.device=$DEVICE train.precision=$(precision $DEVICE)
 [ -f $RUN/flash-model/config.json ] || $PY -m internvl.cli train export $RUN/router $RUN/flash-model
 echo "stage 2 (router) took $(minutes $t) minutes" >&2
 

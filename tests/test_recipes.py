@@ -27,6 +27,7 @@ DATA_OF_NANO_RECIPES = {
     "nano_sft_more.yaml": "runs/nano/more-mix.json",
     "nano_text.yaml": "runs/nano/text-mix.json",
     "v2pe_world.yaml": "runs/v2pe-world/mix.json",
+    "prm_world.yaml": "runs/prm-world/data/meta_prm.json",
 }
 
 
@@ -127,13 +128,14 @@ def test_the_vico_recipes_load_with_typed_data_and_refuse_to_start_without_a_met
         vico.validate(recipe)
 
 
-def test_the_gspo_recipe_validates_with_questions(tmp_path):
+@pytest.mark.parametrize("name", ["gspo.yaml", "gspo_world.yaml"])
+def test_the_gspo_recipes_validate_with_questions(tmp_path, name):
     from internvl.train import gspo
 
     questions = tmp_path / "questions.jsonl"
     questions.write_text('{"question": "2+2?", "answer": "4"}\n')
-    recipe = gspo.load_config(CONFIGS / "gspo.yaml", ["model.path=nano", f"data.options.questions={questions}"])
+    recipe = gspo.load_config(CONFIGS / name, ["model.path=nano", f"data.options.questions={questions}"])
     gspo.validate(recipe)
     assert recipe.gspo.importance_level == "sequence" and recipe.data.options["repeat_each"] == 2
     with pytest.raises(ConfigError, match="data.options.questions is required"):
-        gspo.validate(gspo.load_config(CONFIGS / "gspo.yaml", ["model.path=nano"]))
+        gspo.validate(gspo.load_config(CONFIGS / name, ["model.path=nano", "data.options.questions="]))

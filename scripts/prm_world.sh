@@ -3,7 +3,7 @@
 # the shipped nano's own chain-of-thought solutions, a PRM and an ORM trained on it, and Best-of-N with the
 # three critics (PRM, ORM, self-consistency) on the test split's reasoning, counting and charts items.
 #
-#   bash scripts/prm_world.sh                 about an hour on 2 CPU cores; everything in runs/prm-world
+#   bash scripts/prm_world.sh                 about 1.5 hours on 2 CPU cores; everything in runs/prm-world
 #   bash scripts/prm_world.sh --quick         a small scale (the plumbing only: too few items to judge)
 #   bash scripts/prm_world.sh --device cuda   sampling and training on a GPU
 #

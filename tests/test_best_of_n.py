@@ -80,3 +80,21 @@ def test_bad_best_of_n_flags_are_one_line(data_file, tmp_path, capsys, flags, me
     args = ["eval", "run", "--data", str(data_file), "--out", str(tmp_path / "run"), *flags]
     assert cli_main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_candidate_the_prm_cannot_read_scores_lowest_and_the_others_as_alone(model_folder):  # noqa: F811
+    from internvl.eval.best_of_n import UNREADABLE, reward_model_critic
+    from internvl.reward import ProcessRewardModel
+
+    prm = ProcessRewardModel.load(model_folder)
+    limit = prm.chat.model.config.text.max_position_embeddings
+    too_long = "a " * (limit + 10)  # beyond the context: refused with a line, not a failed allocation
+    with pytest.raises(InputError, match=r"solution 0: .* tokens and the model's context is"):
+        prm.score("q", [], [too_long])
+    critic = reward_model_critic(str(model_folder), outcome=False)
+    good = ["Step one.\n\nFinal answer: 4", "Final answer: 5"]
+    scores = critic(item(), [], 1, [good[0], too_long, good[1]])
+    assert scores[1] == UNREADABLE
+    assert scores[0] == pytest.approx(prm.score("q", [], [good[0]])[0], abs=1e-5)
+    assert scores[2] == pytest.approx(prm.score("q", [], [good[1]])[0], abs=1e-5)
+    assert min(scores[0], scores[2]) > UNREADABLE

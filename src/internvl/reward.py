@@ -132,11 +132,16 @@ class ProcessRewardModel:
         taken as its steps), all solutions in one batched forward pass. `question` is the text the
         solutions answered, `<image>` placeholders included (without any, the images go in front)."""
         chat = self.chat
+        limit = chat.model.config.text.max_position_embeddings
         rows, slots, tiles = [], [], []
-        for solution in solutions:
+        for number, solution in enumerate(solutions):
             steps = split_steps(solution, self.max_steps) if isinstance(solution, str) else list(solution)
             inputs = chat.processor(self.conversation(question, steps), images=images, max_tiles=max_tiles)
             ids = inputs.input_ids
+            if ids.shape[0] > limit:
+                raise InputError(
+                    f"solution {number}: its PRM conversation is {ids.shape[0]} tokens and the model's context is {limit}"
+                )
             rows.append(ids)
             slots.append(self._slot_positions(ids, len(steps)))
             if inputs.pixel_values is not None:

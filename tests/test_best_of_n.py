@@ -83,8 +83,8 @@ def test_bad_best_of_n_flags_are_one_line(data_file, tmp_path, capsys, flags, me
 
 
 def test_a_candidate_the_prm_cannot_read_scores_lowest_and_the_others_as_alone(model_folder):  # noqa: F811
-    from internvl.eval.best_of_n import UNREADABLE, reward_model_critic
-    from internvl.reward import ProcessRewardModel
+    from internvl.eval.best_of_n import reward_model_critic
+    from internvl.reward import UNREADABLE, ProcessRewardModel
 
     prm = ProcessRewardModel.load(model_folder)
     limit = prm.chat.model.config.text.max_position_embeddings

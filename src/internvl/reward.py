@@ -43,6 +43,7 @@ Please note:
 Your task is to verify the accuracy and correctness of each step in the given solution process."""  # noqa: E501
 
 STEP_SEPARATOR = "\n\n"
+UNREADABLE = -1.0  # the rank score of a candidate the model cannot read: below any P(+)
 Combine = Literal["mean", "min", "last"]
 
 
@@ -173,6 +174,29 @@ class ProcessRewardModel:
     ) -> list[float]:
         """One score per solution: its step scores combined (`combine`)."""
         return [combine(s, how) for s in self.step_scores(question, images, solutions, max_tiles)]
+
+    def rank_scores(
+        self,
+        question: str,
+        images: Sequence[ImageSource],
+        solutions: Sequence[str | Sequence[str]],
+        how: Combine = "mean",
+        max_tiles: int | None = None,
+    ) -> list[float]:
+        """`score` for choosing among candidates: one the model cannot read (its conversation beyond the
+        context) gets UNREADABLE instead of failing the others, which are then scored one by one."""
+        try:
+            return self.score(question, images, solutions, how, max_tiles)
+        except InputError:
+            return [self._score_alone(question, images, s, how, max_tiles) for s in solutions]
+
+    def _score_alone(
+        self, question: str, images: Sequence[ImageSource], solution: Any, how: Combine, max_tiles: int | None
+    ) -> float:
+        try:
+            return self.score(question, images, [solution], how, max_tiles)[0]
+        except InputError:
+            return UNREADABLE
 
     def _slot_positions(self, ids: torch.Tensor, num_steps: int) -> list[int]:
         """The positions whose next token is an assistant slot: before each filled "+" (which follows the

@@ -29,7 +29,6 @@ Critic = Callable[[EvalItem, list[Any], int, list[str]], list[float]]
 """(item, its pictures, tile budget, candidates) -> one score per candidate (higher is better)."""
 
 DEFAULT_TEMPERATURE = 0.7
-UNREADABLE = -1.0  # a reward model's score for a candidate it cannot read: below any P(+)
 
 
 def answer_key(item: EvalItem, candidate: str) -> str | None:
@@ -63,16 +62,7 @@ def reward_model_critic(folder: str, outcome: bool) -> Critic:
         else:
             question = media_lines(len(pictures)) + item.prompt
         solutions: list[Any] = [[c] for c in candidates] if outcome else list(candidates)
-        try:
-            return prm.score(question, pictures, solutions, max_tiles=budget)
-        except InputError:  # a candidate the PRM cannot read: score each alone, and that one lowest
-            return [alone(question, pictures, budget, solution) for solution in solutions]
-
-    def alone(question: str, pictures: list[Any], budget: int, solution: Any) -> float:
-        try:
-            return prm.score(question, pictures, [solution], max_tiles=budget)[0]
-        except InputError:
-            return UNREADABLE
+        return prm.rank_scores(question, pictures, solutions, max_tiles=budget)
 
     return critic
 

@@ -160,7 +160,7 @@ def create_app(engine: Engine, settings: ServeSettings, reward_model: Any = None
 
         def score() -> list[float]:
             with scoring:
-                return [float(x) for x in reward_model.score(best.question, best.images, texts)]
+                return [float(x) for x in reward_model.rank_scores(best.question, best.images, texts)]
 
         scores = await run_in_threadpool(score)
         keep = sorted(range(len(texts)), key=lambda k: -scores[k])[: best.keep]  # stable: the first of equals

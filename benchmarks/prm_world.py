@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, paired_difference, publish
 
 from internvl.eval import ScoringSettings, load_items, score_answer
-from internvl.eval.best_of_n import parse_critic, reward_model_critic, self_consistency
+from internvl.eval.best_of_n import reward_model_critic, self_consistency
 from internvl.eval.prompts import build_cot_prompt
 
 CRITICS = ("prm", "orm", "self-consistency")
@@ -48,20 +48,18 @@ def best_of(scores: list[float], n: int) -> int:
 
 def critic_scores(run: Path, items: dict[str, Any], records: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
     """({critic: {item id: one score per candidate}}, {critic: seconds per item}) for the recorded candidates,
-    scored by the eval's critics (`internvl.eval.best_of_n.load_critic`)."""
+    scored by the eval's own critics (`internvl.eval.best_of_n`)."""
     settings = json.loads((run / "bon-prm" / "settings.json").read_text(encoding="utf-8"))
     budget = settings["settings"]["max_tiles"]
-    specs = {
-        "prm": f"prm:{run / 'prm-model'}",
-        "orm": f"orm:{run / 'orm-model'}",
-        "self-consistency": "self-consistency",
+    judges = {
+        "prm": reward_model_critic(str(run / "prm-model"), outcome=False),
+        "orm": reward_model_critic(str(run / "orm-model"), outcome=True),
+        "self-consistency": self_consistency,
     }
+    pictures = {i: items[i].load_images() for i in records}  # once, outside the timed scoring
     scores: dict[str, dict[str, list[float]]] = {}
     seconds: dict[str, float] = {}
-    for critic, spec in specs.items():
-        kind, folder = parse_critic(spec)
-        judge = self_consistency if kind == "self-consistency" else reward_model_critic(folder, outcome=kind == "orm")
-        pictures = {i: items[i].load_images() for i in records}
+    for critic, judge in judges.items():
         started = time.perf_counter()
         scores[critic] = {i: judge(items[i], pictures[i], budget, r["candidates"]) for i, r in records.items()}
         seconds[critic] = (time.perf_counter() - started) / len(records)

@@ -188,15 +188,13 @@ class ProcessRewardModel:
         try:
             return self.score(question, images, solutions, how, max_tiles)
         except InputError:
-            return [self._score_alone(question, images, s, how, max_tiles) for s in solutions]
-
-    def _score_alone(
-        self, question: str, images: Sequence[ImageSource], solution: Any, how: Combine, max_tiles: int | None
-    ) -> float:
-        try:
-            return self.score(question, images, [solution], how, max_tiles)[0]
-        except InputError:
-            return UNREADABLE
+            scores = []
+            for solution in solutions:
+                try:
+                    scores.append(self.score(question, images, [solution], how, max_tiles)[0])
+                except InputError:
+                    scores.append(UNREADABLE)
+            return scores
 
     def _slot_positions(self, ids: torch.Tensor, num_steps: int) -> list[int]:
         """The positions whose next token is an assistant slot: before each filled "+" (which follows the

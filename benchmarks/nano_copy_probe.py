@@ -7,8 +7,9 @@ copies each name at almost no loss; one that does not spreads its guess over the
 
 Teacher-forced, one forward pass per item, on the first N chart questions of a world export (SFT JSONL with
 `world` records, made with --describe). Prints one row per model and input: mean loss on name tokens, on value
-tokens, on all answer tokens. Each model is asked twice: with the picture, and with the picture's description
-in words in its place (`internvl.nano.text_world`, how stage 1b trains), where the values are in the text too.
+tokens, on all answer tokens. Each model is asked with the picture, with the picture's description in words in
+its place (`internvl.nano.text_world`, how stage 1b trains: the values are in the text too), and with the
+question alone (no picture, no description: the names can still be copied).
 
 Run: `.venv/bin/python benchmarks/nano_copy_probe.py --data runs/nano2/world --models nano runs/nano2/text-model`
 """
@@ -57,14 +58,15 @@ def chart_items(data: Path, limit: int) -> list[tuple[str, str, str, str]]:
 
 
 @torch.no_grad()
-def losses(chat: internvl.Chat, items: list[tuple[str, str, str, str]], words: bool) -> dict[str, float]:
+def losses(chat: internvl.Chat, items: list[tuple[str, str, str, str]], given: str) -> dict[str, float]:
+    """Mean losses on name, value and all answer tokens; `given` is picture, description or question."""
     sums = {"name": [0.0, 0], "value": [0.0, 0], "answer": [0.0, 0]}
     for image, question, described, answer in items:
-        if words:
+        text = question.replace(f"{IMAGE_PLACEHOLDER}\n", "")
+        if given == "description":
             inputs = chat.processor([{"role": "user", "content": described}])
         else:
-            text = question.replace(f"{IMAGE_PLACEHOLDER}\n", "")
-            inputs = chat.processor([{"role": "user", "content": text}], images=[image])
+            inputs = chat.processor([{"role": "user", "content": text}], images=[image] if given == "picture" else [])
         encoded = chat.tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
         ids = torch.tensor(encoded["input_ids"])
         full = torch.cat([inputs.input_ids, ids])[None]
@@ -107,9 +109,8 @@ def main() -> None:
     ]
     for model in args.models:
         chat = internvl.load(None if model == "nano" else model)
-        for words in (False, True):
-            result = losses(chat, items, words)
-            given = "description" if words else "picture"
+        for given in ("picture", "description", "question"):
+            result = losses(chat, items, given)
             lines.append(
                 f"| {model} | {given} | {result['name']:.2f} | {result['value']:.2f} | {result['answer']:.2f} |"
             )

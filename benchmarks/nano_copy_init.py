@@ -14,7 +14,6 @@ so that one can see whether the copying survives them and what it buys.
 from __future__ import annotations
 
 import argparse
-import random
 import shutil
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nano_recall_probe import encode, example, token_losses
+from nano_recall_probe import train_recall
 
 import internvl
 from internvl.model.internvl import InternVL
@@ -41,29 +40,6 @@ def fresh_nano(seed: int, embed_std: float) -> tuple[InternVL, object]:
     return model.float(), shipped.tokenizer
 
 
-def train_copying(model: InternVL, tokenizer, steps: int, lr: float = 1e-3, filler: int = 30) -> None:  # type: ignore[no-untyped-def]
-    """The decoder alone on varied-distance recall text, every token a target; prints the held-out name loss."""
-    decoder = model.language
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=0.01)
-    data_rng, held_rng = random.Random(1), random.Random(2)
-    held = encode(tokenizer, [example(held_rng, filler) for _ in range(256)])
-    for step in range(1, steps + 1):
-        ids, _, _, pad = encode(tokenizer, [example(data_rng, filler) for _ in range(32)])
-        weight = pad[:, 1:].float()
-        loss = (token_losses(decoder, ids) * weight).sum() / weight.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, step / 50)
-        optimizer.step()
-        if step % 100 == 0 or step == steps:
-            with torch.no_grad():
-                held_ids, names, values, _ = held
-                losses = token_losses(decoder, held_ids)
-            print(f"copy step {step}: names {float(losses[names[:, 1:]].mean()):.2f}", flush=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -73,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     model, tokenizer = fresh_nano(args.seed, args.embed_std)
     if args.copy_steps:
-        train_copying(model, tokenizer, args.copy_steps)
+        train_recall(model.language, tokenizer, args.copy_steps, batch=32, lr=1e-3, every=100, filler=30, label="copy")
     save_model(model, args.out, layout="original", overwrite=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(SHIPPED["nano"] / name, args.out / name)

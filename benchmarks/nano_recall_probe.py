@@ -89,17 +89,11 @@ def token_losses(model: LanguageModel, ids: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
 
 
-def run_arm(
-    tokenizer, embed_std: float, steps: int, batch: int, lr: float, every: int, start: str | None, filler: int
+def train_recall(
+    model: LanguageModel, tokenizer, steps: int, batch: int, lr: float, every: int, filler: int, label: str
 ) -> list[tuple[int, float, float, float]]:  # type: ignore[no-untyped-def]
-    """The held-out (step, name loss, value loss, minutes) of one arm: a fresh decoder whose token embeddings
-    start at `embed_std`, or `start`'s decoder (then `embed_std` is not used)."""
-    torch.manual_seed(0)
-    if start is None:
-        model = LanguageModel(nano(len(tokenizer)).text)
-        torch.nn.init.normal_(model.embed.weight, std=embed_std)
-    else:
-        model = internvl.load(None if start == "nano" else start).model.float().language
+    """Train `model` on recall text, every token a target; the held-out (step, name loss, value loss, minutes)
+    every `every` steps and at the last, each also printed to stderr after `label`."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     data_rng, held_rng = random.Random(1), random.Random(2)
     held = encode(tokenizer, [example(held_rng, filler) for _ in range(256)])
@@ -123,9 +117,22 @@ def run_arm(
                 name = float(held_losses[names[:, 1:]].mean())
                 value = float(held_losses[values[:, 1:]].mean())
             curve.append((step, name, value, (time.perf_counter() - started) / 60))
-            arm = start or f"embed std {embed_std}"
-            print(f"{arm}: step {step} names {name:.2f} values {value:.2f}", file=sys.stderr)
+            print(f"{label}: step {step} names {name:.2f} values {value:.2f}", file=sys.stderr, flush=True)
     return curve
+
+
+def run_arm(
+    tokenizer, embed_std: float, steps: int, batch: int, lr: float, every: int, start: str | None, filler: int
+) -> list[tuple[int, float, float, float]]:  # type: ignore[no-untyped-def]
+    """The held-out curve of one arm: a fresh decoder whose token embeddings start at `embed_std`, or `start`'s
+    decoder (then `embed_std` is not used)."""
+    torch.manual_seed(0)
+    if start is None:
+        model = LanguageModel(nano(len(tokenizer)).text)
+        torch.nn.init.normal_(model.embed.weight, std=embed_std)
+    else:
+        model = internvl.load(None if start == "nano" else start).model.float().language
+    return train_recall(model, tokenizer, steps, batch, lr, every, filler, start or f"embed std {embed_std}")
 
 
 def main() -> None:
